@@ -1,0 +1,30 @@
+"""ONNX Runtime on the CPU."""
+from __future__ import annotations
+
+import numpy as np
+
+from . import Backend, BackendError
+from ..model_info import INPUT_NAME, OUTPUT_NAMES
+
+
+class OnnxRuntimeBackend(Backend):
+    name = "onnxruntime"
+
+    def __init__(self, model_path, info=None, threads: int = 0):
+        super().__init__(model_path, info, threads)
+        try:
+            import onnxruntime as ort
+        except ImportError as exc:
+            raise BackendError(f"onnxruntime is not installed ({exc})") from exc
+        opts = ort.SessionOptions()
+        opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        if threads:
+            opts.intra_op_num_threads = threads
+        try:
+            self.session = ort.InferenceSession(str(self.model_path), opts, providers=["CPUExecutionProvider"])
+        except Exception as exc:  # noqa: BLE001 - ORT raises its own exception types
+            raise BackendError(f"ONNX Runtime cannot load {self.model_path}: {exc}") from exc
+
+    def _infer(self, images: np.ndarray):
+        ids, conf = self.session.run(list(OUTPUT_NAMES), {INPUT_NAME: images})
+        return ids, conf

@@ -1,0 +1,103 @@
+"""CARLA tag tables (13/23/29-tag codings), palettes, remaps to the model's classes and palette decoding.
+
+All data comes from `config/classes.yaml`; this module only reads and vectorises it.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from functools import lru_cache
+from pathlib import Path
+
+import numpy as np
+import yaml
+
+from .paths import config_path
+
+IGNORE_INDEX = 255
+CODINGS = ("tags13", "tags23", "tags29")
+
+
+@dataclass(frozen=True)
+class Coding:
+    name: str
+    description: str
+    ids: tuple[int, ...]
+    names: tuple[str, ...]
+    colors: np.ndarray          # (num_tags, 3) uint8 RGB, row i = tag ids[i]
+    to_model: np.ndarray        # (256,) uint8 lookup table: tag id -> model class id, IGNORE_INDEX if unknown
+
+    @property
+    def num_tags(self) -> int:
+        return len(self.ids)
+
+    def palette_lut(self) -> np.ndarray:
+        """(256, 3) uint8: tag id -> RGB colour (black for ids outside the table)."""
+        lut = np.zeros((256, 3), np.uint8)
+        lut[list(self.ids)] = self.colors
+        return lut
+
+    def ids_to_model(self, tag_ids: np.ndarray) -> np.ndarray:
+        """Remap raw tag ids to model class ids (unknown ids become IGNORE_INDEX)."""
+        return self.to_model[tag_ids]
+
+    def colors_to_ids(self, rgb: np.ndarray) -> tuple[np.ndarray, int]:
+        """Decode palette colours (H, W, 3 RGB uint8) to tag ids.
+
+        Returns (ids, unmatched): colours not in the palette become IGNORE_INDEX and are counted, never guessed.
+        """
+        keys = _pack(rgb)
+        table = _pack(self.colors)
+        order = np.argsort(table)
+        sorted_table = table[order]
+        pos = np.clip(np.searchsorted(sorted_table, keys), 0, len(sorted_table) - 1)
+        hit = sorted_table[pos] == keys
+        ids = np.where(hit, np.asarray(self.ids, np.uint8)[order][pos], IGNORE_INDEX).astype(np.uint8)
+        return ids, int((~hit).sum())
+
+
+def _pack(rgb: np.ndarray) -> np.ndarray:
+    rgb = np.asarray(rgb, np.uint32)
+    return (rgb[..., 0] << 16) | (rgb[..., 1] << 8) | rgb[..., 2]
+
+
+@lru_cache(maxsize=None)
+def _load(path: str) -> dict:
+    with open(path, encoding="utf-8") as f:
+        return yaml.safe_load(f)
+
+
+def load_coding(name: str, path: Path | None = None) -> Coding:
+    raw = _load(str(path or config_path("classes.yaml")))
+    if name not in raw["codings"]:
+        raise ValueError(f"unknown CARLA coding {name!r}; known: {sorted(raw['codings'])}")
+    entry = raw["codings"][name]
+    ids, names, colors = zip(*entry["tags"])
+    to_model = np.full(256, IGNORE_INDEX, np.uint8)
+    for tag, cls in entry["to_model"].items():
+        to_model[int(tag)] = int(cls)
+    return Coding(name, entry.get("description", ""), tuple(int(i) for i in ids), tuple(names),
+                  np.asarray(colors, np.uint8), to_model)
+
+
+def model_coding() -> Coding:
+    """The coding the network predicts (13 Lyft/CARLA-0.8 classes)."""
+    return load_coding(_load(str(config_path("classes.yaml")))["model_coding"])
+
+
+def class_names() -> list[str]:
+    return list(model_coding().names)
+
+
+def num_classes() -> int:
+    return model_coding().num_tags
+
+
+def class_table() -> list[dict]:
+    """The model's classes as plain dicts (id, name, color) for YAML/JSON metadata."""
+    c = model_coding()
+    return [{"id": i, "name": n, "color": [int(v) for v in rgb]} for i, n, rgb in zip(c.ids, c.names, c.colors)]
+
+
+def colorize(class_ids: np.ndarray) -> np.ndarray:
+    """Class-id mask (H, W) -> RGB palette image (H, W, 3)."""
+    return model_coding().palette_lut()[class_ids]

@@ -1,0 +1,42 @@
+"""`carla-seg`: the non-ROS tools (training, evaluation, export, engines, bags, benchmarks, demo).
+
+Each subcommand lives in its own module with a ``main(argv)``; `carla-seg CMD --help` shows its options.
+"""
+from __future__ import annotations
+
+import importlib
+import sys
+
+COMMANDS = {
+    "train": ("carla_seg_ros.train", "train a segmentation network"),
+    "evaluate": ("carla_seg_ros.evaluate", "metrics of a model on a dataset split"),
+    "export": ("carla_seg_ros.export", "trained weights -> ONNX with a parity check"),
+    "build-engine": ("carla_seg_ros.trt_builder", "ONNX -> TensorRT engine (cached)"),
+    "make-bag": ("carla_seg_ros.bag_make", "image/label folder -> CARLA-style rosbag2"),
+    "bag-eval": ("carla_seg_ros.bag_eval", "evaluate the model on a rosbag2 with ground truth"),
+    "bench": ("carla_seg_ros.bench", "benchmarks: `bench model`, `bench node`"),
+    "demo": ("carla_seg_ros.demo", "run seg_node on the CARLA frames over ROS 2 and write out/demo"),
+}
+
+
+def usage() -> str:
+    lines = ["usage: carla-seg COMMAND [options]   (carla-seg COMMAND --help for its options)", "", "commands:"]
+    lines += [f"  {name:<13} {desc}" for name, (_, desc) in COMMANDS.items()]
+    return "\n".join(lines)
+
+
+def main(argv=None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if not argv or argv[0] in ("-h", "--help"):
+        print(usage())
+        return 0
+    name, rest = argv[0], argv[1:]
+    if name not in COMMANDS:
+        print(f"carla-seg: unknown command {name!r}\n\n{usage()}", file=sys.stderr)
+        return 2
+    module = importlib.import_module(COMMANDS[name][0])
+    return int(module.main(rest) or 0)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

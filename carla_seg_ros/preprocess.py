@@ -1,0 +1,30 @@
+"""Image preprocessing shared by training, evaluation, export, the node and every backend.
+
+The exported model takes uint8 RGB (N, H, W, 3) and normalises inside the graph, so the only preprocessing
+outside the model is the resize to the model's input size, done here the same way everywhere.
+"""
+from __future__ import annotations
+
+import cv2
+import numpy as np
+
+# Per-channel statistics of the training split (RGB, 0..1), rounded; stored in the ONNX metadata too.
+MEAN = (0.31, 0.37, 0.38)
+STD = (0.22, 0.23, 0.25)
+
+
+def resize_image(rgb: np.ndarray, size_wh: tuple[int, int]) -> np.ndarray:
+    """Resize an RGB uint8 image to (width, height): area averaging when shrinking, bilinear when growing."""
+    h, w = rgb.shape[:2]
+    if (w, h) == tuple(size_wh):
+        return rgb
+    interp = cv2.INTER_AREA if w >= size_wh[0] and h >= size_wh[1] else cv2.INTER_LINEAR
+    return cv2.resize(rgb, tuple(size_wh), interpolation=interp)
+
+
+def resize_mask(mask: np.ndarray, size_wh: tuple[int, int]) -> np.ndarray:
+    """Resize a class-id (or confidence) mask with nearest neighbour: ids must never be blended."""
+    h, w = mask.shape[:2]
+    if (w, h) == tuple(size_wh):
+        return mask
+    return cv2.resize(mask, tuple(size_wh), interpolation=cv2.INTER_NEAREST)

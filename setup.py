@@ -1,0 +1,42 @@
+"""ament_python package: `colcon build` installs seg_node under lib/carla_seg_ros and data under share/."""
+from glob import glob
+
+from setuptools import find_packages, setup
+
+PACKAGE = "carla_seg_ros"
+TORCH = "torch==2.13.0"  # pinned: any other version makes pip download GBs of CUDA wheels
+
+setup(
+    name=PACKAGE,
+    version="0.1.0",
+    packages=find_packages(exclude=["test"]),
+    data_files=[
+        ("share/ament_index/resource_index/packages", [f"resource/{PACKAGE}"]),
+        (f"share/{PACKAGE}", ["package.xml"]),
+        (f"share/{PACKAGE}/launch", glob("launch/*.py")),
+        (f"share/{PACKAGE}/config", glob("config/*.yaml") + glob("config/*.rviz") + glob("config/*.xml")),
+        (f"share/{PACKAGE}/models", glob("models/*.onnx") + glob("models/*.safetensors") + glob("models/*.md")),
+    ],
+    python_requires=">=3.10",
+    install_requires=["numpy", "opencv-python-headless", "pyyaml", "onnx", "onnxruntime"],
+    extras_require={
+        # ROS 2 Kilted from PyPI wheels: only for machines without an apt ROS install (this is how CI runs).
+        "ros": ["ros-kilted-rclpy", "ros-kilted-sensor-msgs", "ros-kilted-std-msgs", "ros-kilted-diagnostic-msgs",
+                "ros-kilted-rmw-fastrtps-cpp", "ros-kilted-ament-index-python"],
+        "train": [TORCH, "safetensors", "tqdm", "matplotlib"],
+        "tools": ["rosbags", "tqdm", "matplotlib", "openvino"],
+        "test": ["pytest", "colcon-core", "colcon-ros", "colcon-python-setup-py", "ros-kilted-ament-package",
+                 "setuptools<80"],
+    },
+    zip_safe=True,
+    maintainer="carla_seg_ros developers",
+    maintainer_email="dev@carla-seg-ros.invalid",
+    description="Real-time U-Net semantic segmentation for CARLA camera topics in ROS 2",
+    license="MIT",
+    entry_points={
+        "console_scripts": [
+            "seg_node = carla_seg_ros.seg_node:main",
+            "carla-seg = carla_seg_ros.cli:main",
+        ],
+    },
+)
