@@ -255,7 +255,8 @@ def main(argv=None) -> int:
         rng = np.random.default_rng([args.seed, start_epoch])
         torch.manual_seed(args.seed + start_epoch)
         with open(args.out / "log.csv") as f:
-            log_rows = [{k: (float(v) if v not in ("",) else "") for k, v in r.items()} for r in csv.DictReader(f)]
+            log_rows = [{k: ("" if v == "" else int(v) if k in ("epoch", "step") else float(v)) for k, v in r.items()}
+                        for r in csv.DictReader(f)]
         print(f"resumed from {last} at epoch {start_epoch}, step {step}")
 
     run_info = {"model": model_config, "input_size": list(args.input_size), "hood_mode": hood.mode,

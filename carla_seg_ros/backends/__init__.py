@@ -103,7 +103,9 @@ def create_backend(name: str, model_path: str | Path, allow_fallback: bool = Fal
     errors = []
     for candidate in candidates:
         try:
-            backend = _load_class(candidate)(model_path, info=info, threads=threads, **options)
+            # Options (engine settings...) belong to the requested backend; CPU fallbacks take none.
+            wanted = candidate == name or (name == "auto" and candidate == "tensorrt")
+            backend = _load_class(candidate)(model_path, info=info, threads=threads, **(options if wanted else {}))
         except (ImportError, OSError, RuntimeError, BackendError) as exc:
             errors.append(f"{candidate}: {exc}")
             if candidate == name and not allow_fallback:
