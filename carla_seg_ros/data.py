@@ -124,12 +124,19 @@ def read_tag_ids(path: Path) -> np.ndarray:
     return img.astype(np.uint8)
 
 
+def labels_from_tag_ids(tag_ids: np.ndarray, coding: str, hood: HoodRule) -> np.ndarray:
+    """Raw CARLA tag ids of ``coding`` -> model class ids (H, W) uint8 with the hood rule applied.
+
+    The one place labels are made, for files (read_label) and for ground truth decoded from rosbags alike.
+    """
+    return hood_for(coding, hood).apply(load_coding(coding).ids_to_model(tag_ids))
+
+
 def read_label(pair: Pair, hood: HoodRule) -> np.ndarray:
     """Model class ids (H, W) uint8 for a pair: remapped from its coding, hood rule applied."""
-    ids = load_coding(pair.coding).ids_to_model(read_tag_ids(pair.label))
-    return hood_for(pair, hood).apply(ids)
+    return labels_from_tag_ids(read_tag_ids(pair.label), pair.coding, hood)
 
 
-def hood_for(pair: Pair, hood: HoodRule) -> HoodRule:
+def hood_for(coding: str, hood: HoodRule) -> HoodRule:
     """Modern CARLA frames (23/29 tags) show no hood: the rule applies to the 13-tag data only."""
-    return hood if pair.coding == "tags13" else NO_HOOD
+    return hood if coding == "tags13" else NO_HOOD

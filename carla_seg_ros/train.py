@@ -11,7 +11,6 @@ import argparse
 import csv
 import json
 import math
-import os
 import time
 from pathlib import Path
 

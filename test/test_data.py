@@ -79,5 +79,5 @@ def test_hood_rule():
 
 
 def test_hood_rule_skips_modern_codings():
-    pair = data.Pair("t29_x", None, None, "tags29")
-    assert data.hood_for(pair, data.HoodRule()) is data.NO_HOOD
+    assert data.hood_for("tags29", data.HoodRule()) is data.NO_HOOD
+    assert data.hood_for("tags13", data.HoodRule("ignore")).mode == "ignore"
