@@ -28,5 +28,9 @@ bench: $(STAMP)
 	$(VENV)/bin/carla-seg bench model
 	$(VENV)/bin/carla-seg bench node
 
+# Build the package the way a ROS workspace does (install/ holds lib/carla_seg_ros/seg_node and share/).
+colcon: $(STAMP)
+	PATH=$(CURDIR)/$(VENV)/bin:$$PATH $(VENV)/bin/colcon build --base-paths . --build-base build --install-base install
+
 clean:
 	rm -rf build install log out .pytest_cache

@@ -36,6 +36,7 @@ setup(
     entry_points={
         "console_scripts": [
             "seg_node = carla_seg_ros.seg_node:main",
+            "echo_node = carla_seg_ros.echo_node:main",
             "carla-seg = carla_seg_ros.cli:main",
         ],
     },
