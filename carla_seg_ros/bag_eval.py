@@ -32,14 +32,12 @@ from pathlib import Path
 import numpy as np
 import yaml
 
-from .backends import BACKEND_CHOICES, create_backend
+from .backends import create_backend
 from .bag_make import CODING_METADATA_KEY, MessageFactory, open_writer, topics, typestore
 from .classes import CODINGS, IGNORE_INDEX, load_coding
-from .data import HOOD_MODES, labels_from_tag_ids
-from .evaluate import (DEFAULT_SAMPLES, Evaluation, format_summary, hood_rule, model_summary,
-                       run_batch)
+from .data import labels_from_tag_ids
+from .evaluate import Evaluation, add_inference_arguments, format_summary, hood_rule, model_summary, run_batch
 from .inference import Segmenter
-from .paths import default_model
 from .ros_image import ImageRejected, pixels, to_rgb
 
 DEFAULT_TOPICS = topics("ego_vehicle")
@@ -250,16 +248,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="ground truth as palette colours or raw tag ids; auto: mono8 = ids, colour = palette")
     p.add_argument("--coding", choices=("auto",) + CODINGS, default="auto",
                    help="CARLA coding of the ground truth; auto = the bag's metadata (make-bag), else tags13")
-    p.add_argument("--model", type=Path, default=default_model(), help="exported .onnx (default: %(default)s)")
-    p.add_argument("--backend", choices=BACKEND_CHOICES, default="onnxruntime",
-                   help="inference runtime (default: %(default)s, as carla-seg evaluate)")
-    p.add_argument("--threads", type=int, default=0, help="runtime CPU threads (0 = runtime default)")
-    p.add_argument("--batch-size", type=int, default=4, help="frames per inference call")
+    add_inference_arguments(p)
     p.add_argument("--max-frames", type=int, help="evaluate only the first N paired frames")
-    p.add_argument("--hood", choices=HOOD_MODES + ("auto",), default="auto",
-                   help="ego-hood rule for 13-tag ground truth; auto = the rule stored in the model (default)")
-    p.add_argument("--hood-row", type=float, help="first hood row as a fraction of the height (default: the model's)")
-    p.add_argument("--samples", type=int, default=DEFAULT_SAMPLES, help="sample overlays in the report")
     p.add_argument("--write-bag", type=Path, help="write predictions (+ input topics) to this new bag folder")
     p.add_argument("--write-storage", choices=("mcap", "sqlite3"), default="mcap", help="storage of --write-bag")
     p.add_argument("--pred-ns", default="/seg_node", help="namespace of the predicted topics in --write-bag")

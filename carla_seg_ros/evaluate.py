@@ -152,26 +152,31 @@ def model_summary(backend: Backend) -> dict:
             "input_size": [info.input_width, info.input_height]}
 
 
+def add_inference_arguments(p: argparse.ArgumentParser) -> None:
+    """Options shared with `carla-seg bag-eval`: the same defaults are part of "same frames, same numbers"."""
+    p.add_argument("--model", type=Path, default=default_model(), help="exported .onnx (default: %(default)s)")
+    p.add_argument("--backend", choices=BACKEND_CHOICES, default="onnxruntime",
+                   help="inference runtime (default: %(default)s, the reference)")
+    p.add_argument("--threads", type=int, default=0, help="runtime CPU threads (0 = runtime default)")
+    p.add_argument("--batch-size", type=int, default=4, help="frames per inference call")
+    p.add_argument("--hood", choices=HOOD_MODES + ("auto",), default="auto",
+                   help="ego-hood rule for 13-tag labels; auto = the rule stored in the model (default)")
+    p.add_argument("--hood-row", type=float, help="first hood row as a fraction of the height (default: the model's)")
+    p.add_argument("--samples", type=int, default=DEFAULT_SAMPLES, help="sample overlays in the report")
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="carla-seg evaluate", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--data", type=Path, default=default_data_dir(),
                    help="dataset folder: prepared layout, flat rgb/label (modern set) or Kaggle (default: %(default)s)")
     p.add_argument("--split", default="test", help="test, val, train, fullres (or a Kaggle sub-folder, all)")
-    p.add_argument("--model", type=Path, default=default_model(), help="exported .onnx (default: %(default)s)")
-    p.add_argument("--backend", choices=BACKEND_CHOICES, default="onnxruntime",
-                   help="inference runtime (default: %(default)s, the reference)")
-    p.add_argument("--threads", type=int, default=0, help="runtime CPU threads (0 = runtime default)")
-    p.add_argument("--batch-size", type=int, default=4, help="frames per inference call")
+    add_inference_arguments(p)
     p.add_argument("--json", type=Path, help="metrics JSON to write (default: OUT_DIR/metrics.json)")
     p.add_argument("--out-dir", type=Path,
                    help="folder for the confusion matrix, sample overlays and report (default: the JSON's folder)")
-    p.add_argument("--hood", choices=HOOD_MODES + ("auto",), default="auto",
-                   help="ego-hood rule for 13-tag labels; auto = the rule stored in the model (default)")
-    p.add_argument("--hood-row", type=float, help="first hood row as a fraction of the height (default: the model's)")
     p.add_argument("--coding", choices=("auto",) + CODINGS, default="auto",
                    help="CARLA coding of the labels; auto = from the name prefix (t23_/t29_, else tags13)")
-    p.add_argument("--samples", type=int, default=DEFAULT_SAMPLES, help="sample overlays in the report")
     p.add_argument("--limit", type=int, help="evaluate only the first N frames")
     return p
 

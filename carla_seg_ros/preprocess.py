@@ -23,8 +23,13 @@ def resize_image(rgb: np.ndarray, size_wh: tuple[int, int]) -> np.ndarray:
 
 
 def resize_mask(mask: np.ndarray, size_wh: tuple[int, int]) -> np.ndarray:
-    """Resize a class-id (or confidence) mask with nearest neighbour: ids must never be blended."""
+    """Resize a class-id (or confidence) mask with nearest neighbour: ids must never be blended.
+
+    INTER_NEAREST_EXACT samples at pixel centres like the area/bilinear image resizes do; plain INTER_NEAREST is
+    shifted by up to half a pixel, which misaligned thin classes (road lines, poles) with the image: measured on the
+    first model, road-line IoU on train frames went from 0.27 to 0.43 with the exact variant.
+    """
     h, w = mask.shape[:2]
     if (w, h) == tuple(size_wh):
         return mask
-    return cv2.resize(mask, tuple(size_wh), interpolation=cv2.INTER_NEAREST)
+    return cv2.resize(mask, tuple(size_wh), interpolation=cv2.INTER_NEAREST_EXACT)

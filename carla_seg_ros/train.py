@@ -58,24 +58,27 @@ def load_split(data_dir, split, size_wh, hood: HoodRule, limit: int | None = Non
 
 
 def photometric(img: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-    """Colour and weather-like jitter: the data is one town, one weather, so the model must not overfit to them."""
+    """Colour and weather-like jitter, kept gentle on purpose.
+
+    The first run used strong jitter (brightness x0.6-1.4, saturation x0.5-1.5, colour casts, frequent dusk/haze):
+    it fit the training frames to only ~95 % and reached 85 % on val, confusing vegetation with buildings and
+    sidewalk with road, whose colour differences that jitter washes out. These ranges keep those cues.
+    """
     x = img.astype(np.float32)
-    x = x * rng.uniform(0.6, 1.4) + rng.uniform(-30, 30)                      # brightness / contrast
+    x = x * rng.uniform(0.85, 1.15) + rng.uniform(-12, 12)                    # brightness / contrast
     grey = x.mean(axis=2, keepdims=True)
-    x = grey + (x - grey) * rng.uniform(0.5, 1.5)                              # saturation
-    x = x * rng.uniform(0.85, 1.15, size=3)                                    # white balance / colour cast
-    if rng.random() < 0.3:                                                     # haze / fog: blend towards grey
-        a = rng.uniform(0.1, 0.45)
-        x = x * (1 - a) + a * rng.uniform(150, 230)
-    if rng.random() < 0.2:                                                     # dusk: dark, low contrast
-        x = x * rng.uniform(0.3, 0.6)
+    x = grey + (x - grey) * rng.uniform(0.85, 1.15)                            # saturation
+    x = x * rng.uniform(0.97, 1.03, size=3)                                    # slight white-balance shift
+    if rng.random() < 0.1:                                                     # light haze / fog
+        a = rng.uniform(0.05, 0.2)
+        x = x * (1 - a) + a * rng.uniform(170, 220)
     x = np.clip(x, 0, 255)
-    if rng.random() < 0.3:                                                     # gamma
-        x = 255.0 * (x / 255.0) ** rng.uniform(0.7, 1.5)
-    if rng.random() < 0.2:                                                     # blur (rain on the lens, motion)
-        x = cv2.GaussianBlur(x, (0, 0), rng.uniform(0.5, 1.5))
-    if rng.random() < 0.3:                                                     # sensor noise
-        x = x + rng.normal(0, rng.uniform(2, 8), x.shape)
+    if rng.random() < 0.2:                                                     # gamma (exposure curve)
+        x = 255.0 * (x / 255.0) ** rng.uniform(0.8, 1.25)
+    if rng.random() < 0.1:                                                     # slight blur (motion, lens)
+        x = cv2.GaussianBlur(x, (0, 0), rng.uniform(0.4, 1.0))
+    if rng.random() < 0.2:                                                     # sensor noise
+        x = x + rng.normal(0, rng.uniform(1, 4), x.shape)
     return np.clip(x, 0, 255).astype(np.uint8)
 
 
@@ -85,7 +88,7 @@ def augment(img, label, crop_wh, scale_range, rng: np.random.Generator):
     h, w = img.shape[:2]
     sw, sh = max(1, round(w * s)), max(1, round(h * s))
     img = cv2.resize(img, (sw, sh), interpolation=cv2.INTER_LINEAR)
-    label = cv2.resize(label, (sw, sh), interpolation=cv2.INTER_NEAREST)
+    label = resize_mask(label, (sw, sh))
     cw, ch = crop_wh
     if sw < cw or sh < ch:
         pw, ph = max(0, cw - sw), max(0, ch - sh)
@@ -100,11 +103,14 @@ def augment(img, label, crop_wh, scale_range, rng: np.random.Generator):
 
 
 def class_weights(labels: np.ndarray, num_classes: int) -> torch.Tensor:
-    """sqrt(median frequency / frequency), clipped: rare classes (pedestrian, pole, sign, wall) weigh more."""
+    """(median frequency / frequency) ** 0.25, clipped to [0.5, 3]: rare classes (pedestrian, pole, sign, wall) weigh
+    more. The square root used first made rare classes over-predicted (train precision 0.29 vs recall 0.66 on
+    Fence), which costs IoU; the fourth root keeps the push towards recall milder.
+    """
     counts = np.bincount(labels[labels != classes.IGNORE_INDEX].ravel(), minlength=num_classes).astype(np.float64)
     freq = counts / counts.sum()
-    w = np.sqrt(np.median(freq[freq > 0]) / np.maximum(freq, 1e-6))
-    return torch.tensor(np.clip(w, 0.25, 5.0), dtype=torch.float32)
+    w = (np.median(freq[freq > 0]) / np.maximum(freq, 1e-6)) ** 0.25
+    return torch.tensor(np.clip(w, 0.5, 3.0), dtype=torch.float32)
 
 
 # ---------------------------------------------------------------------------------------------------------------
