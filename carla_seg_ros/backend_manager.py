@@ -6,7 +6,7 @@ The node reads ``manager.backend`` for every frame; everything about which runti
 Backend selection (the ``backend`` parameter):
 
 * ``auto``: TensorRT when it is importable and a GPU is present, else the fastest CPU runtime
-  (``backends.AUTO_CPU_ORDER``: onnxruntime, openvino, torch).
+  (``backends.AUTO_CPU_ORDER``: openvino, onnxruntime, torch).
 * ``tensorrt``: TensorRT; without TensorRT or a GPU this is an error, or, with ``allow_fallback``, a logged fallback
   to the CPU order.
 * any other name (``onnxruntime``, ``openvino``, ``torch``, ``torch_cuda``): exactly that runtime; if it cannot load

@@ -3,7 +3,7 @@
 Plays 800x600 bgra8 frames (``<data>/fullres``, cycled) at a fixed rate as a CARLA-bridge-like publisher
 (RELIABLE, KEEP_LAST 10, wall-clock stamps) to each pipeline in turn, every one a separate process:
 
-* ``seg_node [BACKEND]`` for each ``--backends`` entry (default: onnxruntime, then torch = PyTorch eager on the
+* ``seg_node [BACKEND]`` for each ``--backends`` entry (default: auto = the fastest CPU runtime, then torch = PyTorch eager on the
   same weights);
 * ``echo_node``: subscribes like seg_node and only republishes a mono8 image (the transport floor).
 
@@ -205,7 +205,7 @@ def main(argv=None) -> int:
     parser.add_argument("--model", type=Path, default=None, help="ONNX model (default: the committed model)")
     parser.add_argument("--rate", type=float, default=TARGET_RATE_HZ, help="publish rate in Hz (default: 20)")
     parser.add_argument("--frames", type=int, default=200, help="measured frames per pipeline (default: 200)")
-    parser.add_argument("--backends", nargs="+", default=["onnxruntime", "torch"],
+    parser.add_argument("--backends", nargs="+", default=["auto", "torch"],
                         choices=list(BACKEND_CHOICES),
                         help="a seg_node pipeline per backend (default: onnxruntime torch)")
     parser.add_argument("--no-echo", action="store_true", help="skip the echo-node baseline")
