@@ -1,6 +1,6 @@
 """GPU benchmark: model-only fps (batch 1 and 8) and node-like pipeline latency for torch_cuda and TensorRT.
 
-    python -m carla_seg_ros.bench_gpu [--model models/carla_unet.onnx] [--iters 500] [--json out.json]
+    carla-seg bench gpu [--model models/carla_unet.onnx] [--iters 500] [--json out.json]
 
 * model-only: ``backend.infer`` on uint8 frames already at the model's input size (host -> GPU -> host included,
   as the node sees it), frames per second at batch 1 and batch 8;
@@ -88,7 +88,7 @@ def camera_frames(data: Path | None, count: int = 8) -> list[np.ndarray]:
 
 def build_parser() -> argparse.ArgumentParser:
     from .paths import default_data_dir, default_model
-    p = argparse.ArgumentParser(prog="python -m carla_seg_ros.bench_gpu", description=__doc__,
+    p = argparse.ArgumentParser(prog="carla-seg bench gpu", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--model", type=Path, default=default_model(), help="exported .onnx (default: %(default)s)")
     p.add_argument("--backends", default="torch_cuda,tensorrt", help="comma-separated (default: %(default)s)")
