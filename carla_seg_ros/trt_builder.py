@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Callable
 
 from .backends import BackendError
+from .backends import require_cuda as _require_cuda
 from .engine_cache import (CACHE_ENV, PRECISIONS, EngineCache, EngineKey, LoadResult, PlatformFacts,
                            atomic_write, default_cache_dir, gpu_tag)
 from .model_info import INPUT_NAME, ModelInfo, read_onnx_info
@@ -83,15 +84,8 @@ def import_tensorrt():
 
 
 def require_cuda():
-    """torch with a CUDA device (the device memory and streams of the TensorRT path), else BackendError."""
-    try:
-        import torch
-    except ImportError as exc:
-        raise BackendError(f"the TensorRT backend uses PyTorch for CUDA memory and streams: {exc}") from exc
-    if not torch.cuda.is_available():
-        raise BackendError(f"no CUDA device: torch.cuda.is_available() is False (PyTorch {torch.__version__}, "
-                           f"CUDA build {torch.version.cuda or 'none'})")
-    return torch
+    """torch with a CUDA device: the TensorRT path uses PyTorch for device memory and streams."""
+    return _require_cuda("the TensorRT backend")
 
 
 def detect_facts(trt, device: int = 0) -> PlatformFacts:

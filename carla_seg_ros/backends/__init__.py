@@ -69,6 +69,18 @@ class Backend:
         raise NotImplementedError
 
 
+def require_cuda(purpose: str):
+    """PyTorch with a CUDA device (both GPU backends use its memory, streams and kernels), else BackendError."""
+    try:
+        import torch
+    except ImportError as exc:
+        raise BackendError(f"{purpose} needs PyTorch with CUDA: {exc}") from exc
+    if not torch.cuda.is_available():
+        raise BackendError(f"{purpose} needs an NVIDIA GPU: no CUDA device (PyTorch {torch.__version__}, "
+                           f"CUDA build {torch.version.cuda or 'none'})")
+    return torch
+
+
 def _load_class(name: str):
     module_name, cls_name = BACKENDS[name].split(":")
     return getattr(importlib.import_module(module_name), cls_name)

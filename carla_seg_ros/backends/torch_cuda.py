@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from . import Backend, BackendError
+from . import Backend, BackendError, require_cuda
 from .torch_backend import weights_beside
 
 WARMUP_ITERS = 3  # before capture: lets cuDNN pick its algorithms and allocates the workspace
@@ -27,13 +27,7 @@ class TorchCudaBackend(Backend):
         super().__init__(model_path, info, threads)
         if options:
             raise BackendError(f"torch_cuda: unknown options {sorted(options)}")
-        try:
-            import torch
-        except ImportError as exc:
-            raise BackendError(f"PyTorch is not installed ({exc})") from exc
-        if not torch.cuda.is_available():
-            raise BackendError(f"torch_cuda needs an NVIDIA GPU: torch.cuda.is_available() is False (PyTorch "
-                               f"{torch.__version__}, CUDA build {torch.version.cuda or 'none'})")
+        torch = require_cuda("torch_cuda")
         from ..weights import load_model
         self.torch = torch
         self.device = torch.device(device)
