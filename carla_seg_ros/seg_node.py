@@ -301,7 +301,9 @@ class SegNode(Node):
             return f"{value:.2f}" if isinstance(value, float) else str(value)
 
         values = {
-            "backend": backend.name, "model_file": str(self.model_path),
+            "backend": backend.name, "backend_requested": self.p["backend"],
+            "backend_state": self.manager.status.state,     # ready | building (TensorRT engine) | build_failed
+            "model_file": str(self.model_path),
             "input_topic": self.sub.topic_name, "input_rate_hz": s["input_rate_hz"],
             "output_rate_hz": s["output_rate_hz"], "frames_received": s["received"],
             "frames_processed": s["processed"], "frames_dropped": s["dropped"], "frames_rejected": s["rejected"],
