@@ -207,7 +207,7 @@ def main(argv=None) -> int:
     parser.add_argument("--frames", type=int, default=200, help="measured frames per pipeline (default: 200)")
     parser.add_argument("--backends", nargs="+", default=["auto", "torch"],
                         choices=list(BACKEND_CHOICES),
-                        help="a seg_node pipeline per backend (default: onnxruntime torch)")
+                        help="a seg_node pipeline per backend (default: auto torch)")
     parser.add_argument("--no-echo", action="store_true", help="skip the echo-node baseline")
     parser.add_argument("--node-param", action="append", default=[], metavar="KEY=VALUE",
                         help="extra seg_node parameter for every seg_node pipeline (repeatable)")
