@@ -13,6 +13,7 @@ with `carla-seg bag-eval`, so a bag made from a split by `carla-seg make-bag` gi
 from __future__ import annotations
 
 import argparse
+import fnmatch
 import json
 import sys
 import time
@@ -177,6 +178,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="folder for the confusion matrix, sample overlays and report (default: the JSON's folder)")
     p.add_argument("--coding", choices=("auto",) + CODINGS, default="auto",
                    help="CARLA coding of the labels; auto = from the name prefix (t23_/t29_, else tags13)")
+    p.add_argument("--match", action="append", metavar="GLOB",
+                   help="evaluate only frames whose name matches this shell pattern (repeatable), e.g. "
+                        "--match 'lyft*' --match 'bearpelican*' for the test frames from other drives")
     p.add_argument("--limit", type=int, help="evaluate only the first N frames")
     return p
 
@@ -203,7 +207,12 @@ def main(argv=None) -> int:
         print("carla-seg evaluate: --batch-size must be >= 1", file=sys.stderr)
         return 2
     try:
-        pairs = find_pairs(args.data, args.split)[:args.limit]
+        pairs = find_pairs(args.data, args.split)
+        if args.match:
+            pairs = [p for p in pairs if any(fnmatch.fnmatchcase(p.name, g) for g in args.match)]
+            if not pairs:
+                raise FileNotFoundError(f"no frame of split {args.split!r} matches {' or '.join(args.match)}")
+        pairs = pairs[:args.limit]
         backend = create_backend(args.backend, args.model, threads=args.threads)
     except (FileNotFoundError, ValueError, RuntimeError) as exc:
         print(f"carla-seg evaluate: {exc}", file=sys.stderr)
@@ -229,7 +238,7 @@ def main(argv=None) -> int:
     result = evaluation.result()
     result.update({
         "command": "evaluate",
-        "data": str(args.data), "split": args.split, "codings": codings,
+        "data": str(args.data), "split": args.split, "match": args.match, "codings": codings,
         "hood": {"mode": hood.mode, "row_fraction": hood.row_fraction, "applies_to": "tags13 labels"},
         "ignore_index": IGNORE_INDEX, "batch_size": args.batch_size,
         "model": model_summary(backend),

@@ -1,6 +1,6 @@
 """`carla-seg export`: trained weights -> ONNX (uint8 image in, class ids + confidence out) with a parity check.
 
-    carla-seg export --weights runs/fast_unet/best.safetensors --out models/carla_unet.onnx
+    carla-seg export --weights runs/fast_unet/final.safetensors --out models/carla_unet.onnx
 
 The graph contains the normalisation, softmax and argmax (see models.DeployModel), and the ONNX metadata holds the
 class table, input size and normalisation, so a runtime needs nothing but the .onnx file. The weights are copied

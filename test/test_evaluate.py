@@ -90,6 +90,15 @@ def test_evaluate_fullres(tmp_path, data_dir, model_path):
     check_consistent(r, expected_pixels=2 * 800 * 600)
 
 
+def test_evaluate_match_selects_frames_by_name(tmp_path, data_dir, model_path):
+    r = run_evaluate(tmp_path, "--data", str(data_dir), "--split", "test", "--model", str(model_path),
+                     "--match", "lyft*", "--match", "bearpelican*")
+    names = [f["name"] for f in r["per_frame"]]
+    assert len(names) == 6 and not any(n.startswith("pohsu") for n in names)   # the other-drive test frames
+    assert r["match"] == ["lyft*", "bearpelican*"]
+    check_consistent(r, expected_pixels=6 * 400 * 300)
+
+
 def test_evaluate_modern_set_remap(tmp_path, modern_dir, model_path):
     r = run_evaluate(tmp_path, "--data", str(modern_dir), "--model", str(model_path))
     assert r["codings"] == {"tags23": 10, "tags29": 4}
@@ -102,6 +111,8 @@ def test_evaluate_modern_set_remap(tmp_path, modern_dir, model_path):
     assert np.array_equal(np.asarray(r["confusion_matrix"]).sum(1), hist)
 
 
-def test_evaluate_clear_errors(tmp_path, capsys, model_path):
+def test_evaluate_clear_errors(tmp_path, capsys, data_dir, model_path):
     assert evaluate_main(["--data", str(tmp_path / "nope"), "--json", str(tmp_path / "x.json")]) == 2
     assert "does not exist" in capsys.readouterr().err
+    assert evaluate_main(["--data", str(data_dir), "--match", "no_such_frame*", "--json", str(tmp_path / "x.json")]) == 2
+    assert "matches no_such_frame*" in capsys.readouterr().err

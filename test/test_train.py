@@ -3,9 +3,11 @@ import csv
 import json
 
 import numpy as np
+import pytest
 
 from carla_seg_ros import train
 from carla_seg_ros.classes import IGNORE_INDEX
+from carla_seg_ros.data import HoodRule, find_pairs
 from carla_seg_ros.weights import load_model, read_metadata
 
 
@@ -26,6 +28,19 @@ def test_two_step_smoke_and_resume(tmp_path, data_dir):
     rows = list(csv.DictReader(open(out / "log.csv")))
     assert [int(r["epoch"]) for r in rows] == [1, 2] and int(rows[1]["step"]) == 4
     assert json.loads((out / "config.json").read_text())["hood_mode"] == "background"
+
+
+def test_train_on_train_and_val(tmp_path, data_dir, capsys):
+    out = tmp_path / "run"
+    assert train.main(["--data", str(data_dir), "--out", str(out), "--train-splits", "train,val", "--limit-images", "3",
+                       "--batch-size", "3", "--crop", "128x96", "--input-size", "160x120", "--epochs", "1",
+                       "--threads", "2"]) == 0
+    printed = capsys.readouterr().out
+    assert "train+val" in printed and "NOT held out" in printed
+    # With val in the training data no "best on val" checkpoint is chosen; the final weights are the result.
+    assert (out / "final.safetensors").is_file() and not (out / "best.safetensors").exists()
+    images, labels = train.load_split(data_dir, ["train", "val"], (32, 24), HoodRule("background"))
+    assert len(images) == len(labels) == len(find_pairs(data_dir, "train")) + len(find_pairs(data_dir, "val"))
 
 
 def test_augment_keeps_image_and_label_aligned():
@@ -51,3 +66,6 @@ def test_class_weights_favour_rare_classes():
 def test_presets_parse():
     args = train.resolve_args(["--preset", "seed", "--data", "/tmp"])
     assert args.arch == "seed_unet" and args.input_size == (128, 96) and args.loss == "ce"
+    assert train.resolve_args(["--data", "/tmp", "--train-splits", "train,val"]).train_splits == ["train", "val"]
+    with pytest.raises(SystemExit):            # the reported splits are never trained on
+        train.resolve_args(["--data", "/tmp", "--train-splits", "train,test"])
