@@ -28,8 +28,9 @@ from .weights import save_weights
 
 PRESETS = {
     # Production default: residual-encoder U-Net at 384x288, trained on whole-frame-sized crops of rescaled frames.
-    # Whole-frame crops (rather than 320x240) keep the ego hood at the bottom and give the context that separates
-    # sidewalk from road and fence from vegetation; they cost 1.8x per epoch, hence 50 epochs (models/README.md).
+    # Whole-frame crops (rather than 320x240) keep the ego hood at the bottom of every crop: fit on train+val with
+    # 320x240 crops, the model painted building reflections onto the hood. They cost 1.8x per epoch, hence 50
+    # epochs. On train alone they gain nothing (models/README.md, runs 3, 3b, 4 and 5).
     "default": dict(arch="fast_unet", input_size="384x288", crop="384x288", epochs=50, batch_size=8, lr=3e-3,
                     weight_decay=1e-4, loss="ce_dice", augment=True, scale_min=0.75, scale_max=1.35),
     # The original notebook: U-Net 32 filters, 96x128 input, plain cross-entropy, Adam, 30 epochs, no augmentation.
