@@ -52,11 +52,10 @@ def parse_size(text: str) -> tuple[int, int]:
 # ---------------------------------------------------------------------------------------------------------------
 # data
 # ---------------------------------------------------------------------------------------------------------------
-def load_split(data_dir, splits, size_wh, hood: HoodRule, limit: int | None = None):
-    """All frames of one split (or several, concatenated) resized to the model's input size, as uint8 arrays held in
-    memory (~130 MB)."""
-    pairs = [p for split in ([splits] if isinstance(splits, str) else splits) for p in find_pairs(data_dir, split)]
-    pairs = pairs[:limit]
+def load_splits(data_dir, splits: list[str], size_wh, hood: HoodRule, limit: int | None = None):
+    """All frames of the splits, concatenated and resized to the model's input size, as uint8 arrays held in memory
+    (~130 MB)."""
+    pairs = [p for split in splits for p in find_pairs(data_dir, split)][:limit]
     images = np.stack([resize_image(read_rgb(p.rgb), size_wh) for p in pairs])
     labels = np.stack([resize_mask(read_label(p, hood), size_wh) for p in pairs])
     return images, labels
@@ -242,8 +241,8 @@ def main(argv=None) -> int:
     hood = HoodRule(args.hood_mode, args.hood_row)
     n_cls = classes.num_classes()
     t_load = time.time()
-    train_x, train_y = load_split(args.data, args.train_splits, args.input_size, hood, args.limit_images)
-    val_x, val_y = load_split(args.data, "val", args.input_size, hood, args.limit_images)
+    train_x, train_y = load_splits(args.data, args.train_splits, args.input_size, hood, args.limit_images)
+    val_x, val_y = load_splits(args.data, ["val"], args.input_size, hood, args.limit_images)
     val_held_out = "val" not in args.train_splits
     print(f"data: {len(train_x)} frames of {'+'.join(args.train_splits)} / {len(val_x)} val frames "
           f"{'' if val_held_out else '(NOT held out: part of the training data) '}"

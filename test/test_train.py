@@ -39,7 +39,7 @@ def test_train_on_train_and_val(tmp_path, data_dir, capsys):
     assert "train+val" in printed and "NOT held out" in printed
     # With val in the training data no "best on val" checkpoint is chosen; the final weights are the result.
     assert (out / "final.safetensors").is_file() and not (out / "best.safetensors").exists()
-    images, labels = train.load_split(data_dir, ["train", "val"], (32, 24), HoodRule("background"))
+    images, labels = train.load_splits(data_dir, ["train", "val"], (32, 24), HoodRule("background"))
     assert len(images) == len(labels) == len(find_pairs(data_dir, "train")) + len(find_pairs(data_dir, "val"))
 
 
