@@ -46,7 +46,7 @@ def quantize_int8(fp32_path: Path, out_path: Path, frames: list[np.ndarray]) -> 
 
     out_path.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory() as tmp:
-        prepared = Path(tmp) / "prepared.onnx"          # shapes inferred and BatchNorm folded, as ORT recommends
+        prepared = Path(tmp) / "prepared.onnx"     # shape inference and graph clean-up first, as ORT's docs advise
         quant_pre_process(str(fp32_path), str(prepared))
         # Only Conv: it is nearly all the compute. Quantising Resize/Concat/Add too would add requantisation steps
         # at every skip connection for little gain.
@@ -89,9 +89,10 @@ def main(argv=None) -> int:
         p.error("no dataset found: pass --data DIR or set CARLA_SEG_DATA (see README: Data)")
     if args.calibration_every < 1:
         p.error("--calibration-every must be >= 1")
-    if not args.model.is_file():
-        p.error(f"model not found: {args.model}")
-    info = read_onnx_info(args.model)
+    try:
+        info = read_onnx_info(args.model)        # missing, corrupt or foreign files: one clear line
+    except (FileNotFoundError, ValueError) as exc:
+        p.error(str(exc))
     frames = calibration_frames(args.data, info.input_size, args.calibration_every)
     quantize_int8(args.model, args.out, frames)
     print(f"wrote {args.out} ({args.out.stat().st_size / 1e6:.2f} MB), calibrated on {len(frames)} train frames")

@@ -36,10 +36,14 @@ def test_quantize_writes_a_standard_int8_graph_that_keeps_metadata_and_passes_it
         assert (ids == ref).mean() > 0.98, f"{backend}: int8 class ids disagree with fp32 on too many pixels"
 
 
-def test_quantize_refuses_a_missing_model(tmp_path):
-    with pytest.raises(SystemExit) as exc:
-        quantize.main(["--model", str(tmp_path / "nope.onnx"), "--out", str(tmp_path / "x.onnx")])
-    assert exc.value.code == 2
+def test_quantize_refuses_missing_and_corrupt_models_with_one_line(tmp_path, data_dir, capsys):
+    corrupt = tmp_path / "corrupt.onnx"
+    corrupt.write_bytes(b"\x08\x07 not a protobuf")
+    for model, why in ((tmp_path / "nope.onnx", "not found"), (corrupt, "not a readable ONNX model")):
+        with pytest.raises(SystemExit) as exc:
+            quantize.main(["--model", str(model), "--out", str(tmp_path / "x.onnx"), "--data", str(data_dir)])
+        assert exc.value.code == 2 and why in capsys.readouterr().err
+    assert not (tmp_path / "x.onnx").exists()
 
 
 def test_committed_int8_model_keeps_the_fp32_card_figures_on_test(tmp_path, data_dir, model_path):
