@@ -1,7 +1,9 @@
 """`carla-seg bench model`: model-only latency of every CPU backend at the model's input size, same run, same frame.
 
 Prints p50/p99 latency, frames per second and the speed-up against PyTorch eager (the baseline measured in the
-same run). The 20 ms/frame target for the default model is printed next to the figures, not asserted.
+same run). Further models (by default the committed int8 model, when present) are timed in the same run on the ONNX
+runtimes, so their ratios share that baseline. The 20 ms/frame target for the default model is printed next to the
+figures, not asserted.
 """
 from __future__ import annotations
 
@@ -20,6 +22,7 @@ from .paths import default_data_dir, default_model
 from .preprocess import resize_image
 
 TARGET_MS = 20.0
+DEFAULT_INT8 = default_model().with_name("carla_unet_int8.onnx")
 
 
 def time_backend(backend, batch: np.ndarray, iters: int, warmup: int) -> np.ndarray:
@@ -37,6 +40,9 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="carla-seg bench model", description=__doc__)
     p.add_argument("--model", type=Path, default=default_model(), help="exported .onnx (default: committed model)")
     p.add_argument("--backends", default=",".join(AUTO_CPU_ORDER), help="comma-separated (default: %(default)s)")
+    p.add_argument("--also", type=Path, action="append",
+                   help="another .onnx timed in the same run on the ONNX runtimes (repeatable; default: "
+                        f"{DEFAULT_INT8.name} beside the default model, when present)")
     p.add_argument("--batch", type=int, default=1, help="frames per inference call")
     p.add_argument("--iters", type=int, default=100)
     p.add_argument("--warmup", type=int, default=10)
@@ -48,13 +54,18 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
+    backends = [b.strip() for b in args.backends.split(",")]
+    also = args.also if args.also is not None else [m for m in [DEFAULT_INT8] if m.is_file() and m != args.model]
+    # (row label, model, backend): the torch backend needs the model's .safetensors, so only the main model has it
+    runs = [(name, args.model, name) for name in backends]
+    runs += [(f"{name} [{model.stem}]", model, name) for model in also for name in backends if name != "torch"]
     results = {}
     frame = None
-    for name in args.backends.split(","):
+    for label, model, name in runs:
         try:
-            backend = create_backend(name.strip(), args.model, threads=args.threads)
-        except BackendError as exc:
-            print(f"{name}: skipped ({exc})")
+            backend = create_backend(name, model, threads=args.threads)
+        except (BackendError, FileNotFoundError, ValueError) as exc:
+            print(f"{label}: skipped ({exc})")
             continue
         if frame is None:
             w, h = backend.input_size
@@ -64,7 +75,7 @@ def main(argv=None) -> int:
                 frame = np.random.default_rng(0).integers(0, 256, (h, w, 3), dtype=np.uint8)
         batch = np.stack([frame] * args.batch)
         ms = time_backend(backend, batch, args.iters, args.warmup)
-        results[backend.name] = {"p50_ms": float(np.percentile(ms, 50)), "p99_ms": float(np.percentile(ms, 99)),
+        results[label] = {"model": str(model), "backend": backend.name, "p50_ms": float(np.percentile(ms, 50)), "p99_ms": float(np.percentile(ms, 99)),
                                  "mean_ms": float(ms.mean()), "fps": float(1000.0 * args.batch / ms.mean())}
     if not results:
         print("no backend could be loaded")
@@ -73,10 +84,11 @@ def main(argv=None) -> int:
     print(f"\nmodel {args.model.name}, input {w}x{h}, batch {args.batch}, {args.iters} iterations, "
           f"{os.cpu_count()} CPUs ({platform.processor() or platform.machine()})")
     base = results.get("torch", {}).get("mean_ms")
-    print(f"{'backend':<12} {'p50 ms':>8} {'p99 ms':>8} {'fps':>8} {'vs torch':>9}")
-    for name, r in results.items():
+    width = max(12, *(len(label) for label in results))
+    print(f"{'backend':<{width}} {'p50 ms':>8} {'p99 ms':>8} {'fps':>8} {'vs torch':>9}")
+    for label, r in results.items():
         ratio = f"{base / r['mean_ms']:.2f}x" if base else "-"
-        print(f"{name:<12} {r['p50_ms']:8.2f} {r['p99_ms']:8.2f} {r['fps']:8.1f} {ratio:>9}")
+        print(f"{label:<{width}} {r['p50_ms']:8.2f} {r['p99_ms']:8.2f} {r['fps']:8.1f} {ratio:>9}")
     best = min(results, key=lambda n: results[n]["p50_ms"])
     per_frame = results[best]["p50_ms"] / args.batch
     verdict = "meets" if per_frame <= TARGET_MS else "MISSES"
