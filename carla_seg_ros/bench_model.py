@@ -75,8 +75,9 @@ def main(argv=None) -> int:
                 frame = np.random.default_rng(0).integers(0, 256, (h, w, 3), dtype=np.uint8)
         batch = np.stack([frame] * args.batch)
         ms = time_backend(backend, batch, args.iters, args.warmup)
-        results[label] = {"model": str(model), "backend": backend.name, "p50_ms": float(np.percentile(ms, 50)), "p99_ms": float(np.percentile(ms, 99)),
-                                 "mean_ms": float(ms.mean()), "fps": float(1000.0 * args.batch / ms.mean())}
+        results[label] = {"model": str(model), "backend": backend.name,
+                          "p50_ms": float(np.percentile(ms, 50)), "p99_ms": float(np.percentile(ms, 99)),
+                          "mean_ms": float(ms.mean()), "fps": float(1000.0 * args.batch / ms.mean())}
     if not results:
         print("no backend could be loaded")
         return 1

@@ -171,7 +171,7 @@ def segmentation_loss(logits, target, num_classes, class_weight=None, dice_weigh
     prob = log_prob.exp()
     target_valid = target[valid]
     # probability each valid pixel gives its true class (the clamp only keeps ignore pixels in range for gather)
-    p_true = log_prob.gather(1, target.clamp(max=num_classes - 1).unsqueeze(1))[:, 0][valid].exp()
+    p_true = prob.gather(1, target.clamp(max=num_classes - 1).unsqueeze(1))[:, 0][valid]
     intersection = torch.zeros(num_classes, dtype=prob.dtype, device=prob.device).index_add_(0, target_valid, p_true)
     prob_sum = (prob * valid.unsqueeze(1)).sum((0, 2, 3))
     label_count = torch.bincount(target_valid, minlength=num_classes).to(prob.dtype)

@@ -114,5 +114,6 @@ def test_evaluate_modern_set_remap(tmp_path, modern_dir, model_path):
 def test_evaluate_clear_errors(tmp_path, capsys, data_dir, model_path):
     assert evaluate_main(["--data", str(tmp_path / "nope"), "--json", str(tmp_path / "x.json")]) == 2
     assert "does not exist" in capsys.readouterr().err
-    assert evaluate_main(["--data", str(data_dir), "--match", "no_such_frame*", "--json", str(tmp_path / "x.json")]) == 2
+    assert evaluate_main(["--data", str(data_dir), "--match", "no_such_frame*",
+                          "--json", str(tmp_path / "x.json")]) == 2
     assert "matches no_such_frame*" in capsys.readouterr().err
