@@ -35,8 +35,8 @@ setup(
     license="MIT",
     entry_points={
         "console_scripts": [
-            "seg_node = carla_seg_ros.seg_node:main",
-            "echo_node = carla_seg_ros.echo_node:main",
+            "seg_node = carla_seg_ros.ros.seg_node:main",
+            "echo_node = carla_seg_ros.ros.echo_node:main",
             "carla-seg = carla_seg_ros.cli:main",
         ],
     },

@@ -1,3 +1,3 @@
-from .cli import main
+from carla_seg_ros.cli import main
 
 raise SystemExit(main())

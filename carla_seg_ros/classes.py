@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import yaml
 
-from .paths import config_path
+from carla_seg_ros.paths import config_path
 
 IGNORE_INDEX = 255
 CODINGS = ("tags13", "tags23", "tags29")

@@ -8,15 +8,16 @@ import importlib
 import sys
 
 COMMANDS = {
-    "train": ("carla_seg_ros.train", "train a segmentation network"),
-    "evaluate": ("carla_seg_ros.evaluate", "metrics of a model on a dataset split"),
-    "export": ("carla_seg_ros.export", "trained weights -> ONNX with a parity check"),
-    "quantize": ("carla_seg_ros.quantize", "fp32 ONNX -> int8 ONNX for the CPU runtimes, with an accuracy check"),
-    "build-engine": ("carla_seg_ros.trt_builder", "ONNX -> TensorRT engine (cached)"),
-    "make-bag": ("carla_seg_ros.bag_make", "image/label folder -> CARLA-style rosbag2"),
-    "bag-eval": ("carla_seg_ros.bag_eval", "evaluate the model on a rosbag2 with ground truth"),
-    "bench": ("carla_seg_ros.bench", "benchmarks: `bench model`, `bench node`"),
-    "demo": ("carla_seg_ros.demo", "run seg_node on the CARLA frames over ROS 2 and write out/demo"),
+    "train": ("carla_seg_ros.learning.train", "train a segmentation network"),
+    "evaluate": ("carla_seg_ros.evaluation.evaluate", "metrics of a model on a dataset split"),
+    "export": ("carla_seg_ros.learning.export", "trained weights -> ONNX with a parity check"),
+    "quantize": ("carla_seg_ros.learning.quantize",
+                 "fp32 ONNX -> int8 ONNX for the CPU runtimes, with an accuracy check"),
+    "build-engine": ("carla_seg_ros.runtime.tensorrt.engine_builder", "ONNX -> TensorRT engine (cached)"),
+    "make-bag": ("carla_seg_ros.evaluation.bag_make", "image/label folder -> CARLA-style rosbag2"),
+    "bag-eval": ("carla_seg_ros.evaluation.bag_eval", "evaluate the model on a rosbag2 with ground truth"),
+    "bench": ("carla_seg_ros.tools.bench", "benchmarks: `bench model`, `bench node`"),
+    "demo": ("carla_seg_ros.tools.demo", "run seg_node on the CARLA frames over ROS 2 and write out/demo"),
 }
 
 

@@ -90,7 +90,7 @@ def test_installed_seg_node_answers_frames_with_its_share_model(install, tmp_pat
     pytest.importorskip("rclpy")
     from sensor_msgs.msg import Image
 
-    from carla_seg_ros.ros_playback import CAMERA_TOPIC, NodeProcess, Player
+    from carla_seg_ros.ros.playback import CAMERA_TOPIC, NodeProcess, Player
 
     env = installed_env(install)
     argv = [str(install / "lib" / PACKAGE / "seg_node"), "--ros-args", "-r", f"image:={CAMERA_TOPIC}"]

@@ -1,0 +1,417 @@
+"""`carla-seg bag-eval`: evaluate the model on a rosbag2 recording with ground truth (no ROS install needed).
+
+Example:
+    carla-seg bag-eval runs/bags/test_mcap --out runs/bag_eval/test \\
+        --image-topic /carla/ego_vehicle/rgb_front/image \\
+        --gt-topic /carla/ego_vehicle/semantic_segmentation_front/image --write-bag runs/bag_eval/test_pred
+
+How frames are used:
+* Camera and ground-truth messages are paired by header stamp (nearest within ``--stamp-tolerance``, each message
+  used once); unmatched messages on either topic are counted in ``metrics.json`` and the report.
+* The ground truth is CARLA palette colours (what the bridge publishes, bgra8) or raw tag ids (mono8, or the red
+  channel of a colour image: CARLA's raw format); ``--gt-format auto`` decides by encoding. Tag ids of the chosen
+  CARLA coding are remapped to the model's 13 classes; colours not in the palette are ignored and counted.
+* Frames that cannot be decoded (unknown encoding, truncated data...) are skipped and counted by reason.
+* Everything after decoding is `carla-seg evaluate`'s code (``evaluate.run_batch``, ``evaluate.Evaluation``), so a
+  bag made by `carla-seg make-bag` from a split gives the same metrics to the last digit (timings aside).
+
+Outputs in ``--out``: ``metrics.json``, ``report.md``, ``report.html`` (self-contained) and the PNGs.
+``--write-bag OUT`` writes the predictions (``<pred-ns>/mask`` mono8 class ids, ``<pred-ns>/mask_color`` rgb8,
+``<pred-ns>/confidence`` mono8, with the camera message's header, as seg_node publishes them) together with the
+input camera, camera_info, ground truth and /clock topics, for replay in RViz or Foxglove.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from bisect import bisect_left
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import yaml
+
+from carla_seg_ros.runtime.backends import create_backend
+from carla_seg_ros.evaluation.bag_make import CODING_METADATA_KEY, MessageFactory, open_writer, topics, typestore
+from carla_seg_ros.classes import CODINGS, IGNORE_INDEX, load_coding
+from carla_seg_ros.datasets import labels_from_tag_ids
+from carla_seg_ros.evaluation.evaluate import (Evaluation, add_inference_arguments, format_summary, hood_rule,
+                                               model_summary, run_batch)
+from carla_seg_ros.runtime.inference import Segmenter
+from carla_seg_ros.image_codec import ImageRejected, pixels, to_rgb
+
+DEFAULT_TOPICS = topics("ego_vehicle")
+IMAGE_TYPE = "sensor_msgs/msg/Image"
+# Types copied into --write-bag by re-using their bytes: their CDR layout is the same in every ROS 2 release.
+COPYABLE_TYPES = ("sensor_msgs/msg/Image", "sensor_msgs/msg/CameraInfo", "rosgraph_msgs/msg/Clock")
+
+
+class BagError(RuntimeError):
+    """The bag cannot be used as asked (missing, unreadable, truncated, wrong topics)."""
+
+
+@dataclass
+class Counters:
+    """What happened to every message, so nothing is dropped silently."""
+    skipped: dict = field(default_factory=dict)       # reason -> frames
+    first_error: dict = field(default_factory=dict)   # reason -> first message text
+    unknown_color_pixels: int = 0
+    unknown_id_pixels: int = 0
+
+    def skip(self, reason: str, message: str) -> None:
+        self.skipped[reason] = self.skipped.get(reason, 0) + 1
+        if reason not in self.first_error:
+            self.first_error[reason] = message
+            print(f"bag-eval: skipping frame: {message} (further frames with this problem are only counted)",
+                  file=sys.stderr)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# reading
+# ---------------------------------------------------------------------------------------------------------------
+def open_bag(path: Path):
+    """An opened rosbags AnyReader, or BagError with a message a user can act on."""
+    from rosbags.highlevel import AnyReader, AnyReaderError
+    path = Path(path)
+    if not path.exists():
+        raise BagError(f"bag {path} does not exist")
+    if path.is_dir() and not (path / "metadata.yaml").is_file():
+        raise BagError(f"{path} is not a rosbag2 folder (no metadata.yaml); pass the folder `ros2 bag record` "
+                       "wrote, or its .mcap/.db3 file")
+    try:
+        reader = AnyReader([path], default_typestore=typestore())
+        reader.open()
+    except (AnyReaderError, OSError, ValueError, KeyError) as exc:
+        raise BagError(f"cannot open bag {path}: {exc} (is it a complete rosbag2 folder, .mcap or .db3 file? "
+                       "a recording that was killed may be truncated)") from exc
+    return reader
+
+
+def bag_custom_data(path: Path) -> dict:
+    """The rosbag2 metadata's custom_data (make-bag stores the ground truth's coding there); {} if none."""
+    path = Path(path)
+    meta = (path if path.is_dir() else path.parent) / "metadata.yaml"   # a .mcap/.db3 file: its folder's
+    if not meta.is_file():
+        return {}
+    try:
+        info = yaml.safe_load(meta.read_text())["rosbag2_bagfile_information"]
+    except (yaml.YAMLError, KeyError, TypeError):
+        return {}
+    return info.get("custom_data") or {}
+
+
+def topic_connections(reader, topic: str, role: str) -> list:
+    conns = [c for c in reader.connections if c.topic == topic]
+    if not conns:
+        listing = "\n".join(f"  {t} ({info.msgtype}, {info.msgcount} messages)"
+                            for t, info in sorted(reader.topics.items()))
+        raise BagError(f"{role} topic {topic!r} is not in the bag; it has:\n{listing or '  (no topics)'}")
+    bad = {c.msgtype for c in conns} - {IMAGE_TYPE}
+    if bad:
+        raise BagError(f"{role} topic {topic!r} has type {', '.join(sorted(bad))}; bag-eval reads {IMAGE_TYPE} "
+                       "(decompress CompressedImage topics first)")
+    return conns
+
+
+def iter_messages(reader, conns, bag: Path):
+    """reader.messages with storage errors (truncated mcap/sqlite files) turned into BagError."""
+    count = 0
+    try:
+        for item in reader.messages(connections=conns):
+            count += 1
+            yield item
+    except BagError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - mcap/sqlite3/struct raise many types on damaged files
+        raise BagError(f"bag {bag} is truncated or corrupt: reading failed after {count} messages "
+                       f"({type(exc).__name__}: {exc})") from exc
+
+
+def header_stamp_ns(msg) -> int:
+    return int(msg.header.stamp.sec) * 10**9 + int(msg.header.stamp.nanosec)
+
+
+def pair_stamps(image_stamps: list[int], gt_stamps: list[int], tolerance_ns: int) -> list[tuple[int, int]]:
+    """Pair messages by header stamp: closest pairs first, each message used at most once, |dt| <= tolerance.
+
+    Returns (image index, gt index) sorted by image stamp.
+    """
+    order = sorted(range(len(gt_stamps)), key=gt_stamps.__getitem__)
+    sorted_gt = [gt_stamps[k] for k in order]
+    candidates = []
+    for i, stamp in enumerate(image_stamps):
+        k = bisect_left(sorted_gt, stamp)
+        for kk in (k - 1, k):
+            if 0 <= kk < len(sorted_gt) and abs(sorted_gt[kk] - stamp) <= tolerance_ns:
+                candidates.append((abs(sorted_gt[kk] - stamp), i, order[kk]))
+    candidates.sort()
+    used_image, used_gt, pairs = set(), set(), []
+    for _, i, j in candidates:
+        if i not in used_image and j not in used_gt:
+            used_image.add(i)
+            used_gt.add(j)
+            pairs.append((i, j))
+    return sorted(pairs, key=lambda p: (image_stamps[p[0]], p[0]))
+
+
+def read_stamps(reader, conns, bag: Path, counters: Counters, side: str) -> list[int | None]:
+    """Header stamps of every message on ``conns`` in bag order (None where a message cannot be deserialised)."""
+    stamps = []
+    for conn, _, raw in iter_messages(reader, conns, bag):
+        try:
+            stamps.append(header_stamp_ns(reader.deserialize(raw, conn.msgtype)))
+        except Exception as exc:  # noqa: BLE001 - a corrupt CDR payload raises struct/index errors
+            counters.skip(f"{side}:undeserialisable", f"{side} message {len(stamps)} cannot be deserialised ({exc})")
+            stamps.append(None)
+    return stamps
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# decoding
+# ---------------------------------------------------------------------------------------------------------------
+def decode_camera(msg) -> np.ndarray:
+    """sensor_msgs/Image -> contiguous RGB uint8 (the node's decoder, image_codec)."""
+    return np.ascontiguousarray(to_rgb(pixels(msg), msg.encoding))
+
+
+def decode_ground_truth(msg, gt_format: str, coding, counters: Counters) -> np.ndarray:
+    """sensor_msgs/Image ground truth -> raw tag ids of ``coding`` (unknown colours become IGNORE_INDEX, counted)."""
+    native = pixels(msg)
+    encoding = msg.encoding
+    fmt = gt_format if gt_format != "auto" else ("ids" if encoding == "mono8" else "palette")
+    if fmt == "ids":
+        # mono8 holds the id; a colour image holds it in the red channel (CARLA's raw semantic image).
+        tags = np.ascontiguousarray(native[..., 0] if encoding == "mono8" else to_rgb(native, encoding)[..., 0])
+        known = np.zeros(256, bool)
+        known[list(coding.ids)] = True
+        counters.unknown_id_pixels += int((~known[tags]).sum())
+        return tags
+    if encoding == "mono8":
+        raise ImageRejected("palette_in_mono8", "ground truth is mono8, which cannot hold palette colours "
+                                                "(use --gt-format ids for raw tag ids)")
+    tags, unknown = coding.colors_to_ids(np.ascontiguousarray(to_rgb(native, encoding)))
+    counters.unknown_color_pixels += unknown
+    return tags
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# prediction bag
+# ---------------------------------------------------------------------------------------------------------------
+class PredictionBag:
+    """--write-bag: the predictions as seg_node publishes them, plus the input topics for replay."""
+
+    def __init__(self, out: Path, storage: str, pred_ns: str, copy_conns: list):
+        self.writer = open_writer(out, storage)
+        self.writer.open()
+        self.store = typestore()
+        self.make = MessageFactory(self.store)
+        ns = pred_ns.rstrip("/")
+        self.topics = {"mask": f"{ns}/mask", "mask_color": f"{ns}/mask_color", "confidence": f"{ns}/confidence"}
+        self.pred = {k: self.writer.add_connection(t, IMAGE_TYPE, typestore=self.store) for k, t in self.topics.items()}
+        self.copies = {}
+        for conn in copy_conns:
+            if conn.topic not in self.copies:
+                self.copies[conn.topic] = self.writer.add_connection(conn.topic, conn.msgtype, typestore=self.store)
+        self.count = 0
+
+    def copy(self, conn, log_ns: int, raw: bytes) -> None:
+        if conn.topic in self.copies:
+            self.writer.write(self.copies[conn.topic], log_ns, raw)
+
+    def add(self, image_msg, log_ns: int, ids: np.ndarray, conf: np.ndarray) -> None:
+        from carla_seg_ros.evaluation.report import colorize_ids
+        header = self.make.Header(stamp=self.make.time(header_stamp_ns(image_msg)),
+                                  frame_id=image_msg.header.frame_id)
+        for key, arr, enc in (("mask", ids, "mono8"), ("mask_color", colorize_ids(ids), "rgb8"),
+                              ("confidence", conf, "mono8")):
+            self.writer.write(self.pred[key], log_ns, self.make.serialize(self.make.image(arr, enc, header)))
+        self.count += 1
+
+    def close(self) -> None:
+        self.writer.close()
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# main
+# ---------------------------------------------------------------------------------------------------------------
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="carla-seg bag-eval", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("bag", type=Path, help="rosbag2 folder (mcap or sqlite3), or a single .mcap/.db3 file")
+    p.add_argument("--image-topic", default=DEFAULT_TOPICS["image"], help="camera topic (default: %(default)s)")
+    p.add_argument("--gt-topic", default=DEFAULT_TOPICS["semantic"],
+                   help="ground-truth semantic camera topic (default: %(default)s)")
+    p.add_argument("--out", type=Path, required=True, help="folder for metrics.json, the report and PNGs")
+    p.add_argument("--stamp-tolerance", type=float, default=0.01,
+                   help="max |camera stamp - ground-truth stamp| in seconds for a pair (default: %(default)s)")
+    p.add_argument("--gt-format", choices=("auto", "palette", "ids"), default="auto",
+                   help="ground truth as palette colours or raw tag ids; auto: mono8 = ids, colour = palette")
+    p.add_argument("--coding", choices=("auto",) + CODINGS, default="auto",
+                   help="CARLA coding of the ground truth; auto = the bag's metadata (make-bag), else tags13")
+    add_inference_arguments(p)
+    p.add_argument("--max-frames", type=int, help="evaluate only the first N paired frames")
+    p.add_argument("--write-bag", type=Path, help="write predictions (+ input topics) to this new bag folder")
+    p.add_argument("--write-storage", choices=("mcap", "sqlite3"), default="mcap", help="storage of --write-bag")
+    p.add_argument("--pred-ns", default="/seg_node", help="namespace of the predicted topics in --write-bag")
+    return p
+
+
+def main(argv=None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return run(args)
+    except BagError as exc:
+        print(f"carla-seg bag-eval: {exc}", file=sys.stderr)
+        return 2
+
+
+def run(args) -> int:
+    from tqdm import tqdm
+
+    from carla_seg_ros.evaluation import report
+
+    if args.batch_size < 1 or args.stamp_tolerance < 0:
+        raise BagError("--batch-size must be >= 1 and --stamp-tolerance >= 0")
+    if args.write_bag is not None and args.write_bag.exists():
+        raise BagError(f"--write-bag {args.write_bag} exists already; choose another folder or delete it first")
+    try:
+        backend = create_backend(args.backend, args.model, threads=args.threads)
+    except (FileNotFoundError, ValueError, RuntimeError) as exc:
+        raise BagError(str(exc)) from exc
+    custom = bag_custom_data(args.bag)
+    coding_name = args.coding if args.coding != "auto" else custom.get(CODING_METADATA_KEY, "tags13")
+    coding = load_coding(coding_name)
+    hood = hood_rule(args.hood, backend.info, args.hood_row)
+    names = [c["name"] for c in backend.info.classes]
+    counters = Counters()
+
+    reader = open_bag(args.bag)
+    out_bag = None
+    try:
+        image_conns = topic_connections(reader, args.image_topic, "image")
+        gt_conns = topic_connections(reader, args.gt_topic, "ground-truth")
+        image_stamps = read_stamps(reader, image_conns, args.bag, counters, "image")
+        gt_stamps = read_stamps(reader, gt_conns, args.bag, counters, "gt")
+        tolerance = int(round(args.stamp_tolerance * 1e9))
+        # Messages that could not be deserialised get a stamp no real message has, so they never pair.
+        pairs = pair_stamps([s if s is not None else -(2**62) - i for i, s in enumerate(image_stamps)],
+                            [s if s is not None else -(2**61) - j for j, s in enumerate(gt_stamps)], tolerance)
+        pairs = [(i, j) for i, j in pairs if image_stamps[i] is not None and gt_stamps[j] is not None]
+        pairing = {"image_messages": len(image_stamps), "gt_messages": len(gt_stamps), "paired": len(pairs),
+                   "unmatched_image": sum(s is not None for s in image_stamps) - len(pairs),
+                   "unmatched_gt": sum(s is not None for s in gt_stamps) - len(pairs),
+                   "tolerance_s": args.stamp_tolerance}
+        if args.max_frames is not None and len(pairs) > args.max_frames:
+            pairing["not_evaluated_max_frames"] = len(pairs) - args.max_frames
+            pairs = pairs[:args.max_frames]
+        if not pairs:
+            raise BagError(f"no camera/ground-truth pairs within {args.stamp_tolerance} s in {args.bag}: "
+                           f"{pairing}; check the topics or raise --stamp-tolerance")
+        if pairing["unmatched_image"] or pairing["unmatched_gt"]:
+            print(f"bag-eval: {pairing['unmatched_image']} camera and {pairing['unmatched_gt']} ground-truth "
+                  f"messages have no partner within {args.stamp_tolerance} s (counted in metrics.json)",
+                  file=sys.stderr)
+
+        copy_conns = [c for c in reader.connections if c.msgtype in COPYABLE_TYPES and (
+            c.topic in (args.image_topic, args.gt_topic, "/clock")
+            or c.topic == args.image_topic.rsplit("/", 1)[0] + "/camera_info")] if reader.is2 else []
+        out_bag = (PredictionBag(args.write_bag, args.write_storage, args.pred_ns, copy_conns)
+                   if args.write_bag is not None else None)
+
+        evaluation = Evaluation(names, args.samples, expected_frames=len(pairs))
+        segmenter = Segmenter(backend)
+        image_slot = {i: k for k, (i, _) in enumerate(pairs)}   # message ordinal -> pair index
+        gt_slot = {j: k for k, (_, j) in enumerate(pairs)}
+        pending: dict[int, dict] = {}       # pair index -> decoded parts collected so far
+        next_pair = 0                       # pairs are evaluated strictly in stamp order, like evaluate
+        batch, batch_meta = [], []
+        ordinal = {"image": 0, "gt": 0}
+        image_topics = {c.id for c in image_conns}
+        gt_topics = {c.id for c in gt_conns}
+        all_conns = list({c.id: c for c in image_conns + gt_conns + copy_conns}.values())
+
+        def flush():
+            if batch:
+                preds, confs = run_batch(segmenter, evaluation, batch)
+                if out_bag is not None:
+                    for (msg, log_ns), ids, conf in zip(batch_meta, preds, confs):
+                        out_bag.add(msg, log_ns, ids, conf)
+                batch.clear()
+                batch_meta.clear()
+
+        with tqdm(total=len(pairs), desc=f"bag-eval {Path(args.bag).name}", unit="frame") as bar:
+            for conn, log_ns, raw in iter_messages(reader, all_conns, args.bag):
+                if out_bag is not None:
+                    out_bag.copy(conn, log_ns, raw)
+                side = "image" if conn.id in image_topics else "gt" if conn.id in gt_topics else None
+                if side is None:
+                    continue
+                index = ordinal[side]
+                ordinal[side] += 1
+                slot = (image_slot if side == "image" else gt_slot).get(index)
+                if slot is None or slot < next_pair:   # unpaired, or its partner already failed to decode
+                    continue
+                entry = pending.setdefault(slot, {})
+                try:
+                    msg = reader.deserialize(raw, conn.msgtype)
+                    if side == "image":
+                        entry["rgb"], entry["msg"], entry["log_ns"] = decode_camera(msg), msg, log_ns
+                        entry["stamp"] = header_stamp_ns(msg)
+                    else:
+                        entry["label"] = labels_from_tag_ids(decode_ground_truth(msg, args.gt_format, coding,
+                                                                                counters), coding.name, hood)
+                except ImageRejected as exc:
+                    counters.skip(f"{side}:{exc.reason}", f"{side} message {index} ({conn.topic}): {exc.message}")
+                    entry["failed"] = True
+                while next_pair in pending and (pending[next_pair].get("failed") or
+                                                {"rgb", "label"} <= pending[next_pair].keys()):
+                    done = pending.pop(next_pair)
+                    next_pair += 1
+                    bar.update(1)
+                    if done.get("failed"):
+                        continue
+                    batch.append((f"t={done['stamp'] / 1e9:.3f}s", done["rgb"], done["label"]))
+                    batch_meta.append((done["msg"], done["log_ns"]))
+                    if len(batch) >= args.batch_size:
+                        flush()
+                if next_pair >= len(pairs) and out_bag is None:
+                    break
+            flush()
+    finally:
+        reader.close()
+        if out_bag is not None:
+            out_bag.close()
+
+    if evaluation.frames == 0:
+        raise BagError(f"none of the {len(pairs)} paired frames could be decoded: {counters.first_error}")
+    result = evaluation.result()
+    result.update({
+        "command": "bag-eval", "bag": str(args.bag), "image_topic": args.image_topic, "gt_topic": args.gt_topic,
+        "gt_format": args.gt_format, "coding": coding.name, "pairing": pairing, "skipped": counters.skipped,
+        "skip_messages": counters.first_error, "unknown_color_pixels": counters.unknown_color_pixels,
+        "unknown_id_pixels": counters.unknown_id_pixels,
+        "hood": {"mode": hood.mode, "row_fraction": hood.row_fraction, "applies_to": "tags13 ground truth"},
+        "ignore_index": IGNORE_INDEX, "batch_size": args.batch_size, "model": model_summary(backend),
+    })
+    out_dir = args.out
+    out_dir.mkdir(parents=True, exist_ok=True)
+    figures = report.write_figures(evaluation, out_dir)
+    md, html = report.write_report(result, figures, out_dir, title=f"carla-seg bag-eval: {Path(args.bag).name}")
+    files = {**figures, "report_md": md, "report_html": html}
+    if out_bag is not None:
+        files["prediction_bag"] = args.write_bag
+        result["prediction_topics"] = out_bag.topics
+    result["files"] = {k: str(v) for k, v in files.items()}
+    (out_dir / "metrics.json").write_text(json.dumps(result, indent=1))
+    print(format_summary(result))
+    skipped = sum(counters.skipped.values())
+    print(f"paired {pairing['paired']} frames, evaluated {evaluation.frames}, skipped {skipped}, unmatched "
+          f"{pairing['unmatched_image']} camera / {pairing['unmatched_gt']} ground truth; "
+          f"wrote {out_dir / 'metrics.json'}"
+          f", {html}" + (f" and {args.write_bag}" if out_bag is not None else ""))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

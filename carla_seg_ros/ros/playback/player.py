@@ -1,0 +1,102 @@
+"""The CARLA ROS bridge stand-in: publishes camera frames RELIABLE / KEEP_LAST 10 and proves the node is ready."""
+from __future__ import annotations
+
+import time
+from typing import Callable
+
+import numpy as np
+
+from carla_seg_ros.ros.playback.node_process import READY_TIMEOUT_S, NodeFailed, NodeProcess
+from carla_seg_ros.ros.playback.messages import set_stamp
+from carla_seg_ros.ros.playback.recorder import ReplyRecorder
+
+CAMERA_TOPIC = "/carla/ego_vehicle/rgb_front/image"
+CAMERA_FRAME_ID = "ego_vehicle/rgb_front"
+BRIDGE_DEPTH = 10           # the CARLA ROS bridge's camera publisher: RELIABLE, KEEP_LAST 10
+WARMUP_REPLIES = 3
+
+
+class Player(ReplyRecorder):
+    """Publishes frames on the camera topic and records the replies (see ReplyRecorder).
+
+    ``send`` may be called from the main thread while the subscriptions are served by a background executor.
+    """
+
+    def __init__(self, topic: str = CAMERA_TOPIC, frame_id: str = CAMERA_FRAME_ID, name: str = "carla_seg_player",
+                 domain_id: int | None = None):
+        from rclpy.qos import HistoryPolicy, QoSProfile, ReliabilityPolicy
+        from sensor_msgs.msg import Image
+
+        super().__init__(name, domain_id)
+        self.frame_id = frame_id
+        self.pub = self.node.create_publisher(
+            Image, topic, QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=BRIDGE_DEPTH,
+                                     reliability=ReliabilityPolicy.RELIABLE))
+
+    # ----------------------------------------------------------------------- sending
+
+    def image_message(self, bgra: np.ndarray):
+        from carla_seg_ros.image_codec import to_image
+        msg = to_image(bgra, "bgra8")
+        msg.header.frame_id = self.frame_id
+        return msg
+
+    def send(self, msg, key: int, warmup: bool = False) -> None:
+        """Publish ``msg`` stamped ``key`` (ns); the message object may be reused, rclpy serialises it right away."""
+        set_stamp(msg.header.stamp, key)
+        with self._lock:
+            if warmup:
+                self.warmup_sent.add(key)
+            else:
+                self.sent[key] = time.time()
+        self.pub.publish(msg)
+
+    # ----------------------------------------------------------------------- readiness and draining
+
+    def wait_ready(self, process: NodeProcess, warmup_msg, timeout: float = READY_TIMEOUT_S,
+                   warmup_replies: int = WARMUP_REPLIES, status: Callable[[str], None] | None = None) -> float:
+        """Block until the node answers; returns the seconds it took. Raises NodeFailed with the reason.
+
+        1. every required output publisher is in the graph, subscribed with a matching QoS and matched;
+        2. the node's input subscription has matched our publisher;
+        3. ``warmup_replies`` warm-up frames came back on the first stream (proves the whole pipeline, model loaded).
+        """
+        start = time.monotonic()
+        deadline = start + timeout
+        say = status or (lambda _msg: None)
+        say(f"waiting for {process.label} to start")
+        while True:
+            process.check()
+            self._subscribe_pending()
+            missing = self._missing()
+            if not missing:
+                break
+            if time.monotonic() > deadline:
+                raise NodeFailed(f"{process.label} not ready after {timeout:.0f} s: waiting for "
+                                 f"{', '.join(missing)}\n--- node log ---\n{process.tail()}")
+            time.sleep(0.05)
+        say(f"{process.label} matched; warming up")
+        primary = self.streams[0]
+        next_send = 0.0
+        while primary.warmup_replies < warmup_replies:
+            process.check()
+            now = time.monotonic()
+            if now > deadline:
+                raise NodeFailed(f"{process.label} matched but returned {primary.warmup_replies} of "
+                                 f"{warmup_replies} warm-up frames within {timeout:.0f} s on {primary.topic}"
+                                 f"\n--- node log ---\n{process.tail()}")
+            if now >= next_send:
+                self.send(warmup_msg, time.time_ns(), warmup=True)
+                next_send = now + 0.25
+            time.sleep(0.01)
+        time.sleep(0.5)   # let the last warm-up replies drain before the measured frames
+        return time.monotonic() - start
+
+    def _missing(self) -> list[str]:
+        missing = [f"publisher {s.topic}" for s in [*self.streams, *self.latest]
+                   if s.required and s.subscription is None]
+        missing += [f"match on {s.topic}" for s in [*self.streams, *self.latest]
+                    if s.required and s.subscription is not None and s.subscription.get_publisher_count() < 1]
+        if self.pub.get_subscription_count() < 1:
+            missing.append(f"a subscriber on {self.pub.topic_name}")
+        return missing

@@ -1,0 +1,56 @@
+"""What every backend shares: the Backend interface, BackendError and the CUDA check.
+
+A module of its own so that the backends and the TensorRT engine builder can import it without importing the
+backend registry (``runtime.backends``), which imports them lazily in turn.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from carla_seg_ros.runtime.model_info import ModelInfo, read_onnx_info
+
+
+class BackendError(RuntimeError):
+    """A backend cannot be loaded (runtime missing, no GPU, unreadable model...)."""
+
+
+class Backend:
+    """Base class: subclasses set ``name`` and implement ``_infer``."""
+
+    name = "base"
+
+    def __init__(self, model_path: str | Path, info: ModelInfo | None = None, threads: int = 0):
+        self.model_path = Path(model_path)
+        self.info = info or read_onnx_info(self.model_path)
+        self.threads = threads
+
+    @property
+    def input_size(self) -> tuple[int, int]:
+        return self.info.input_size
+
+    @property
+    def description(self) -> str:
+        return self.name
+
+    def infer(self, images: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        w, h = self.input_size
+        if images.dtype != np.uint8 or images.ndim != 4 or images.shape[1:] != (h, w, 3):
+            raise ValueError(f"{self.name}: expected uint8 (N, {h}, {w}, 3), got {images.dtype} {images.shape}")
+        return self._infer(np.ascontiguousarray(images))
+
+    def _infer(self, images: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        raise NotImplementedError
+
+
+def require_cuda(purpose: str):
+    """PyTorch with a CUDA device (both GPU backends use its memory, streams and kernels), else BackendError."""
+    try:
+        import torch
+    except ImportError as exc:
+        raise BackendError(f"{purpose} needs PyTorch with CUDA: {exc}") from exc
+    if not torch.cuda.is_available():
+        raise BackendError(f"{purpose} needs an NVIDIA GPU: no CUDA device (PyTorch {torch.__version__}, "
+                           f"CUDA build {torch.version.cuda or 'none'})")
+    return torch

@@ -1,0 +1,104 @@
+"""`carla-seg bench model`: model-only latency of every CPU backend at the model's input size, same run, same frame.
+
+Prints p50/p99 latency, frames per second and the speed-up against PyTorch eager (the baseline measured in the
+same run). Further models (by default the committed int8 model, when present) are timed in the same run on the ONNX
+runtimes, so their ratios share that baseline. The 20 ms/frame target for the default model is printed next to the
+figures, not asserted.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import time
+from pathlib import Path
+
+import numpy as np
+
+from carla_seg_ros.runtime.backends import AUTO_CPU_ORDER, BackendError, create_backend
+from carla_seg_ros.datasets import find_pairs, read_rgb
+from carla_seg_ros.paths import default_data_dir, default_model
+from carla_seg_ros.runtime.preprocess import resize_image
+
+TARGET_MS = 20.0
+DEFAULT_INT8 = default_model().with_name("carla_unet_int8.onnx")
+
+
+def time_backend(backend, batch: np.ndarray, iters: int, warmup: int) -> np.ndarray:
+    for _ in range(warmup):
+        backend.infer(batch)
+    times = np.empty(iters)
+    for i in range(iters):
+        t0 = time.perf_counter()
+        backend.infer(batch)
+        times[i] = time.perf_counter() - t0
+    return times * 1000.0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="carla-seg bench model", description=__doc__)
+    p.add_argument("--model", type=Path, default=default_model(), help="exported .onnx (default: committed model)")
+    p.add_argument("--backends", default=",".join(AUTO_CPU_ORDER), help="comma-separated (default: %(default)s)")
+    p.add_argument("--also", type=Path, action="append",
+                   help="another .onnx timed in the same run on the ONNX runtimes (repeatable; default: "
+                        f"{DEFAULT_INT8.name} beside the default model, when present)")
+    p.add_argument("--batch", type=int, default=1, help="frames per inference call")
+    p.add_argument("--iters", type=int, default=100)
+    p.add_argument("--warmup", type=int, default=10)
+    p.add_argument("--threads", type=int, default=0, help="runtime threads (0 = runtime default)")
+    p.add_argument("--data", type=Path, default=default_data_dir(), help="a real frame is used when available")
+    p.add_argument("--json", type=Path, help="also write the figures as JSON")
+    return p
+
+
+def main(argv=None) -> int:
+    args = build_parser().parse_args(argv)
+    backends = [b.strip() for b in args.backends.split(",")]
+    also = args.also if args.also is not None else [m for m in [DEFAULT_INT8] if m.is_file() and m != args.model]
+    # (row label, model, backend): the torch backend needs the model's .safetensors, so only the main model has it
+    runs = [(name, args.model, name) for name in backends]
+    runs += [(f"{name} [{model.stem}]", model, name) for model in also for name in backends if name != "torch"]
+    results = {}
+    frame = None
+    for label, model, name in runs:
+        try:
+            backend = create_backend(name, model, threads=args.threads)
+        except (BackendError, FileNotFoundError, ValueError) as exc:
+            print(f"{label}: skipped ({exc})")
+            continue
+        if frame is None:
+            w, h = backend.input_size
+            if args.data is not None and Path(args.data).is_dir():
+                frame = resize_image(read_rgb(find_pairs(args.data, "test")[0].rgb), (w, h))
+            else:
+                frame = np.random.default_rng(0).integers(0, 256, (h, w, 3), dtype=np.uint8)
+        batch = np.stack([frame] * args.batch)
+        ms = time_backend(backend, batch, args.iters, args.warmup)
+        results[label] = {"model": str(model), "backend": backend.name,
+                          "p50_ms": float(np.percentile(ms, 50)), "p99_ms": float(np.percentile(ms, 99)),
+                          "mean_ms": float(ms.mean()), "fps": float(1000.0 * args.batch / ms.mean())}
+    if not results:
+        print("no backend could be loaded")
+        return 1
+    h, w = frame.shape[:2]
+    print(f"\nmodel {args.model.name}, input {w}x{h}, batch {args.batch}, {args.iters} iterations, "
+          f"{os.cpu_count()} CPUs ({platform.processor() or platform.machine()})")
+    base = results.get("torch", {}).get("mean_ms")
+    width = max(12, *(len(label) for label in results))
+    print(f"{'backend':<{width}} {'p50 ms':>8} {'p99 ms':>8} {'fps':>8} {'vs torch':>9}")
+    for label, r in results.items():
+        ratio = f"{base / r['mean_ms']:.2f}x" if base else "-"
+        print(f"{label:<{width}} {r['p50_ms']:8.2f} {r['p99_ms']:8.2f} {r['fps']:8.1f} {ratio:>9}")
+    best = min(results, key=lambda n: results[n]["p50_ms"])
+    per_frame = results[best]["p50_ms"] / args.batch
+    verdict = "meets" if per_frame <= TARGET_MS else "MISSES"
+    print(f"fastest: {best}, {per_frame:.2f} ms/frame p50 -> {verdict} the {TARGET_MS:.0f} ms/frame target")
+    if args.json:
+        args.json.write_text(json.dumps({"model": str(args.model), "input": [w, h], "batch": args.batch,
+                                         "results": results, "fastest": best}, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,52 @@
+"""ONNX export: metadata, graph contract, and parity with PyTorch."""
+import numpy as np
+import onnx
+import pytest
+import torch
+
+from carla_seg_ros.learning import export
+from carla_seg_ros.runtime.backends import create_backend
+from carla_seg_ros.datasets import find_pairs, read_rgb
+from carla_seg_ros.runtime.model_info import INPUT_NAME, OUTPUT_NAMES, read_onnx_info
+from carla_seg_ros.learning.models import build_model
+from carla_seg_ros.runtime.preprocess import resize_image
+from carla_seg_ros.learning.weights import load_model, save_weights
+
+
+def test_export_contract(tmp_path):
+    net = build_model({"arch": "fast_unet", "num_classes": 13}).eval()
+    weights = tmp_path / "w.safetensors"
+    save_weights(net, {"arch": "fast_unet", "num_classes": 13}, weights,
+                 extra={"input_size": [96, 64], "hood_mode": "ignore", "hood_row_fraction": 0.8, "args": {}})
+    out = tmp_path / "m.onnx"
+    assert export.main(["--weights", str(weights), "--out", str(out), "--no-parity"]) == 0
+    model = onnx.load(str(out))
+    assert model.opset_import[0].version >= 17
+    assert [i.name for i in model.graph.input] == [INPUT_NAME]
+    assert [o.name for o in model.graph.output] == list(OUTPUT_NAMES)
+    info = read_onnx_info(out)
+    assert info.input_size == (96, 64) and info.num_classes == 13 and info.hood_mode == "ignore"
+    assert (tmp_path / "m.safetensors").is_file(), "weights are copied beside the ONNX for the torch backends"
+    backend = create_backend("onnxruntime", out)
+    ids, conf = backend.infer(np.zeros((3, 64, 96, 3), np.uint8))   # dynamic batch
+    assert ids.shape == conf.shape == (3, 64, 96) and ids.dtype == conf.dtype == np.uint8
+
+
+def test_corrupt_or_foreign_onnx_is_a_clear_error(tmp_path):
+    bad = tmp_path / "bad.onnx"
+    bad.write_bytes(b"\x08\x07garbage" * 10)
+    with pytest.raises(ValueError, match="not a readable ONNX model|no 'carla_seg' metadata"):
+        read_onnx_info(bad)
+    with pytest.raises(FileNotFoundError):
+        read_onnx_info(tmp_path / "missing.onnx")
+
+
+def test_committed_model_parity_on_val(model_path, data_dir):
+    """ONNX Runtime's class ids agree with PyTorch's argmax on >= 99.9 % of val pixels."""
+    net, _ = load_model(model_path.with_suffix(".safetensors"))
+    info = read_onnx_info(model_path)
+    images = np.stack([resize_image(read_rgb(p.rgb), info.input_size) for p in find_pairs(data_dir, "val")])
+    with torch.no_grad():
+        agreement = export.parity(net, model_path, images)
+    print(f"argmax agreement ONNX Runtime vs PyTorch on val: {agreement * 100:.4f} %")
+    assert agreement >= export.PARITY_MIN

@@ -1,0 +1,163 @@
+"""launch/seg.launch.py, config/seg.yaml and config/seg.rviz agree with the node and with setup.py.
+
+`launch`/`launch_ros` are not installable from PyPI here, so the launch file is compiled and read with `ast`
+instead of run: executable, params file, launch arguments, parameter names and the image remap are checked against
+setup.py and the node's own parameter table (carla_seg_ros.ros.seg_node.PARAMETERS).
+"""
+from __future__ import annotations
+
+import ast
+import py_compile
+import re
+from pathlib import Path
+
+import pytest
+import yaml
+
+REPO = Path(__file__).resolve().parents[2]
+LAUNCH = REPO / "launch" / "seg.launch.py"
+PARAMS = REPO / "config" / "seg.yaml"
+RVIZ = REPO / "config" / "seg.rviz"
+
+
+def _tree(path: Path) -> ast.Module:
+    return ast.parse(path.read_text(), filename=str(path))
+
+
+def _calls(tree: ast.AST, name: str) -> list[ast.Call]:
+    return [n for n in ast.walk(tree) if isinstance(n, ast.Call)
+            and (getattr(n.func, "id", None) == name or getattr(n.func, "attr", None) == name)]
+
+
+def _kw(call: ast.Call, name: str):
+    for kw in call.keywords:
+        if kw.arg == name:
+            return kw.value
+    return None
+
+
+def _const(node) -> object:
+    return node.value if isinstance(node, ast.Constant) else None
+
+
+@pytest.fixture(scope="module")
+def launch_args() -> dict:
+    """DeclareLaunchArgument name -> default (a string, or the AST node when not a literal)."""
+    out = {}
+    for call in _calls(_tree(LAUNCH), "DeclareLaunchArgument"):
+        default = _kw(call, "default_value")
+        out[_const(call.args[0])] = _const(default) if isinstance(default, ast.Constant) else default
+    return out
+
+
+@pytest.fixture(scope="module")
+def node_call() -> ast.Call:
+    calls = _calls(_tree(LAUNCH), "Node")
+    assert len(calls) == 1, "expected one launch_ros Node(...) (used for both dds_profile variants)"
+    return calls[0]
+
+
+def test_launch_file_compiles(tmp_path):
+    py_compile.compile(str(LAUNCH), cfile=str(tmp_path / "seg.launch.pyc"), doraise=True)
+    names = {n.name for n in _tree(LAUNCH).body if isinstance(n, ast.FunctionDef)}
+    assert "generate_launch_description" in names
+
+
+def test_node_executable_is_installed_by_setup_py(node_call):
+    assert _const(_kw(node_call, "package")) == "carla_seg_ros"
+    assert _const(_kw(node_call, "name")) == "seg_node"
+    executable = _const(_kw(node_call, "executable"))
+    scripts = [_const(e) for call in _calls(_tree(REPO / "setup.py"), "setup")
+               for d in [_kw(call, "entry_points")] if isinstance(d, ast.Dict)
+               for k, v in zip(d.keys, d.values) if _const(k) == "console_scripts" for e in v.elts]
+    entry = [s for s in scripts if s.split("=")[0].strip() == executable]
+    assert entry, f"setup.py installs no console script {executable!r} ({scripts})"
+    module, func = entry[0].split("=")[1].strip().split(":")
+    imported = __import__(module, fromlist=[func])
+    assert callable(getattr(imported, func))
+    # colcon puts console scripts where `ros2 run` looks: lib/<package>
+    assert "install_scripts=$base/lib/carla_seg_ros" in (REPO / "setup.cfg").read_text()
+
+
+def test_launch_arguments_and_defaults(launch_args):
+    assert launch_args["role_name"] == "ego_vehicle"
+    assert launch_args["camera"] == "rgb_front"
+    assert launch_args["use_sim_time"] == "true"
+    assert launch_args["backend"] == "auto"
+    assert launch_args["namespace"] == ""
+    assert "params_file" in launch_args
+    from carla_seg_ros.runtime.backends import BACKEND_CHOICES
+    desc = [_const(_kw(c, "description")) for c in _calls(_tree(LAUNCH), "DeclareLaunchArgument")
+            if _const(c.args[0]) == "backend"][0]
+    assert all(b in desc for b in BACKEND_CHOICES)
+
+
+def test_params_file_exists_is_installed_and_matches_the_declared_parameters(launch_args):
+    default = launch_args["params_file"]
+    parts = [_const(a) for a in default.args] if isinstance(default, ast.Call) else []
+    assert parts[-2:] == ["config", "seg.yaml"], ast.dump(default)
+    assert PARAMS.is_file()
+    assert "config/*.yaml" in (REPO / "setup.py").read_text()
+
+    from carla_seg_ros.ros.seg_node import NODE_NAME, PARAMETERS
+    data = yaml.safe_load(PARAMS.read_text())
+    assert list(data) == [NODE_NAME]
+    params = data[NODE_NAME]["ros__parameters"]
+    declared = {p.name: p.default for p in PARAMETERS}
+    assert set(params) == set(declared), (f"only in seg.yaml: {set(params) - set(declared)}; "
+                                          f"declared but missing: {set(declared) - set(params)}")
+    for name, value in params.items():
+        assert value == declared[name] and type(value) is type(declared[name]), \
+            f"{name}: seg.yaml has {value!r}, the node's default is {declared[name]!r}"
+
+
+def test_parameters_set_in_the_launch_file_are_declared(node_call):
+    from carla_seg_ros.ros.seg_node import PARAMETERS_BY_NAME
+    names = set()
+    for item in _kw(node_call, "parameters").elts:
+        if isinstance(item, ast.Dict):
+            names |= {_const(k) for k in item.keys}
+    assert names, "the launch file passes backend/use_sim_time as parameters"
+    assert names <= set(PARAMETERS_BY_NAME) | {"use_sim_time"}, names
+
+
+def _subscribed_topics() -> set[str]:
+    """Topic literals of every create_subscription(...) in seg_node.py."""
+    tree = _tree(REPO / "carla_seg_ros" / "ros" / "seg_node.py")
+    return {_const(c.args[1]) for c in _calls(tree, "create_subscription")}
+
+
+def test_remap_targets_the_carla_camera_topic_the_node_subscribes(node_call, launch_args):
+    remaps = _kw(node_call, "remappings").elts
+    assert len(remaps) == 1
+    source, target = remaps[0].elts
+    assert _const(source) in _subscribed_topics() and _const(source) == "image"
+    pieces = []
+    for part in target.elts:
+        if isinstance(part, ast.Constant):
+            pieces.append(part.value)
+        else:   # LaunchConfiguration variables -> their default values
+            var = {"role_name": "role_name", "camera": "camera"}[part.id]
+            pieces.append(launch_args[var])
+    assert "".join(pieces) == "/carla/ego_vehicle/rgb_front/image"
+
+
+def test_rviz_config_shows_camera_overlay_and_colour_mask():
+    config = yaml.safe_load(RVIZ.read_text())
+    manager = config["Visualization Manager"]
+    topics = {d["Name"]: d["Topic"]["Value"] for d in manager["Displays"]}
+    assert topics == {"Camera": "/carla/ego_vehicle/rgb_front/image", "Segmentation overlay": "/seg_node/overlay",
+                      "Colour mask": "/seg_node/mask_color"}
+    assert manager["Global Options"]["Fixed Frame"]
+    published = set(re.findall(r'create_publisher\(\w+, "~/(\w+)"', (REPO / "carla_seg_ros" / "ros" / "seg_node.py")
+                               .read_text()))
+    assert {"overlay", "mask_color", "mask", "confidence", "class_fractions", "label_info"} <= published
+    assert "config/*.rviz" in (REPO / "setup.py").read_text()
+
+
+def test_dds_profile_is_valid_xml_and_installed():
+    import xml.etree.ElementTree as ET
+    root = ET.parse(REPO / "config" / "fastdds_large_frames.xml").getroot()
+    ns = {"d": "http://www.eprosima.com"}
+    assert root.find(".//d:transport_descriptor/d:receiveBufferSize", ns) is not None
+    assert "config/*.xml" in (REPO / "setup.py").read_text()
