@@ -25,174 +25,26 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from bisect import bisect_left
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-import yaml
 
 from carla_seg_ros.runtime.backends import create_backend
+from carla_seg_ros.evaluation.bag_reading import (IMAGE_TYPE, BagError, Counters, bag_custom_data, decode_camera,
+                                                   decode_ground_truth, header_stamp_ns, iter_messages, open_bag,
+                                                   pair_stamps, read_stamps, topic_connections)
 from carla_seg_ros.evaluation.bag_make import CODING_METADATA_KEY, MessageFactory, open_writer, topics, typestore
 from carla_seg_ros.classes import CODINGS, IGNORE_INDEX, load_coding
 from carla_seg_ros.datasets import labels_from_tag_ids
 from carla_seg_ros.evaluation.evaluate import (Evaluation, add_inference_arguments, format_summary, hood_rule,
                                                model_summary, run_batch)
 from carla_seg_ros.runtime.inference import Segmenter
-from carla_seg_ros.image_codec import ImageRejected, pixels, to_rgb
+from carla_seg_ros.image_codec import ImageRejected
 
 DEFAULT_TOPICS = topics("ego_vehicle")
-IMAGE_TYPE = "sensor_msgs/msg/Image"
 # Types copied into --write-bag by re-using their bytes: their CDR layout is the same in every ROS 2 release.
 COPYABLE_TYPES = ("sensor_msgs/msg/Image", "sensor_msgs/msg/CameraInfo", "rosgraph_msgs/msg/Clock")
-
-
-class BagError(RuntimeError):
-    """The bag cannot be used as asked (missing, unreadable, truncated, wrong topics)."""
-
-
-@dataclass
-class Counters:
-    """What happened to every message, so nothing is dropped silently."""
-    skipped: dict = field(default_factory=dict)       # reason -> frames
-    first_error: dict = field(default_factory=dict)   # reason -> first message text
-    unknown_color_pixels: int = 0
-    unknown_id_pixels: int = 0
-
-    def skip(self, reason: str, message: str) -> None:
-        self.skipped[reason] = self.skipped.get(reason, 0) + 1
-        if reason not in self.first_error:
-            self.first_error[reason] = message
-            print(f"bag-eval: skipping frame: {message} (further frames with this problem are only counted)",
-                  file=sys.stderr)
-
-
-# ---------------------------------------------------------------------------------------------------------------
-# reading
-# ---------------------------------------------------------------------------------------------------------------
-def open_bag(path: Path):
-    """An opened rosbags AnyReader, or BagError with a message a user can act on."""
-    from rosbags.highlevel import AnyReader, AnyReaderError
-    path = Path(path)
-    if not path.exists():
-        raise BagError(f"bag {path} does not exist")
-    if path.is_dir() and not (path / "metadata.yaml").is_file():
-        raise BagError(f"{path} is not a rosbag2 folder (no metadata.yaml); pass the folder `ros2 bag record` "
-                       "wrote, or its .mcap/.db3 file")
-    try:
-        reader = AnyReader([path], default_typestore=typestore())
-        reader.open()
-    except (AnyReaderError, OSError, ValueError, KeyError) as exc:
-        raise BagError(f"cannot open bag {path}: {exc} (is it a complete rosbag2 folder, .mcap or .db3 file? "
-                       "a recording that was killed may be truncated)") from exc
-    return reader
-
-
-def bag_custom_data(path: Path) -> dict:
-    """The rosbag2 metadata's custom_data (make-bag stores the ground truth's coding there); {} if none."""
-    path = Path(path)
-    meta = (path if path.is_dir() else path.parent) / "metadata.yaml"   # a .mcap/.db3 file: its folder's
-    if not meta.is_file():
-        return {}
-    try:
-        info = yaml.safe_load(meta.read_text())["rosbag2_bagfile_information"]
-    except (yaml.YAMLError, KeyError, TypeError):
-        return {}
-    return info.get("custom_data") or {}
-
-
-def topic_connections(reader, topic: str, role: str) -> list:
-    conns = [c for c in reader.connections if c.topic == topic]
-    if not conns:
-        listing = "\n".join(f"  {t} ({info.msgtype}, {info.msgcount} messages)"
-                            for t, info in sorted(reader.topics.items()))
-        raise BagError(f"{role} topic {topic!r} is not in the bag; it has:\n{listing or '  (no topics)'}")
-    bad = {c.msgtype for c in conns} - {IMAGE_TYPE}
-    if bad:
-        raise BagError(f"{role} topic {topic!r} has type {', '.join(sorted(bad))}; bag-eval reads {IMAGE_TYPE} "
-                       "(decompress CompressedImage topics first)")
-    return conns
-
-
-def iter_messages(reader, conns, bag: Path):
-    """reader.messages with storage errors (truncated mcap/sqlite files) turned into BagError."""
-    count = 0
-    try:
-        for item in reader.messages(connections=conns):
-            count += 1
-            yield item
-    except BagError:
-        raise
-    except Exception as exc:  # noqa: BLE001 - mcap/sqlite3/struct raise many types on damaged files
-        raise BagError(f"bag {bag} is truncated or corrupt: reading failed after {count} messages "
-                       f"({type(exc).__name__}: {exc})") from exc
-
-
-def header_stamp_ns(msg) -> int:
-    return int(msg.header.stamp.sec) * 10**9 + int(msg.header.stamp.nanosec)
-
-
-def pair_stamps(image_stamps: list[int], gt_stamps: list[int], tolerance_ns: int) -> list[tuple[int, int]]:
-    """Pair messages by header stamp: closest pairs first, each message used at most once, |dt| <= tolerance.
-
-    Returns (image index, gt index) sorted by image stamp.
-    """
-    order = sorted(range(len(gt_stamps)), key=gt_stamps.__getitem__)
-    sorted_gt = [gt_stamps[k] for k in order]
-    candidates = []
-    for i, stamp in enumerate(image_stamps):
-        k = bisect_left(sorted_gt, stamp)
-        for kk in (k - 1, k):
-            if 0 <= kk < len(sorted_gt) and abs(sorted_gt[kk] - stamp) <= tolerance_ns:
-                candidates.append((abs(sorted_gt[kk] - stamp), i, order[kk]))
-    candidates.sort()
-    used_image, used_gt, pairs = set(), set(), []
-    for _, i, j in candidates:
-        if i not in used_image and j not in used_gt:
-            used_image.add(i)
-            used_gt.add(j)
-            pairs.append((i, j))
-    return sorted(pairs, key=lambda p: (image_stamps[p[0]], p[0]))
-
-
-def read_stamps(reader, conns, bag: Path, counters: Counters, side: str) -> list[int | None]:
-    """Header stamps of every message on ``conns`` in bag order (None where a message cannot be deserialised)."""
-    stamps = []
-    for conn, _, raw in iter_messages(reader, conns, bag):
-        try:
-            stamps.append(header_stamp_ns(reader.deserialize(raw, conn.msgtype)))
-        except Exception as exc:  # noqa: BLE001 - a corrupt CDR payload raises struct/index errors
-            counters.skip(f"{side}:undeserialisable", f"{side} message {len(stamps)} cannot be deserialised ({exc})")
-            stamps.append(None)
-    return stamps
-
-
-# ---------------------------------------------------------------------------------------------------------------
-# decoding
-# ---------------------------------------------------------------------------------------------------------------
-def decode_camera(msg) -> np.ndarray:
-    """sensor_msgs/Image -> contiguous RGB uint8 (the node's decoder, image_codec)."""
-    return np.ascontiguousarray(to_rgb(pixels(msg), msg.encoding))
-
-
-def decode_ground_truth(msg, gt_format: str, coding, counters: Counters) -> np.ndarray:
-    """sensor_msgs/Image ground truth -> raw tag ids of ``coding`` (unknown colours become IGNORE_INDEX, counted)."""
-    native = pixels(msg)
-    encoding = msg.encoding
-    fmt = gt_format if gt_format != "auto" else ("ids" if encoding == "mono8" else "palette")
-    if fmt == "ids":
-        # mono8 holds the id; a colour image holds it in the red channel (CARLA's raw semantic image).
-        tags = np.ascontiguousarray(native[..., 0] if encoding == "mono8" else to_rgb(native, encoding)[..., 0])
-        known = np.zeros(256, bool)
-        known[list(coding.ids)] = True
-        counters.unknown_id_pixels += int((~known[tags]).sum())
-        return tags
-    if encoding == "mono8":
-        raise ImageRejected("palette_in_mono8", "ground truth is mono8, which cannot hold palette colours "
-                                                "(use --gt-format ids for raw tag ids)")
-    tags, unknown = coding.colors_to_ids(np.ascontiguousarray(to_rgb(native, encoding)))
-    counters.unknown_color_pixels += unknown
-    return tags
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -267,10 +119,6 @@ def main(argv=None) -> int:
 
 
 def run(args) -> int:
-    from tqdm import tqdm
-
-    from carla_seg_ros.evaluation import report
-
     if args.batch_size < 1 or args.stamp_tolerance < 0:
         raise BagError("--batch-size must be >= 1 and --stamp-tolerance >= 0")
     if args.write_bag is not None and args.write_bag.exists():
@@ -280,120 +128,151 @@ def run(args) -> int:
     except (FileNotFoundError, ValueError, RuntimeError) as exc:
         raise BagError(str(exc)) from exc
     custom = bag_custom_data(args.bag)
-    coding_name = args.coding if args.coding != "auto" else custom.get(CODING_METADATA_KEY, "tags13")
-    coding = load_coding(coding_name)
+    coding = load_coding(args.coding if args.coding != "auto" else custom.get(CODING_METADATA_KEY, "tags13"))
     hood = hood_rule(args.hood, backend.info, args.hood_row)
-    names = [c["name"] for c in backend.info.classes]
     counters = Counters()
 
     reader = open_bag(args.bag)
     out_bag = None
     try:
-        image_conns = topic_connections(reader, args.image_topic, "image")
-        gt_conns = topic_connections(reader, args.gt_topic, "ground-truth")
-        image_stamps = read_stamps(reader, image_conns, args.bag, counters, "image")
-        gt_stamps = read_stamps(reader, gt_conns, args.bag, counters, "gt")
-        tolerance = int(round(args.stamp_tolerance * 1e9))
-        # Messages that could not be deserialised get a stamp no real message has, so they never pair.
-        pairs = pair_stamps([s if s is not None else -(2**62) - i for i, s in enumerate(image_stamps)],
-                            [s if s is not None else -(2**61) - j for j, s in enumerate(gt_stamps)], tolerance)
-        pairs = [(i, j) for i, j in pairs if image_stamps[i] is not None and gt_stamps[j] is not None]
-        pairing = {"image_messages": len(image_stamps), "gt_messages": len(gt_stamps), "paired": len(pairs),
-                   "unmatched_image": sum(s is not None for s in image_stamps) - len(pairs),
-                   "unmatched_gt": sum(s is not None for s in gt_stamps) - len(pairs),
-                   "tolerance_s": args.stamp_tolerance}
-        if args.max_frames is not None and len(pairs) > args.max_frames:
-            pairing["not_evaluated_max_frames"] = len(pairs) - args.max_frames
-            pairs = pairs[:args.max_frames]
-        if not pairs:
-            raise BagError(f"no camera/ground-truth pairs within {args.stamp_tolerance} s in {args.bag}: "
-                           f"{pairing}; check the topics or raise --stamp-tolerance")
-        if pairing["unmatched_image"] or pairing["unmatched_gt"]:
-            print(f"bag-eval: {pairing['unmatched_image']} camera and {pairing['unmatched_gt']} ground-truth "
-                  f"messages have no partner within {args.stamp_tolerance} s (counted in metrics.json)",
-                  file=sys.stderr)
-
+        frames = pair_frames(reader, args, counters)
         copy_conns = [c for c in reader.connections if c.msgtype in COPYABLE_TYPES and (
             c.topic in (args.image_topic, args.gt_topic, "/clock")
             or c.topic == args.image_topic.rsplit("/", 1)[0] + "/camera_info")] if reader.is2 else []
         out_bag = (PredictionBag(args.write_bag, args.write_storage, args.pred_ns, copy_conns)
                    if args.write_bag is not None else None)
-
-        evaluation = Evaluation(names, args.samples, expected_frames=len(pairs))
-        segmenter = Segmenter(backend)
-        image_slot = {i: k for k, (i, _) in enumerate(pairs)}   # message ordinal -> pair index
-        gt_slot = {j: k for k, (_, j) in enumerate(pairs)}
-        pending: dict[int, dict] = {}       # pair index -> decoded parts collected so far
-        next_pair = 0                       # pairs are evaluated strictly in stamp order, like evaluate
-        batch, batch_meta = [], []
-        ordinal = {"image": 0, "gt": 0}
-        image_topics = {c.id for c in image_conns}
-        gt_topics = {c.id for c in gt_conns}
-        all_conns = list({c.id: c for c in image_conns + gt_conns + copy_conns}.values())
-
-        def flush():
-            if batch:
-                preds, confs = run_batch(segmenter, evaluation, batch)
-                if out_bag is not None:
-                    for (msg, log_ns), ids, conf in zip(batch_meta, preds, confs):
-                        out_bag.add(msg, log_ns, ids, conf)
-                batch.clear()
-                batch_meta.clear()
-
-        with tqdm(total=len(pairs), desc=f"bag-eval {Path(args.bag).name}", unit="frame") as bar:
-            for conn, log_ns, raw in iter_messages(reader, all_conns, args.bag):
-                if out_bag is not None:
-                    out_bag.copy(conn, log_ns, raw)
-                side = "image" if conn.id in image_topics else "gt" if conn.id in gt_topics else None
-                if side is None:
-                    continue
-                index = ordinal[side]
-                ordinal[side] += 1
-                slot = (image_slot if side == "image" else gt_slot).get(index)
-                if slot is None or slot < next_pair:   # unpaired, or its partner already failed to decode
-                    continue
-                entry = pending.setdefault(slot, {})
-                try:
-                    msg = reader.deserialize(raw, conn.msgtype)
-                    if side == "image":
-                        entry["rgb"], entry["msg"], entry["log_ns"] = decode_camera(msg), msg, log_ns
-                        entry["stamp"] = header_stamp_ns(msg)
-                    else:
-                        entry["label"] = labels_from_tag_ids(decode_ground_truth(msg, args.gt_format, coding,
-                                                                                counters), coding.name, hood)
-                except ImageRejected as exc:
-                    counters.skip(f"{side}:{exc.reason}", f"{side} message {index} ({conn.topic}): {exc.message}")
-                    entry["failed"] = True
-                while next_pair in pending and (pending[next_pair].get("failed") or
-                                                {"rgb", "label"} <= pending[next_pair].keys()):
-                    done = pending.pop(next_pair)
-                    next_pair += 1
-                    bar.update(1)
-                    if done.get("failed"):
-                        continue
-                    batch.append((f"t={done['stamp'] / 1e9:.3f}s", done["rgb"], done["label"]))
-                    batch_meta.append((done["msg"], done["log_ns"]))
-                    if len(batch) >= args.batch_size:
-                        flush()
-                if next_pair >= len(pairs) and out_bag is None:
-                    break
-            flush()
+        evaluation = Evaluation([c["name"] for c in backend.info.classes], args.samples,
+                                expected_frames=len(frames.pairs))
+        stream_pairs(reader, frames, copy_conns, args, coding, hood, counters, Segmenter(backend), evaluation,
+                     out_bag)
     finally:
         reader.close()
         if out_bag is not None:
             out_bag.close()
 
     if evaluation.frames == 0:
-        raise BagError(f"none of the {len(pairs)} paired frames could be decoded: {counters.first_error}")
+        raise BagError(f"none of the {len(frames.pairs)} paired frames could be decoded: {counters.first_error}")
     result = evaluation.result()
     result.update({
         "command": "bag-eval", "bag": str(args.bag), "image_topic": args.image_topic, "gt_topic": args.gt_topic,
-        "gt_format": args.gt_format, "coding": coding.name, "pairing": pairing, "skipped": counters.skipped,
+        "gt_format": args.gt_format, "coding": coding.name, "pairing": frames.pairing, "skipped": counters.skipped,
         "skip_messages": counters.first_error, "unknown_color_pixels": counters.unknown_color_pixels,
         "unknown_id_pixels": counters.unknown_id_pixels,
         "hood": {"mode": hood.mode, "row_fraction": hood.row_fraction, "applies_to": "tags13 ground truth"},
         "ignore_index": IGNORE_INDEX, "batch_size": args.batch_size, "model": model_summary(backend),
     })
+    write_results(result, evaluation, args, out_bag, counters)
+    return 0
+
+
+@dataclass
+class PairedFrames:
+    """Which camera message (by ordinal on its topics) goes with which ground-truth message."""
+    image_conns: list
+    gt_conns: list
+    pairs: list          # (image ordinal, gt ordinal), in stamp order
+    pairing: dict        # counts for metrics.json
+
+
+def pair_frames(reader, args, counters: Counters) -> PairedFrames:
+    """Read every header stamp once and pair camera and ground-truth messages within the tolerance."""
+    image_conns = topic_connections(reader, args.image_topic, "image")
+    gt_conns = topic_connections(reader, args.gt_topic, "ground-truth")
+    image_stamps = read_stamps(reader, image_conns, args.bag, counters, "image")
+    gt_stamps = read_stamps(reader, gt_conns, args.bag, counters, "gt")
+    tolerance = int(round(args.stamp_tolerance * 1e9))
+    # Messages that could not be deserialised get a stamp no real message has, so they never pair.
+    pairs = pair_stamps([s if s is not None else -(2**62) - i for i, s in enumerate(image_stamps)],
+                        [s if s is not None else -(2**61) - j for j, s in enumerate(gt_stamps)], tolerance)
+    pairs = [(i, j) for i, j in pairs if image_stamps[i] is not None and gt_stamps[j] is not None]
+    pairing = {"image_messages": len(image_stamps), "gt_messages": len(gt_stamps), "paired": len(pairs),
+               "unmatched_image": sum(s is not None for s in image_stamps) - len(pairs),
+               "unmatched_gt": sum(s is not None for s in gt_stamps) - len(pairs),
+               "tolerance_s": args.stamp_tolerance}
+    if args.max_frames is not None and len(pairs) > args.max_frames:
+        pairing["not_evaluated_max_frames"] = len(pairs) - args.max_frames
+        pairs = pairs[:args.max_frames]
+    if not pairs:
+        raise BagError(f"no camera/ground-truth pairs within {args.stamp_tolerance} s in {args.bag}: "
+                       f"{pairing}; check the topics or raise --stamp-tolerance")
+    if pairing["unmatched_image"] or pairing["unmatched_gt"]:
+        print(f"bag-eval: {pairing['unmatched_image']} camera and {pairing['unmatched_gt']} ground-truth "
+              f"messages have no partner within {args.stamp_tolerance} s (counted in metrics.json)",
+              file=sys.stderr)
+    return PairedFrames(image_conns, gt_conns, pairs, pairing)
+
+
+def stream_pairs(reader, frames: PairedFrames, copy_conns, args, coding, hood, counters: Counters,
+                 segmenter: Segmenter, evaluation: Evaluation, out_bag: PredictionBag | None) -> None:
+    """One pass over the bag: decode each paired message, and evaluate the pairs strictly in stamp order, in
+    batches, as `carla-seg evaluate` does (so a bag made from a split gives its metrics to the last digit)."""
+    from tqdm import tqdm
+
+    pairs = frames.pairs
+    image_slot = {i: k for k, (i, _) in enumerate(pairs)}   # message ordinal -> pair index
+    gt_slot = {j: k for k, (_, j) in enumerate(pairs)}
+    pending: dict[int, dict] = {}       # pair index -> decoded parts collected so far
+    next_pair = 0
+    batch, batch_meta = [], []
+    ordinal = {"image": 0, "gt": 0}
+    image_topics = {c.id for c in frames.image_conns}
+    gt_topics = {c.id for c in frames.gt_conns}
+    all_conns = list({c.id: c for c in frames.image_conns + frames.gt_conns + copy_conns}.values())
+
+    def flush():
+        if batch:
+            preds, confs = run_batch(segmenter, evaluation, batch)
+            if out_bag is not None:
+                for (msg, log_ns), ids, conf in zip(batch_meta, preds, confs):
+                    out_bag.add(msg, log_ns, ids, conf)
+            batch.clear()
+            batch_meta.clear()
+
+    with tqdm(total=len(pairs), desc=f"bag-eval {Path(args.bag).name}", unit="frame") as bar:
+        for conn, log_ns, raw in iter_messages(reader, all_conns, args.bag):
+            if out_bag is not None:
+                out_bag.copy(conn, log_ns, raw)
+            side = "image" if conn.id in image_topics else "gt" if conn.id in gt_topics else None
+            if side is None:
+                continue
+            index = ordinal[side]
+            ordinal[side] += 1
+            slot = (image_slot if side == "image" else gt_slot).get(index)
+            if slot is None or slot < next_pair:   # unpaired, or its partner already failed to decode
+                continue
+            entry = pending.setdefault(slot, {})
+            try:
+                msg = reader.deserialize(raw, conn.msgtype)
+                if side == "image":
+                    entry["rgb"], entry["msg"], entry["log_ns"] = decode_camera(msg), msg, log_ns
+                    entry["stamp"] = header_stamp_ns(msg)
+                else:
+                    entry["label"] = labels_from_tag_ids(decode_ground_truth(msg, args.gt_format, coding, counters),
+                                                         coding.name, hood)
+            except ImageRejected as exc:
+                counters.skip(f"{side}:{exc.reason}", f"{side} message {index} ({conn.topic}): {exc.message}")
+                entry["failed"] = True
+            while next_pair in pending and (pending[next_pair].get("failed") or
+                                            {"rgb", "label"} <= pending[next_pair].keys()):
+                done = pending.pop(next_pair)
+                next_pair += 1
+                bar.update(1)
+                if done.get("failed"):
+                    continue
+                batch.append((f"t={done['stamp'] / 1e9:.3f}s", done["rgb"], done["label"]))
+                batch_meta.append((done["msg"], done["log_ns"]))
+                if len(batch) >= args.batch_size:
+                    flush()
+            if next_pair >= len(pairs) and out_bag is None:
+                break
+        flush()
+
+
+def write_results(result: dict, evaluation: Evaluation, args, out_bag: PredictionBag | None,
+                  counters: Counters) -> None:
+    """metrics.json, the figures and the Markdown/HTML report in --out; one summary line on stdout."""
+    from carla_seg_ros.evaluation import report
+
     out_dir = args.out
     out_dir.mkdir(parents=True, exist_ok=True)
     figures = report.write_figures(evaluation, out_dir)
@@ -405,12 +284,12 @@ def run(args) -> int:
     result["files"] = {k: str(v) for k, v in files.items()}
     (out_dir / "metrics.json").write_text(json.dumps(result, indent=1))
     print(format_summary(result))
+    pairing = result["pairing"]
     skipped = sum(counters.skipped.values())
     print(f"paired {pairing['paired']} frames, evaluated {evaluation.frames}, skipped {skipped}, unmatched "
           f"{pairing['unmatched_image']} camera / {pairing['unmatched_gt']} ground truth; "
           f"wrote {out_dir / 'metrics.json'}"
           f", {html}" + (f" and {args.write_bag}" if out_bag is not None else ""))
-    return 0
 
 
 if __name__ == "__main__":

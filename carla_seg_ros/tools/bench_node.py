@@ -196,7 +196,7 @@ def parse_params(items: list[str]) -> dict:
     return params
 
 
-def main(argv=None) -> int:
+def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="carla-seg bench node", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--data", type=Path, default=None,
@@ -217,6 +217,11 @@ def main(argv=None) -> int:
     parser.add_argument("--json", type=Path, default=None, help="write all figures (and latencies) here")
     parser.add_argument("--plot", type=Path, default=None, help="write a latency CDF plot (PNG) here")
     parser.add_argument("--log-dir", type=Path, default=None, help="keep each node's console log here")
+    return parser
+
+
+def main(argv=None) -> int:
+    parser = build_parser()
     args = parser.parse_args(argv)
     if args.rate <= 0 or args.frames < 2:
         parser.error("--rate must be > 0 and --frames >= 2")

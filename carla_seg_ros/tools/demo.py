@@ -109,12 +109,9 @@ def run(args) -> dict:
     from diagnostic_msgs.msg import DiagnosticArray
     from sensor_msgs.msg import Image
     from std_msgs.msg import String
-    from tqdm import tqdm
 
-    from carla_seg_ros.classes import class_names, num_classes
-    from carla_seg_ros.evaluation.metrics import summarize
-    from carla_seg_ros.ros.playback import (CAMERA_TOPIC, NodeFailed, NodeProcess, Player, diagnostics_of,
-                                            iter_frames, latency_stats, load_frame, node_argv, paced)
+    from carla_seg_ros.classes import num_classes
+    from carla_seg_ros.ros.playback import CAMERA_TOPIC, NodeFailed, NodeProcess, Player, node_argv
 
     data_dir = Path(args.data)
     split = resolve_split(data_dir, args.split)
@@ -139,25 +136,7 @@ def run(args) -> dict:
     print(f"demo: {len(pairs)} frames from {data_dir} (split {split}) -> seg_node [{args.backend}] on "
           f"{CAMERA_TOPIC} at {args.rate:g} Hz; output in {out}/", flush=True)
     try:
-        proc.start()
-        summary["startup_s"] = player.wait_ready(proc, player.image_message(load_frame(pairs[0]).bgra),
-                                                 timeout=args.ready_timeout, status=lambda m: print(m, flush=True))
-        print(f"seg_node answered its warm-up frames after {summary['startup_s']:.1f} s; playing {len(pairs)} frames",
-              flush=True)
-        with tqdm(total=len(pairs), desc="demo", unit="frame") as bar:
-            # Stamps advance by exactly 1/rate like sim time; starting at the wall clock keeps the node's own
-            # wall-clock latency diagnostics meaningful.
-            start_ns = time.time_ns()
-            for i, frame in enumerate(paced(iter_frames(pairs), args.rate)):
-                key = start_ns + round(i * 1e9 / args.rate)
-                recorder.expect(key, frame.pair)
-                player.send(player.image_message(frame.bgra), key)
-                bar.update()
-                bar.set_postfix(received=len(masks.received), refresh=False)
-                if i % 10 == 0:
-                    proc.check()
-        player.drain(proc)
-        player.wait_latest(diagnostics, timeout=1.5, newer_than=diagnostics.count)   # 1 Hz: one after the end
+        play(player, proc, pairs, recorder, masks, diagnostics, args, summary)
     except KeyboardInterrupt:
         summary["interrupted"] = True
         print("\ninterrupted: stopping seg_node, writing what was recorded", file=sys.stderr)
@@ -168,10 +147,47 @@ def run(args) -> dict:
         player.close()
         recorder.close()
 
-    mask_summary = player.stream_summary(masks, args.rate)
+    summary.update(results(player, masks, overlays, label_info, diagnostics, recorder, hood, args.rate, out))
+    (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")
+    return summary
+
+
+def play(player, proc, pairs, recorder, masks, diagnostics, args, summary: dict) -> None:
+    """Start the node, prove it answers, play every frame at the rate, and wait for the last replies."""
+    from tqdm import tqdm
+
+    from carla_seg_ros.ros.playback import iter_frames, load_frame, paced
+
+    proc.start()
+    summary["startup_s"] = player.wait_ready(proc, player.image_message(load_frame(pairs[0]).bgra),
+                                             timeout=args.ready_timeout, status=lambda m: print(m, flush=True))
+    print(f"seg_node answered its warm-up frames after {summary['startup_s']:.1f} s; playing {len(pairs)} frames",
+          flush=True)
+    with tqdm(total=len(pairs), desc="demo", unit="frame") as bar:
+        # Stamps advance by exactly 1/rate like sim time; starting at the wall clock keeps the node's own
+        # wall-clock latency diagnostics meaningful.
+        start_ns = time.time_ns()
+        for i, frame in enumerate(paced(iter_frames(pairs), args.rate)):
+            key = start_ns + round(i * 1e9 / args.rate)
+            recorder.expect(key, frame.pair)
+            player.send(player.image_message(frame.bgra), key)
+            bar.update()
+            bar.set_postfix(received=len(masks.received), refresh=False)
+            if i % 10 == 0:
+                proc.check()
+    player.drain(proc)
+    player.wait_latest(diagnostics, timeout=1.5, newer_than=diagnostics.count)   # 1 Hz: one after the end
+
+
+def results(player, masks, overlays, label_info, diagnostics, recorder, hood, rate: float, out: Path) -> dict:
+    """Delivery, latency and accuracy figures of what came back."""
+    from carla_seg_ros.classes import class_names
+    from carla_seg_ros.evaluation.metrics import summarize
+    from carla_seg_ros.ros.playback import diagnostics_of, latency_stats
+
+    mask_summary = player.stream_summary(masks, rate)
     metrics = summarize(recorder.cm, class_names()) if recorder.scored else None
-    node_diag = diagnostics_of(diagnostics.message, NODE_NAME)
-    summary.update({
+    return {
         "frames_sent": mask_summary["frames_sent"],
         "frames_received": mask_summary["frames_received"],
         "overlays_received": len(overlays.received),
@@ -185,15 +201,13 @@ def run(args) -> dict:
         "iou": metrics["iou"] if metrics else None,
         "hood": {"mode": hood.mode, "row_fraction": hood.row_fraction},
         "label_info_received": label_info.message is not None,
-        "node_diagnostics": node_diag,
+        "node_diagnostics": diagnostics_of(diagnostics.message, NODE_NAME),
         "overlays_dir": str(recorder.overlay_dir),
         "overlays_written": recorder.overlays_written,
         "size_mismatches": recorder.size_mismatches,
         "recorder_errors": recorder.errors[:20],
         "log": str(out / "seg_node.log"),
-    })
-    (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")
-    return summary
+    }
 
 
 def _f(value, spec: str) -> str:

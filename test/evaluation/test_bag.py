@@ -12,7 +12,8 @@ from rosbags.highlevel import AnyReader
 from rosbags.rosbag2 import StoragePlugin, Writer
 
 from carla_seg_ros.runtime.backends import create_backend
-from carla_seg_ros.evaluation.bag_eval import main as bag_eval_main, pair_stamps
+from carla_seg_ros.evaluation.bag_eval import main as bag_eval_main
+from carla_seg_ros.evaluation.bag_reading import pair_stamps
 from carla_seg_ros.evaluation.bag_make import MessageFactory, main as make_bag_main, topics, typestore
 from carla_seg_ros.classes import load_coding
 from carla_seg_ros.datasets import find_pairs, read_rgb, read_tag_ids
