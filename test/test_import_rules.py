@@ -3,15 +3,14 @@
 The folders follow the data flow (message -> pixels -> model -> mask -> outputs / metrics):
 
 * shared (classes, paths, datasets, image_codec): the vocabulary every stage uses; imports no subpackage;
-* runtime/: preprocessing, model metadata, the inference backends and the TensorRT engine tooling; shared only;
+* networks/: the PyTorch network definitions, their input normalisation and safetensors weights; shared only;
+* runtime/: preprocessing, model metadata, the inference backends and the TensorRT engine tooling; shared, and
+  networks (only the two PyTorch backends, which run the network itself, inside their constructors);
 * evaluation/: metrics, folder and bag evaluation, reports; shared and runtime;
-* learning/: networks, training, weights, export, quantisation; shared, runtime and evaluation;
-* ros/: the nodes and the playback helpers; shared, runtime and evaluation, never learning (so the node does not
-  pull in the training stack) and never tools;
+* learning/: training, export, quantisation; shared, networks, runtime and evaluation;
+* ros/: the nodes and the playback helpers; shared, runtime and evaluation, never learning or networks (so the node
+  does not pull in the training stack or PyTorch) and never tools;
 * tools/ and the `carla-seg` dispatcher: anything.
-
-One exception, by design: the two PyTorch backends run the network itself, so they import learning.models and
-learning.weights (inside their constructors, only when that backend is chosen).
 """
 from __future__ import annotations
 
@@ -25,17 +24,13 @@ PACKAGE_DIR = Path(__file__).resolve().parent.parent / PACKAGE
 SHARED = {"classes", "paths", "datasets", "image_codec"}
 ALLOWED = {
     "shared": {"shared"},
-    "runtime": {"shared", "runtime"},
+    "networks": {"shared", "networks"},
+    "runtime": {"shared", "networks", "runtime"},
     "evaluation": {"shared", "runtime", "evaluation"},
-    "learning": {"shared", "runtime", "evaluation", "learning"},
+    "learning": {"shared", "networks", "runtime", "evaluation", "learning"},
     "ros": {"shared", "runtime", "evaluation", "ros"},
-    "tools": {"shared", "runtime", "evaluation", "learning", "ros", "tools"},
-    "entry": {"shared", "runtime", "evaluation", "learning", "ros", "tools", "entry"},
-}
-EXCEPTIONS = {  # (importing module, imported module) pairs allowed across the rules above
-    ("runtime.backends.torch_backend", "learning.models"),
-    ("runtime.backends.torch_backend", "learning.weights"),
-    ("runtime.backends.torch_cuda_backend", "learning.weights"),
+    "tools": {"shared", "networks", "runtime", "evaluation", "learning", "ros", "tools"},
+    "entry": {"shared", "networks", "runtime", "evaluation", "learning", "ros", "tools", "entry"},
 }
 
 
@@ -86,7 +81,7 @@ def violations(module: str, imports: set[str]) -> list[str]:
     layer = layer_of(module)
     bad = []
     for target in sorted(imports):
-        if layer_of(target) not in ALLOWED[layer] and (module, target) not in EXCEPTIONS:
+        if layer_of(target) not in ALLOWED[layer]:
             bad.append(f"{module} ({layer}) imports {target} ({layer_of(target)})")
     return bad
 
@@ -140,7 +135,9 @@ def test_imports_have_no_cycle():
     ("runtime.preprocess", "from carla_seg_ros.evaluation.metrics import x", ["runtime.preprocess (runtime)"]),
     ("classes", "from carla_seg_ros.runtime import preprocess", ["classes (shared) imports runtime.preprocess"]),
     ("ros.seg_node", "from carla_seg_ros.runtime.backends import create_backend", []),
-    ("runtime.backends.torch_backend", "from carla_seg_ros.learning.models import DeployModel", []),
+    ("runtime.backends.torch_backend", "from carla_seg_ros.networks.models import DeployModel", []),
+    ("ros.seg_node", "from carla_seg_ros.networks.models import DeployModel", ["ros.seg_node (ros) imports"]),
+    ("networks.models", "from carla_seg_ros.runtime.preprocess import resize_image", ["networks.models (networks)"]),
 ])
 def test_checker_flags_forbidden_imports(module, source, expected):
     """The rule check itself must be able to fail: synthetic sources with forbidden imports are reported."""

@@ -20,10 +20,11 @@ import torch
 from carla_seg_ros import classes
 from carla_seg_ros.datasets import find_pairs, read_rgb
 from carla_seg_ros.runtime.model_info import INPUT_NAME, METADATA_KEY, OUTPUT_NAMES, ModelInfo
-from carla_seg_ros.learning.models import DeployModel, normalize_uint8
+from carla_seg_ros.networks.models import DeployModel, normalize_uint8
 from carla_seg_ros.paths import default_data_dir
-from carla_seg_ros.runtime.preprocess import MEAN, STD, resize_image
-from carla_seg_ros.learning.weights import load_model
+from carla_seg_ros.networks.normalization import MEAN, STD
+from carla_seg_ros.runtime.preprocess import resize_image
+from carla_seg_ros.networks.weights import load_model
 
 OPSET = 17
 PARITY_MIN = 0.999

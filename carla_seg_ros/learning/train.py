@@ -22,10 +22,10 @@ import torch.nn.functional as F
 from carla_seg_ros import classes
 from carla_seg_ros.evaluation import metrics
 from carla_seg_ros.datasets import HoodRule, find_pairs, read_label, read_rgb
-from carla_seg_ros.learning.models import build_model, count_parameters, normalize_uint8
+from carla_seg_ros.networks.models import build_model, count_parameters, normalize_uint8
 from carla_seg_ros.paths import default_data_dir
 from carla_seg_ros.runtime.preprocess import resize_image, resize_mask
-from carla_seg_ros.learning.weights import save_weights
+from carla_seg_ros.networks.weights import save_weights
 
 PRESETS = {
     # Production default: residual-encoder U-Net at 384x288, trained on whole-frame-sized crops of rescaled frames.

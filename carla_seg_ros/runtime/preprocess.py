@@ -8,10 +8,6 @@ from __future__ import annotations
 import cv2
 import numpy as np
 
-# Per-channel statistics of the training split (RGB, 0..1), rounded; stored in the ONNX metadata too.
-MEAN = (0.31, 0.37, 0.38)
-STD = (0.22, 0.23, 0.25)
-
 
 def resize_image(rgb: np.ndarray, size_wh: tuple[int, int]) -> np.ndarray:
     """Resize an RGB uint8 image to (width, height): area averaging when shrinking, bilinear when growing."""

@@ -8,9 +8,9 @@ from carla_seg_ros.learning import export
 from carla_seg_ros.runtime.backends import create_backend
 from carla_seg_ros.datasets import find_pairs, read_rgb
 from carla_seg_ros.runtime.model_info import INPUT_NAME, OUTPUT_NAMES, read_onnx_info
-from carla_seg_ros.learning.models import build_model
+from carla_seg_ros.networks.models import build_model
 from carla_seg_ros.runtime.preprocess import resize_image
-from carla_seg_ros.learning.weights import load_model, save_weights
+from carla_seg_ros.networks.weights import load_model, save_weights
 
 
 def test_export_contract(tmp_path):

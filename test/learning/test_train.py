@@ -9,7 +9,7 @@ import torch
 from carla_seg_ros.learning import train
 from carla_seg_ros.classes import IGNORE_INDEX
 from carla_seg_ros.datasets import HoodRule, find_pairs
-from carla_seg_ros.learning.weights import load_model, read_metadata
+from carla_seg_ros.networks.weights import load_model, read_metadata
 
 
 def test_two_step_smoke_and_resume(tmp_path, data_dir):

@@ -25,8 +25,8 @@ class TorchBackend(Backend):
             import torch
         except ImportError as exc:
             raise BackendError(f"PyTorch is not installed ({exc})") from exc
-        from carla_seg_ros.learning.models import DeployModel
-        from carla_seg_ros.learning.weights import load_model
+        from carla_seg_ros.networks.models import DeployModel
+        from carla_seg_ros.networks.weights import load_model
         if threads:
             torch.set_num_threads(threads)
         net, _ = load_model(weights_beside(self.model_path))

@@ -28,13 +28,13 @@ class TorchCudaBackend(Backend):
         if options:
             raise BackendError(f"torch_cuda: unknown options {sorted(options)}")
         torch = require_cuda("torch_cuda")
-        from carla_seg_ros.learning.weights import load_model
+        from carla_seg_ros.networks.weights import load_model
         self.torch = torch
         self.device = torch.device(device)
         torch.backends.cudnn.benchmark = True  # fixed input shape: pick the fastest conv algorithms once
         net, _ = load_model(weights_beside(self.model_path), device=self.device)
         self.net = net.half().to(memory_format=torch.channels_last).eval()
-        from carla_seg_ros.runtime.preprocess import MEAN, STD
+        from carla_seg_ros.networks.normalization import MEAN, STD
         self.mean = torch.tensor(MEAN, dtype=torch.float32, device=self.device).view(1, 3, 1, 1)
         self.std = torch.tensor(STD, dtype=torch.float32, device=self.device).view(1, 3, 1, 1)
         w, h = self.input_size

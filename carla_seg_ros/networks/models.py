@@ -175,7 +175,7 @@ def normalize_uint8(images: torch.Tensor) -> torch.Tensor:
 
     Kept in one function so training, the exported graph and the PyTorch backends cannot drift apart.
     """
-    from carla_seg_ros.runtime.preprocess import MEAN, STD
+    from carla_seg_ros.networks.normalization import MEAN, STD
     x = images.permute(0, 3, 1, 2).float().div_(255.0)
     mean = torch.tensor(MEAN, dtype=x.dtype, device=x.device).view(1, 3, 1, 1)
     std = torch.tensor(STD, dtype=x.dtype, device=x.device).view(1, 3, 1, 1)

@@ -8,7 +8,7 @@ import torch
 from safetensors.torch import load_file, save_file
 from safetensors import safe_open
 
-from carla_seg_ros.learning.models import build_model
+from carla_seg_ros.networks.models import build_model
 
 
 def save_weights(model: torch.nn.Module, model_config: dict, path: Path, extra: dict | None = None) -> None:
