@@ -1,0 +1,123 @@
+"""One camera of seg_node: its input subscription, its outputs, its newest-frame slot and its statistics.
+
+A node has one CameraIO per camera: a single one named "" (topic ``image``, outputs ``~/mask`` ...) by default, or
+one per entry of the ``cameras`` parameter (outputs ``~/<name>/mask`` ...). Cameras share the node's inference
+thread (which batches the newest frame of every camera into one call) but nothing else, so a malformed or fast
+camera cannot disturb another's headers, drops or diagnostics.
+"""
+from __future__ import annotations
+
+import time
+
+from diagnostic_msgs.msg import DiagnosticStatus, KeyValue
+from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy
+from sensor_msgs.msg import Image
+from std_msgs.msg import Float32MultiArray, String
+
+from carla_seg_ros import image_codec
+from carla_seg_ros.ros.node_stats import KeyedThrottle, NodeStats
+
+LATCHED = QoSProfile(depth=1, durability=DurabilityPolicy.TRANSIENT_LOCAL, reliability=ReliabilityPolicy.RELIABLE)
+
+
+def image_qos(p: dict) -> QoSProfile:
+    reliability = ReliabilityPolicy.RELIABLE if p["qos_reliability"] == "reliable" else ReliabilityPolicy.BEST_EFFORT
+    return QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=p["qos_depth"], reliability=reliability)
+
+
+class CameraIO:
+    """Publishers, subscription and mailbox of one camera; ``slot`` is the node's shared Condition."""
+
+    def __init__(self, node, name: str, topic: str, slot, label_info: str):
+        self.node = node
+        self.name = name
+        self.slot = slot
+        self.pending = None          # (msg, native pixels view, steady receive time), guarded by ``slot``
+        p = node.p
+        self.stats = NodeStats(p["rate_window"], p["stats_window"], image_codec.REJECT_REASONS)
+        self.throttle = KeyedThrottle(p["warn_throttle"])
+        prefix = f"~/{name}/" if name else "~/"
+        self.pub_mask = node.create_publisher(Image, prefix + "mask", 10)
+        self.pub_color = node.create_publisher(Image, prefix + "mask_color", 10)
+        self.pub_overlay = node.create_publisher(Image, prefix + "overlay", 10)
+        self.pub_conf = node.create_publisher(Image, prefix + "confidence", 10)
+        self.pub_fractions = node.create_publisher(Float32MultiArray, prefix + "class_fractions", 10)
+        self.pub_label_info = node.create_publisher(String, prefix + "label_info", LATCHED)
+        self.pub_label_info.publish(String(data=label_info))
+        self.sub = node.create_subscription(Image, topic, self.on_image, image_qos(p))
+
+    @property
+    def publishers(self) -> list:
+        return [self.pub_mask, self.pub_color, self.pub_overlay, self.pub_conf, self.pub_fractions,
+                self.pub_label_info]
+
+    def destroy(self) -> None:
+        self.node.destroy_subscription(self.sub)
+        for pub in self.publishers:
+            self.node.destroy_publisher(pub)
+
+    # ---------------------------------------------------------------- input (executor thread)
+    def on_image(self, msg: Image) -> None:
+        now = time.monotonic()
+        self.stats.on_received(now)
+        try:
+            native = image_codec.pixels(msg, self.node.p["max_image_pixels"])
+        except image_codec.ImageRejected as exc:
+            self.stats.on_rejected(exc.reason)
+            self.warn(exc.reason, f"rejected frame from {msg.header.frame_id or '?'} [{exc.reason}]: {exc.message}")
+            return
+        with self.slot:
+            replaced = self.pending is not None
+            self.pending = (msg, native, now)
+            self.slot.notify()
+        self.stats.on_accepted(replaced)
+
+    def take(self):
+        """The pending frame or None; call with ``slot`` held."""
+        item, self.pending = self.pending, None
+        return item
+
+    def warn(self, key: str, text: str, error: bool = False) -> None:
+        suppressed = self.throttle.ready(key, time.monotonic())
+        if suppressed is None:
+            return
+        more = f" ({suppressed} more since the last warning)" if suppressed else ""
+        where = f"camera {self.name}: " if self.name else ""
+        log = self.node.get_logger()
+        (log.error if error else log.warning)(f"{where}{text}{more}")
+
+    # ---------------------------------------------------------------- diagnostics
+    def diagnostic_status(self, manager, model_path, requested: str, fqn: str) -> DiagnosticStatus:
+        s = self.stats.snapshot(time.monotonic())
+        backend = manager.backend
+
+        def fmt(value):
+            if value is None:
+                return "n/a"
+            return f"{value:.2f}" if isinstance(value, float) else str(value)
+
+        values = {
+            "backend": backend.name, "backend_requested": requested,
+            "backend_state": manager.status.state,     # ready | building (TensorRT engine) | build_failed
+            "model_file": str(model_path),
+            **({"camera": self.name} if self.name else {}),
+            "input_topic": self.sub.topic_name, "input_rate_hz": s["input_rate_hz"],
+            "output_rate_hz": s["output_rate_hz"], "frames_received": s["received"],
+            "frames_processed": s["processed"], "frames_dropped": s["dropped"], "frames_rejected": s["rejected"],
+            "frames_failed": s["failed"],
+            **{f"rejected_{reason}": count for reason, count in s["rejected_by_reason"].items()},
+            "latency_wall_p50_ms": s["latency_wall_p50_ms"], "latency_wall_p99_ms": s["latency_wall_p99_ms"],
+            "latency_ros_p50_ms": s["latency_ros_p50_ms"], "latency_ros_p99_ms": s["latency_ros_p99_ms"],
+            "processing_p50_ms": s["processing_p50_ms"], "processing_p99_ms": s["processing_p99_ms"],
+        }
+        level, message = DiagnosticStatus.OK, "ok"
+        if s["failed"]:
+            level, message = DiagnosticStatus.ERROR, f"{s['failed']} frames failed in inference"
+        elif s["rejected"]:
+            level, message = DiagnosticStatus.WARN, f"{s['rejected']} malformed frames rejected"
+        elif s["received"] == 0:
+            level, message = DiagnosticStatus.WARN, f"no images received on {self.sub.topic_name} yet"
+        # "<node>: segmentation" as before for the single camera; "<node>: <camera> segmentation" per camera.
+        name = f"{fqn}: {self.name + ' ' if self.name else ''}segmentation"
+        return DiagnosticStatus(level=level, name=name, message=message, hardware_id=backend.name,
+                                values=[KeyValue(key=k, value=fmt(v)) for k, v in values.items()])
