@@ -3,6 +3,13 @@ r"""Launch seg_node next to the CARLA ROS bridge.
     ros2 launch carla_seg_ros seg.launch.py                                 # /carla/ego_vehicle/rgb_front/image
     ros2 launch carla_seg_ros seg.launch.py role_name:=hero camera:=rgb_left backend:=onnxruntime
     ros2 launch carla_seg_ros seg.launch.py use_sim_time:=false params_file:=/path/my_seg.yaml
+    ros2 launch carla_seg_ros seg.launch.py cameras:=rgb_front,rgb_left,rgb_right rviz:=true   # one node, 3 cameras
+    ros2 launch carla_seg_ros seg.launch.py managed:=true      # lifecycle node: ros2 lifecycle set /seg_node configure
+
+Parameter precedence: a launch argument given on the command line wins; otherwise the params file's value;
+otherwise the launch default (use_sim_time: true); otherwise the node's own default. backend and use_sim_time
+default to "" = "not given", so a params file saying `backend: onnxruntime` is obeyed. Params file sections named
+`seg_node:` (relative) apply under any namespace:=, like `/**:` (the shipped config/seg.yaml).
 
 A best-effort image subscription (qos_reliability: best_effort in a params file) needs the large-frame Fast DDS
 profile, or it loses most 800x600 frames (see docs/node.md):
@@ -10,65 +17,86 @@ profile, or it loses most 800x600 frames (see docs/node.md):
     ros2 launch carla_seg_ros seg.launch.py params_file:=/path/best_effort.yaml \
         dds_profile:=$(ros2 pkg prefix carla_seg_ros)/share/carla_seg_ros/config/fastdds_large_frames.xml
 
-Outputs: /<namespace>/seg_node/{mask,mask_color,overlay,confidence,class_fractions,label_info} and /diagnostics.
+Outputs: /<namespace>/seg_node/{mask,mask_color,overlay,confidence,class_fractions,label_info} (with cameras:=
+/<namespace>/seg_node/<camera>/...) and /diagnostics.
 """
 import os
 
 from ament_index_python.packages import get_package_share_directory
 from launch import LaunchDescription
-from launch.actions import DeclareLaunchArgument
-from launch.conditions import IfCondition, UnlessCondition
-from launch.substitutions import LaunchConfiguration, PythonExpression
-from launch_ros.actions import Node
-from launch_ros.parameter_descriptions import ParameterValue
+from launch.actions import DeclareLaunchArgument, OpaqueFunction
+from launch.substitutions import LaunchConfiguration
+from launch_ros.actions import LifecycleNode, Node
+
+from carla_seg_ros.ros.launch_setup import (camera_topics, full_name, parse_bool, resolve_parameters,
+                                            write_params_file, write_rviz_config)
 
 PACKAGE = "carla_seg_ros"
+NODE_NAME = "seg_node"
+
+
+def _launch_setup(context):
+    """Runs once the arguments are known: everything is plain Python strings here (no pasted expressions)."""
+    share = get_package_share_directory(PACKAGE)
+
+    def arg(name):
+        return LaunchConfiguration(name).perform(context)
+
+    namespace = arg("namespace")
+    params = resolve_parameters(arg("params_file"), {"backend": arg("backend"), "use_sim_time": arg("use_sim_time")},
+                                namespace=namespace, node_name=NODE_NAME)
+    cameras = camera_topics(arg("cameras"), arg("role_name"))
+    single_topic = f"/carla/{arg('role_name')}/{arg('camera')}/image"
+    if cameras:
+        params["cameras"] = [topic for _, topic in cameras]
+    params_path = write_params_file(params)
+    profile = arg("dds_profile")
+    node_args = dict(
+        package=PACKAGE, executable="seg_node", name=NODE_NAME, namespace=namespace, output="screen",
+        emulate_tty=True, parameters=[str(params_path)],
+        remappings=[("image", single_topic)],
+        additional_env={"FASTDDS_DEFAULT_PROFILES_FILE": profile} if profile else None,
+    )
+    if parse_bool("managed", arg("managed")):
+        actions = [LifecycleNode(arguments=["--managed"], **node_args)]
+    else:
+        actions = [Node(**node_args)]
+    if parse_bool("rviz", arg("rviz")):
+        views = cameras or [("", single_topic)]
+        config = write_rviz_config(os.path.join(share, "config", "seg.rviz"), views, full_name(namespace, NODE_NAME),
+                                   directory=params_path.parent)
+        actions.append(Node(package="rviz2", executable="rviz2", name="seg_rviz", arguments=["-d", str(config)],
+                            parameters=[{"use_sim_time": params.get("use_sim_time", True)}], output="screen"))
+    return actions
 
 
 def generate_launch_description():
     share = get_package_share_directory(PACKAGE)
-    role_name = LaunchConfiguration("role_name")
-    camera = LaunchConfiguration("camera")
-    params_file = LaunchConfiguration("params_file")
-    backend = LaunchConfiguration("backend")
-    namespace = LaunchConfiguration("namespace")
-    use_sim_time = LaunchConfiguration("use_sim_time")
-    dds_profile = LaunchConfiguration("dds_profile")
-
     args = [
         DeclareLaunchArgument("role_name", default_value="ego_vehicle", description="CARLA vehicle role name"),
         DeclareLaunchArgument("camera", default_value="rgb_front", description="CARLA camera sensor name"),
+        DeclareLaunchArgument("cameras", default_value="",
+                              description="several cameras in one node, e.g. rgb_front,rgb_left: subscribes "
+                                          "/carla/<role_name>/<camera>/image each, batches them into one inference "
+                                          "and publishes ~/<camera>/mask etc. (empty: the single `camera`)"),
         DeclareLaunchArgument("params_file", default_value=os.path.join(share, "config", "seg.yaml"),
-                              description="seg_node parameters (ros__parameters YAML)"),
-        DeclareLaunchArgument("backend", default_value="auto",
-                              description="auto | tensorrt | onnxruntime | openvino | torch | torch_cuda"),
+                              description="seg_node parameters (ros__parameters YAML); its values win over the "
+                                          "launch defaults, launch arguments given explicitly win over it"),
+        DeclareLaunchArgument("backend", default_value="",
+                              description="auto | tensorrt | onnxruntime | openvino | torch | torch_cuda "
+                                          "(empty: the params file's, else auto)"),
         DeclareLaunchArgument("namespace", default_value="", description="namespace of seg_node"),
-        DeclareLaunchArgument("use_sim_time", default_value="true",
-                              description="use the CARLA bridge's /clock (the bridge stamps images in sim time)"),
+        DeclareLaunchArgument("use_sim_time", default_value="",
+                              description="use the CARLA bridge's /clock (the bridge stamps images in sim time); "
+                                          "empty: the params file's, else true"),
         DeclareLaunchArgument("dds_profile", default_value="",
                               description="Fast DDS XML profile for seg_node's process, e.g. "
                                           "config/fastdds_large_frames.xml (needed for qos_reliability:=best_effort)"),
+        DeclareLaunchArgument("managed", default_value="false",
+                              description="true: run seg_node as a lifecycle node (configure/activate through "
+                                          "its lifecycle services, e.g. `ros2 lifecycle set /seg_node configure`)"),
+        DeclareLaunchArgument("rviz", default_value="false",
+                              description="true: also start rviz2 showing camera, overlay and colour mask of every "
+                                          "camera, with a config generated for role/camera(s)/namespace"),
     ]
-
-    def seg_node(condition, env):
-        return Node(
-            package="carla_seg_ros",
-            executable="seg_node",
-            name="seg_node",
-            namespace=namespace,
-            output="screen",
-            emulate_tty=True,
-            parameters=[params_file, {
-                "backend": backend,
-                "use_sim_time": ParameterValue(use_sim_time, value_type=bool),
-            }],
-            remappings=[("image", ["/carla/", role_name, "/", camera, "/image"])],
-            additional_env=env,
-            condition=condition,
-        )
-
-    has_profile = PythonExpression(["'", dds_profile, "' != ''"])
-    return LaunchDescription(args + [
-        seg_node(IfCondition(has_profile), {"FASTDDS_DEFAULT_PROFILES_FILE": dds_profile}),
-        seg_node(UnlessCondition(has_profile), {}),
-    ])
+    return LaunchDescription(args + [OpaqueFunction(function=_launch_setup)])

@@ -52,8 +52,10 @@ def launch_args() -> dict:
 
 @pytest.fixture(scope="module")
 def node_call() -> ast.Call:
-    calls = _calls(_tree(LAUNCH), "Node")
-    assert len(calls) == 1, "expected one launch_ros Node(...) (used for both dds_profile variants)"
+    """The `node_args = dict(...)` both the plain Node and the LifecycleNode are built from."""
+    calls = [n.value for n in ast.walk(_tree(LAUNCH)) if isinstance(n, ast.Assign)
+             and getattr(n.targets[0], "id", None) == "node_args" and isinstance(n.value, ast.Call)]
+    assert len(calls) == 1, "expected one `node_args = dict(...)` shared by Node and LifecycleNode"
     return calls[0]
 
 
@@ -63,9 +65,17 @@ def test_launch_file_compiles(tmp_path):
     assert "generate_launch_description" in names
 
 
+def test_no_expression_is_pasted_together_from_strings():
+    # A path with a quote once broke `PythonExpression(["'", dds_profile, "' != ''"])`; values are plain strings now.
+    names = {n.id for n in ast.walk(_tree(LAUNCH)) if isinstance(n, ast.Name)} | \
+        {a.name for n in ast.walk(_tree(LAUNCH)) if isinstance(n, ast.ImportFrom) for a in n.names}
+    assert not names & {"PythonExpression", "eval", "exec"}, names
+
+
 def test_node_executable_is_installed_by_setup_py(node_call):
-    assert _const(_kw(node_call, "package")) == "carla_seg_ros"
-    assert _const(_kw(node_call, "name")) == "seg_node"
+    source = LAUNCH.read_text()
+    assert _const(_kw(node_call, "package")) == "PACKAGE" or 'PACKAGE = "carla_seg_ros"' in source
+    assert 'NODE_NAME = "seg_node"' in source
     executable = _const(_kw(node_call, "executable"))
     scripts = [_const(e) for call in _calls(_tree(REPO / "setup.py"), "setup")
                for d in [_kw(call, "entry_points")] if isinstance(d, ast.Dict)
@@ -82,9 +92,14 @@ def test_node_executable_is_installed_by_setup_py(node_call):
 def test_launch_arguments_and_defaults(launch_args):
     assert launch_args["role_name"] == "ego_vehicle"
     assert launch_args["camera"] == "rgb_front"
-    assert launch_args["use_sim_time"] == "true"
-    assert launch_args["backend"] == "auto"
+    # "" = not given: the params file's value is used (see test_launch_params.py for the precedence rule)
+    assert launch_args["use_sim_time"] == ""
+    assert launch_args["backend"] == ""
     assert launch_args["namespace"] == ""
+    assert launch_args["cameras"] == ""
+    assert launch_args["managed"] == "false"
+    assert launch_args["rviz"] == "false"
+    assert launch_args["dds_profile"] == ""
     assert "params_file" in launch_args
     from carla_seg_ros.runtime.backends import BACKEND_CHOICES
     desc = [_const(_kw(c, "description")) for c in _calls(_tree(LAUNCH), "DeclareLaunchArgument")
@@ -101,8 +116,8 @@ def test_params_file_exists_is_installed_and_matches_the_declared_parameters(lau
 
     from carla_seg_ros.ros.seg_node import NODE_NAME, PARAMETERS
     data = yaml.safe_load(PARAMS.read_text())
-    assert list(data) == [NODE_NAME]
-    params = data[NODE_NAME]["ros__parameters"]
+    assert list(data) == ["/**"], "seg.yaml must apply under any namespace"
+    params = data["/**"]["ros__parameters"]
     declared = {p.name: p.default for p in PARAMETERS}
     assert set(params) == set(declared), (f"only in seg.yaml: {set(params) - set(declared)}; "
                                           f"declared but missing: {set(declared) - set(params)}")
@@ -111,35 +126,31 @@ def test_params_file_exists_is_installed_and_matches_the_declared_parameters(lau
             f"{name}: seg.yaml has {value!r}, the node's default is {declared[name]!r}"
 
 
-def test_parameters_set_in_the_launch_file_are_declared(node_call):
+def test_parameters_set_by_launch_arguments_are_declared():
+    from carla_seg_ros.ros.launch_setup import LAUNCH_DEFAULTS, OVERRIDABLE
     from carla_seg_ros.ros.seg_node import PARAMETERS_BY_NAME
-    names = set()
-    for item in _kw(node_call, "parameters").elts:
-        if isinstance(item, ast.Dict):
-            names |= {_const(k) for k in item.keys}
-    assert names, "the launch file passes backend/use_sim_time as parameters"
-    assert names <= set(PARAMETERS_BY_NAME) | {"use_sim_time"}, names
+    assert set(OVERRIDABLE) | set(LAUNCH_DEFAULTS) <= set(PARAMETERS_BY_NAME) | {"use_sim_time"}
+    for name in OVERRIDABLE:
+        assert f'"{name}": arg("{name}")' in LAUNCH.read_text(), f"launch argument {name} is not passed through"
 
 
 def _subscribed_topics() -> set[str]:
-    """Topic literals of every create_subscription(...) in seg_node.py."""
-    tree = _tree(REPO / "carla_seg_ros" / "ros" / "seg_node.py")
-    return {_const(c.args[1]) for c in _calls(tree, "create_subscription")}
+    """Topic literals of every create_subscription(...) in seg_node's modules (the default camera's topic)."""
+    topics = set()
+    for module in ("seg_node.py", "seg_camera.py"):
+        tree = _tree(REPO / "carla_seg_ros" / "ros" / module)
+        topics |= {_const(c.args[1]) for c in _calls(tree, "create_subscription")}
+    source = (REPO / "carla_seg_ros" / "ros" / "seg_node.py").read_text()
+    topics |= set(re.findall(r'\[\("", "(\w+)"\)\]', source))    # streams = ... or [("", "image")]
+    return topics
 
 
-def test_remap_targets_the_carla_camera_topic_the_node_subscribes(node_call, launch_args):
+def test_remap_targets_the_carla_camera_topic_the_node_subscribes(node_call):
     remaps = _kw(node_call, "remappings").elts
     assert len(remaps) == 1
-    source, target = remaps[0].elts
+    source, _ = remaps[0].elts
     assert _const(source) in _subscribed_topics() and _const(source) == "image"
-    pieces = []
-    for part in target.elts:
-        if isinstance(part, ast.Constant):
-            pieces.append(part.value)
-        else:   # LaunchConfiguration variables -> their default values
-            var = {"role_name": "role_name", "camera": "camera"}[part.id]
-            pieces.append(launch_args[var])
-    assert "".join(pieces) == "/carla/ego_vehicle/rgb_front/image"
+    assert """single_topic = f"/carla/{arg('role_name')}/{arg('camera')}/image\"""" in LAUNCH.read_text()
 
 
 def test_rviz_config_shows_camera_overlay_and_colour_mask():
@@ -149,8 +160,8 @@ def test_rviz_config_shows_camera_overlay_and_colour_mask():
     assert topics == {"Camera": "/carla/ego_vehicle/rgb_front/image", "Segmentation overlay": "/seg_node/overlay",
                       "Colour mask": "/seg_node/mask_color"}
     assert manager["Global Options"]["Fixed Frame"]
-    published = set(re.findall(r'create_publisher\(\w+, "~/(\w+)"', (REPO / "carla_seg_ros" / "ros" / "seg_node.py")
-                               .read_text()))
+    published = set(re.findall(r'create_publisher\(\w+, prefix \+ "(\w+)"',
+                               (REPO / "carla_seg_ros" / "ros" / "seg_camera.py").read_text()))
     assert {"overlay", "mask_color", "mask", "confidence", "class_fractions", "label_info"} <= published
     assert "config/*.rviz" in (REPO / "setup.py").read_text()
 

@@ -1,0 +1,136 @@
+"""What launch/seg.launch.py computes, as plain functions (no `launch` import) so tests call the same code.
+
+Parameter precedence, the ROS convention: an explicitly given launch argument wins; otherwise the params file's
+value; otherwise the launch default (``LAUNCH_DEFAULTS``, e.g. use_sim_time true next to the CARLA bridge);
+otherwise the node's own default. A launch argument left at "" counts as not given.
+
+Params file sections are matched like rcl does (``/**``, ``/**/seg_node``, ``/ns/seg_node``, ``*`` and ``**``
+wildcards), except that a key without a leading ``/`` (``seg_node:``, seg.yaml's old style) is taken relative to the
+launch namespace, so a file written for ``/seg_node`` keeps working under ``namespace:=/perception``. The merged
+result goes to the node as one generated ``/**`` params file.
+"""
+from __future__ import annotations
+
+import re
+import tempfile
+from pathlib import Path
+
+import yaml
+
+NODE_NAME = "seg_node"
+LAUNCH_DEFAULTS = {"use_sim_time": True}          # when neither the params file nor a launch argument sets it
+BOOL_ARGS = ("use_sim_time",)
+OVERRIDABLE = ("backend", "use_sim_time")          # launch arguments that map to node parameters
+_TRUE, _FALSE = ("true", "1", "yes", "on"), ("false", "0", "no", "off")
+
+
+def parse_bool(name: str, text: str) -> bool:
+    value = str(text).strip().lower()
+    if value in _TRUE:
+        return True
+    if value in _FALSE:
+        return False
+    raise ValueError(f"launch argument {name}:={text!r} is not a boolean (true/false)")
+
+
+def full_name(namespace: str, node_name: str = NODE_NAME) -> str:
+    ns = "/" + namespace.strip("/") if namespace.strip("/") else ""
+    return f"{ns}/{node_name}"
+
+
+def _key_regex(key: str, namespace: str) -> re.Pattern:
+    if not key.startswith("/"):
+        key = (full_name(namespace, "").rstrip("/") + "/" + key) if namespace.strip("/") else "/" + key
+    parts = []
+    for token in key.strip("/").split("/"):
+        if token == "**":
+            parts.append(r"(/[^/]+)*")
+        elif token == "*":
+            parts.append(r"/[^/]+")
+        else:
+            parts.append("/" + re.escape(token).replace(r"\*", "[^/]*"))
+    return re.compile("".join(parts) or "/")
+
+
+def file_parameters(params_file: str | Path, namespace: str = "", node_name: str = NODE_NAME) -> dict:
+    """The parameters a params file gives this node (sections in file order, later ones win)."""
+    path = Path(params_file)
+    try:
+        data = yaml.safe_load(path.read_text()) or {}
+    except FileNotFoundError:
+        raise ValueError(f"params_file {path} does not exist") from None
+    except yaml.YAMLError as exc:
+        raise ValueError(f"params_file {path} is not valid YAML: {exc}") from exc
+    if not isinstance(data, dict):
+        raise ValueError(f"params_file {path}: expected `<node>: {{ros__parameters: {{...}}}}` sections")
+    target = full_name(namespace, node_name)
+    merged = {}
+    for key, section in data.items():
+        if isinstance(section, dict) and _key_regex(str(key), namespace).fullmatch(target):
+            merged.update(section.get("ros__parameters") or {})
+    return merged
+
+
+def resolve_parameters(params_file: str | Path, launch_args: dict, namespace: str = "",
+                       node_name: str = NODE_NAME) -> dict:
+    """The node's parameters after the precedence rule; ``launch_args`` maps OVERRIDABLE names to their text."""
+    params = {k: v for k, v in LAUNCH_DEFAULTS.items()}
+    params.update(file_parameters(params_file, namespace, node_name))
+    for name in OVERRIDABLE:
+        text = str(launch_args.get(name, "") or "").strip()
+        if text:
+            params[name] = parse_bool(name, text) if name in BOOL_ARGS else text
+    return params
+
+
+def camera_topics(cameras: str, role_name: str) -> list[tuple[str, str]]:
+    """``cameras:=rgb_front,rgb_left`` (or ``[rgb_front, rgb_left]``) -> [(camera, /carla/<role>/<camera>/image)].
+
+    An entry starting with ``/`` is a full topic, named after its camera segment as the node names it.
+    """
+    out = []
+    for entry in (c.strip().strip("'\"") for c in str(cameras).strip().strip("[]").split(",")):
+        if entry.startswith("/"):
+            parts = [p for p in entry.split("/") if p]
+            out.append((parts[-2] if len(parts) >= 2 and parts[-1] == "image" else parts[-1], entry))
+        elif entry:
+            out.append((entry, f"/carla/{role_name}/{entry}/image"))
+    return out
+
+
+def write_params_file(params: dict, directory: str | Path | None = None) -> Path:
+    """One ``/**`` section (applies under any namespace); the file the node is started with."""
+    out_dir = Path(directory) if directory else Path(tempfile.mkdtemp(prefix="carla_seg_launch_"))
+    path = out_dir / f"{NODE_NAME}_params.yaml"
+    path.write_text(yaml.safe_dump({"/**": {"ros__parameters": params}}, sort_keys=False))
+    return path
+
+
+def rviz_config(template: str, cameras: list[tuple[str, str]], node_ns: str) -> str:
+    """config/seg.rviz with its three image displays (Camera, Segmentation overlay, Colour mask) rebuilt for
+    each (camera name, camera topic); ``node_ns`` is the node's full name, e.g. /perception/seg_node. A camera
+    name "" means the single-camera outputs (``<node>/overlay``)."""
+    config = yaml.safe_load(template)
+    manager = config["Visualization Manager"]
+    by_name = {d["Name"]: d for d in manager["Displays"]}
+    sources = (("Camera", None), ("Segmentation overlay", "overlay"), ("Colour mask", "mask_color"))
+    displays, geometry = [], {k: v for k, v in config.get("Window Geometry", {}).items() if k not in by_name}
+    for camera, topic in cameras:
+        for title, output in sources:
+            display = yaml.safe_load(yaml.safe_dump(by_name[title]))        # a deep copy
+            display["Name"] = f"{title} {camera}" if camera else title
+            prefix = f"{node_ns}/{camera}" if camera else node_ns
+            display["Topic"]["Value"] = topic if output is None else f"{prefix}/{output}"
+            displays.append(display)
+            geometry[display["Name"]] = {"collapsed": False}
+    manager["Displays"] = displays
+    config["Window Geometry"] = geometry
+    return "# Generated by seg.launch.py from config/seg.rviz\n" + yaml.safe_dump(config, sort_keys=False)
+
+
+def write_rviz_config(template_path: str | Path, cameras: list[tuple[str, str]], node_ns: str,
+                      directory: str | Path | None = None) -> Path:
+    out_dir = Path(directory) if directory else Path(tempfile.mkdtemp(prefix="carla_seg_launch_"))
+    path = out_dir / "seg.rviz"
+    path.write_text(rviz_config(Path(template_path).read_text(), cameras, node_ns))
+    return path
