@@ -22,7 +22,8 @@ setup(
     extras_require={
         # ROS 2 Kilted from PyPI wheels: only for machines without an apt ROS install (this is how CI runs).
         "ros": ["ros-kilted-rclpy", "ros-kilted-sensor-msgs", "ros-kilted-std-msgs", "ros-kilted-diagnostic-msgs",
-                "ros-kilted-rmw-fastrtps-cpp", "ros-kilted-ament-index-python"],
+                "ros-kilted-rmw-fastrtps-cpp", "ros-kilted-ament-index-python",
+                "ros-kilted-lifecycle-msgs"],
         "train": [TORCH, "safetensors", "tqdm", "matplotlib"],
         "tools": ["rosbags", "tqdm", "matplotlib", "openvino"],
         "test": ["pytest", "colcon-core", "colcon-ros", "colcon-python-setup-py", "ros-kilted-ament-package",

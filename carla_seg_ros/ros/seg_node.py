@@ -20,7 +20,7 @@ dropped. The inference thread takes the newest frame of every camera that has on
 publishes. So nothing queues: latency stays one inference long however slow the backend is, and the subscriptions
 are drained at once, which keeps the DDS reader history empty.
 
-Run as a managed (lifecycle) node with ``--managed`` (seg_lifecycle.py): configure loads and warms the model,
+Run as a managed (lifecycle) node with ``--managed`` (ManagedSegNode): configure loads and warms the model,
 activate creates the subscriptions and publishers, deactivate destroys them, cleanup releases the backend. The
 plain node does configure + activate in its constructor; both share SegPipeline.
 """
@@ -40,6 +40,7 @@ from diagnostic_msgs.msg import DiagnosticArray
 from rcl_interfaces.msg import SetParametersResult
 from rclpy.clock import Clock, ClockType
 from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
+from rclpy.lifecycle import LifecycleNode, State, TransitionCallbackReturn
 from rclpy.node import Node
 from rclpy.signals import SignalHandlerOptions
 from std_msgs.msg import Float32MultiArray, MultiArrayDimension
@@ -253,9 +254,59 @@ class SegNode(SegPipeline, Node):
             raise
 
 
+class ManagedSegNode(SegPipeline, LifecycleNode):
+    """The managed node: the standard lifecycle transitions drive SegPipeline's four steps.
+
+        unconfigured --configure--> inactive     parameters read, model loaded and warmed (startup errors fail here)
+        inactive     --activate---> active       camera subscriptions, outputs, /diagnostics, inference thread
+        active       --deactivate-> inactive     all of those destroyed; the model stays loaded
+        inactive     --cleanup----> unconfigured backend released;   any --shutdown--> finalized
+
+    Driven through ``<node>/change_state`` and ``get_state`` (``ros2 lifecycle set /seg_node configure``).
+    """
+
+    def __init__(self, **kwargs):
+        LifecycleNode.__init__(self, NODE_NAME, **kwargs)
+        self.get_logger().info("seg_node (managed) waiting in state unconfigured: send `configure`")
+
+    def on_configure(self, state: State) -> TransitionCallbackReturn:
+        try:
+            self._configure_pipeline()
+        except StartupError as exc:
+            self.get_logger().error(f"configure failed: {exc}")
+            return TransitionCallbackReturn.FAILURE
+        self.get_logger().info(f"configured: backend {self.manager.backend.name}, model {self.model_path}")
+        return TransitionCallbackReturn.SUCCESS
+
+    def on_activate(self, state: State) -> TransitionCallbackReturn:
+        self._activate_pipeline()
+        return super().on_activate(state)
+
+    def on_deactivate(self, state: State) -> TransitionCallbackReturn:
+        self._deactivate_pipeline()
+        self.get_logger().info("deactivated: subscriptions and outputs stopped, model kept loaded")
+        return super().on_deactivate(state)
+
+    def on_cleanup(self, state: State) -> TransitionCallbackReturn:
+        self.close()
+        self.get_logger().info("cleaned up: backend released")
+        return TransitionCallbackReturn.SUCCESS
+
+    def on_shutdown(self, state: State) -> TransitionCallbackReturn:
+        self.close()
+        return TransitionCallbackReturn.SUCCESS
+
+    def on_error(self, state: State) -> TransitionCallbackReturn:
+        self.close()
+        return TransitionCallbackReturn.SUCCESS
+
+
 class _Stop:
     """SIGINT/SIGTERM handler that only records the signal: a second or third Ctrl-C (a terminal and `ros2
-    launch` both signal the process group) can then never raise KeyboardInterrupt inside the shutdown path."""
+    launch` both signal the process group) can then never raise KeyboardInterrupt inside the shutdown path.
+
+    After the first signal both are ignored: Python's finalisation resets handlers it installed to SIG_DFL (but
+    leaves SIG_IGN alone), so a late Ctrl-C would otherwise kill the exiting process (exit code -2)."""
 
     def __init__(self):
         self.event = threading.Event()
@@ -266,6 +317,8 @@ class _Stop:
     def __call__(self, signum, _frame) -> None:
         self.signal_name = self.signal_name or signal.Signals(signum).name
         self.event.set()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(sig, signal.SIG_IGN)
 
 
 def _spin(executor, stop: _Stop) -> None:
@@ -285,7 +338,6 @@ def main(args=None) -> int:
     rclpy.init(args=argv, signal_handler_options=SignalHandlerOptions.NO)
     try:
         if managed:
-            from carla_seg_ros.ros.seg_lifecycle import ManagedSegNode
             node = ManagedSegNode()
         else:
             node = SegNode()
@@ -309,6 +361,8 @@ def main(args=None) -> int:
         rclpy.try_shutdown()
         sys.stdout.flush()
         sys.stderr.flush()
+        for sig in (signal.SIGINT, signal.SIGTERM):   # exiting now: see _Stop
+            signal.signal(sig, signal.SIG_IGN)
     return 0
 
 

@@ -102,7 +102,10 @@ def declare_parameters(node) -> dict:
         default = Parameter.Type.STRING_ARRAY if isinstance(spec.default, list) else spec.default
         try:
             if node.has_parameter(spec.name):      # a lifecycle node configured a second time
-                value = node.get_parameter(spec.name).value
+                try:
+                    value = node.get_parameter(spec.name).value
+                except rclpy.exceptions.ParameterUninitializedException:   # an unset array: see above
+                    value = None
             else:
                 value = node.declare_parameter(spec.name, default, spec.descriptor()).value
         except rclpy.exceptions.InvalidParameterTypeException as exc:
