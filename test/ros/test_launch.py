@@ -172,3 +172,23 @@ def test_dds_profile_is_valid_xml_and_installed():
     ns = {"d": "http://www.eprosima.com"}
     assert root.find(".//d:transport_descriptor/d:receiveBufferSize", ns) is not None
     assert "config/*.xml" in (REPO / "setup.py").read_text()
+
+
+def test_managed_argument_starts_the_same_executable_as_a_lifecycle_node():
+    from carla_seg_ros.ros.seg_node import MANAGED_FLAG
+    calls = _calls(_tree(LAUNCH), "LifecycleNode")
+    assert len(calls) == 1
+    assert [_const(e) for e in _kw(calls[0], "arguments").elts] == [MANAGED_FLAG]
+    assert any(kw.arg is None and getattr(kw.value, "id", None) == "node_args" for kw in calls[0].keywords), \
+        "LifecycleNode must share node_args with the plain Node"
+    plain = [c for c in _calls(_tree(LAUNCH), "Node") if getattr(c.func, "id", None) == "Node"
+             and any(kw.arg is None for kw in c.keywords)]
+    assert len(plain) == 1
+
+
+def test_node_setup_runs_in_an_opaque_function_with_the_launch_setup_helpers():
+    tree = _tree(LAUNCH)
+    assert _calls(tree, "OpaqueFunction")
+    imported = {a.name for n in ast.walk(tree) if isinstance(n, ast.ImportFrom)
+                and n.module == "carla_seg_ros.ros.launch_setup" for a in n.names}
+    assert {"resolve_parameters", "camera_topics", "write_params_file", "write_rviz_config"} <= imported

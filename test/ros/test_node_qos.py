@@ -112,7 +112,7 @@ VARIANTS = ("best_effort:1", "best_effort:10", "reliable:1", "reliable:2", "reli
 
 def _default_qos() -> tuple[str, int]:
     import yaml
-    params = yaml.safe_load((ROOT / "config" / "seg.yaml").read_text())["seg_node"]["ros__parameters"]
+    params = yaml.safe_load((ROOT / "config" / "seg.yaml").read_text())["/**"]["ros__parameters"]
     return params["qos_reliability"], int(params["qos_depth"])
 
 
