@@ -352,12 +352,13 @@ def main(args=None) -> int:
         if stop.signal_name:
             node.get_logger().info(f"{stop.signal_name}: shutting down")
     finally:
-        node.close()                   # joins the inference thread: nothing publishes after this
-        executor.shutdown(timeout_sec=1.0)
-        try:
-            node.destroy_node()
-        except Exception as exc:  # noqa: BLE001 - context already gone (external shutdown): nothing left to free
-            print(f"[seg_node] destroy_node: {exc}", file=sys.stderr)
+        # close() joins the inference thread, so nothing publishes after it. After an external shutdown the
+        # context is gone and destroying entities may raise: there is nothing left to free then, so say so briefly.
+        for step in (node.close, lambda: executor.shutdown(timeout_sec=1.0), node.destroy_node):
+            try:
+                step()
+            except Exception as exc:  # noqa: BLE001 - see above
+                print(f"[seg_node] shutdown: {type(exc).__name__}: {exc}", file=sys.stderr)
         rclpy.try_shutdown()
         sys.stdout.flush()
         sys.stderr.flush()

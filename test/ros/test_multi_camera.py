@@ -115,10 +115,11 @@ def test_bursts_keep_newest_frame_only_per_camera(setup):
     before = {n: _status(diagnostics, n) for n in CAMERAS}
     base = time.time_ns()
     last = {}
-    for i in range(20):                                  # far faster than inference: most are replaced
+    for i in range(20):                                  # 200 Hz, far faster than inference: most are replaced
         for j, (name, (_, w, h)) in enumerate(CAMERAS.items()):
             last[name] = base + (2 * i + j) * 1_000_000
             pubs[name].publish(probe.frame(w, h, f"hero/{name}", last[name], seed=i))
+        time.sleep(0.005)
     for name in CAMERAS:   # the newest frame of every camera is always answered
         wait_for(lambda: last[name] in probe.got(f"{NODE}/{name}/mask"), 30, f"newest {name} frame", proc, log)
     n_diag = len(diagnostics)
@@ -129,4 +130,7 @@ def test_bursts_keep_newest_frame_only_per_camera(setup):
         received = int(after["frames_received"]) - int(before[name]["frames_received"])
         processed = int(after["frames_processed"]) - int(before[name]["frames_processed"])
         dropped = int(after["frames_dropped"]) - int(before[name]["frames_dropped"])
-        assert received == 20 and processed + dropped == 20 and processed == len(got), (name, after)
+        # A KEEP_LAST 10 writer may itself overwrite frames of a burst before DDS delivers them, so `received`
+        # can be below 20; what the node received it either answered or replaced by a newer frame.
+        assert 10 <= received <= 20 and processed + dropped == received, (name, after)
+        assert processed == len(got) and dropped >= 1, (name, after)
