@@ -5,6 +5,9 @@ from setuptools import find_packages, setup
 
 PACKAGE = "carla_seg_ros"
 TORCH = "torch==2.13.0"  # pinned: any other version makes pip download GBs of CUDA wheels
+CARLA = "carla==0.9.16"
+CARLA_WHEELS = ("; sys_platform == 'linux' and platform_machine == 'x86_64' and python_version >= '3.10'"
+                " and python_version < '3.13'")
 
 setup(
     name=PACKAGE,
@@ -23,11 +26,16 @@ setup(
         # ROS 2 Kilted from PyPI wheels: only for machines without an apt ROS install (this is how CI runs).
         "ros": ["ros-kilted-rclpy", "ros-kilted-sensor-msgs", "ros-kilted-std-msgs", "ros-kilted-diagnostic-msgs",
                 "ros-kilted-rmw-fastrtps-cpp", "ros-kilted-ament-index-python",
-                "ros-kilted-lifecycle-msgs"],
+                "ros-kilted-lifecycle-msgs", "ros-kilted-std-srvs"],
         "train": [TORCH, "safetensors", "tqdm", "matplotlib"],
         "tools": ["rosbags", "tqdm", "matplotlib", "openvino"],
+        # `carla-seg carla`: the CARLA 0.9.16 Python client (PyPI has manylinux x86-64 wheels for CPython
+        # 3.10-3.12, with no dependencies; elsewhere install the wheel that ships with your CARLA server).
+        "carla": [CARLA],
+        # The test extra installs the client too where a wheel exists, so its offline parts (arguments, image
+        # conversion, sensor attributes, connection errors) are exercised for real; elsewhere those tests skip.
         "test": ["pytest", "colcon-core", "colcon-ros", "colcon-python-setup-py", "ros-kilted-ament-package",
-                 "setuptools<80"],
+                 "setuptools<80", CARLA + CARLA_WHEELS],
     },
     zip_safe=True,
     maintainer="carla_seg_ros developers",
@@ -38,6 +46,7 @@ setup(
         "console_scripts": [
             "seg_node = carla_seg_ros.ros.seg_node:main",
             "echo_node = carla_seg_ros.ros.echo_node:main",
+            "seg_eval_node = carla_seg_ros.ros.seg_eval_node:main",
             "carla-seg = carla_seg_ros.cli:main",
         ],
     },

@@ -23,7 +23,6 @@ input camera, camera_info, ground truth and /clock topics, for replay in RViz or
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -274,15 +273,12 @@ def write_results(result: dict, evaluation: Evaluation, args, out_bag: Predictio
     from carla_seg_ros.evaluation import report
 
     out_dir = args.out
-    out_dir.mkdir(parents=True, exist_ok=True)
-    figures = report.write_figures(evaluation, out_dir)
-    md, html = report.write_report(result, figures, out_dir, title=f"carla-seg bag-eval: {Path(args.bag).name}")
-    files = {**figures, "report_md": md, "report_html": html}
+    extra = {}
     if out_bag is not None:
-        files["prediction_bag"] = args.write_bag
+        extra["prediction_bag"] = args.write_bag
         result["prediction_topics"] = out_bag.topics
-    result["files"] = {k: str(v) for k, v in files.items()}
-    (out_dir / "metrics.json").write_text(json.dumps(result, indent=1))
+    files = report.write_all(result, evaluation, out_dir, f"carla-seg bag-eval: {Path(args.bag).name}", extra)
+    html = files["report_html"]
     print(format_summary(result))
     pairing = result["pairing"]
     skipped = sum(counters.skipped.values())

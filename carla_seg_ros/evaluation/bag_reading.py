@@ -9,6 +9,7 @@ import sys
 from bisect import bisect_left
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 import yaml
@@ -23,6 +24,11 @@ class BagError(RuntimeError):
     """The bag cannot be used as asked (missing, unreadable, truncated, wrong topics)."""
 
 
+def _print_skip(message: str) -> None:
+    print(f"bag-eval: skipping frame: {message} (further frames with this problem are only counted)",
+          file=sys.stderr)
+
+
 @dataclass
 class Counters:
     """What happened to every message, so nothing is dropped silently."""
@@ -30,13 +36,13 @@ class Counters:
     first_error: dict = field(default_factory=dict)   # reason -> first message text
     unknown_color_pixels: int = 0
     unknown_id_pixels: int = 0
+    log: Callable[[str], None] = _print_skip          # told once per reason (the node passes its logger)
 
     def skip(self, reason: str, message: str) -> None:
         self.skipped[reason] = self.skipped.get(reason, 0) + 1
         if reason not in self.first_error:
             self.first_error[reason] = message
-            print(f"bag-eval: skipping frame: {message} (further frames with this problem are only counted)",
-                  file=sys.stderr)
+            self.log(message)
 
 
 # ---------------------------------------------------------------------------------------------------------------

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import base64
 import html
+import json
 from pathlib import Path
 
 import numpy as np
@@ -181,6 +182,14 @@ def _summary_rows(result: dict) -> list[tuple[str, str]]:
         rows += [("FPS (whole pipeline)", f"{t['fps']:.1f}"), ("ms per frame (mean / p50 / p90)",
                  f"{t['ms_per_frame']:.1f} / {t['ms_per_frame_p50']:.1f} / {t['ms_per_frame_p90']:.1f}"),
                  ("Lyft score (100 F_avg - max(0, 10 - FPS))", f"{lyft['score']:.2f}")]
+    timely = result.get("timely")
+    if timely:   # seg_eval_node: what the planner had in time (docs/live.md)
+        tm = timely["metrics"]
+        rows += [("timely frames (ground-truth frames scored)", str(timely["frames"])),
+                 ("timely pixel accuracy", _fmt(tm["pixel_accuracy"], pct=True)),
+                 ("timely mIoU", _fmt(tm["mean_iou"])),
+                 ("timely: frames with no mask in time", str(timely["no_mask_frames"])),
+                 ("timely: frames scored with an older mask", str(timely["stale_frames"]))]
     return rows
 
 
@@ -202,7 +211,8 @@ def _context_rows(result: dict) -> list[tuple[str, str]]:
     if model:
         size = "x".join(str(v) for v in model.get("input_size", []))
         rows.append(("model", f"{model.get('path')} ({model.get('arch')}, input {size}), backend {model.get('backend')}"))
-    for key in ("data", "split", "bag", "image_topic", "gt_topic", "gt_format", "coding", "codings", "batch_size"):
+    for key in ("data", "split", "bag", "image_topic", "mask_topic", "gt_topic", "gt_format", "coding", "codings",
+                "batch_size"):
         if key in result:
             rows.append((key, str(result[key])))
     if "hood" in result:
@@ -215,6 +225,8 @@ def _context_rows(result: dict) -> list[tuple[str, str]]:
     for key in ("unknown_color_pixels", "unknown_id_pixels"):
         if key in result:
             rows.append((key.replace("_", " "), str(result[key])))
+    for key, value in result.get("live", {}).items():
+        rows.append((f"live: {key}", str(value)))
     return rows
 
 
@@ -266,3 +278,18 @@ def write_report(result: dict, figures: dict[str, Path], out_dir: Path, prefix: 
     html_path = out_dir / f"{prefix}report.html"
     html_path.write_text("".join(parts))
     return md_path, html_path
+
+
+def write_all(result: dict, evaluation, out_dir: Path, title: str, extra_files: dict | None = None) -> dict:
+    """metrics.json, the figures and the Markdown/HTML report in ``out_dir`` (bag-eval and seg_eval_node alike).
+
+    ``result["files"]`` lists what was written; returns that dict of paths.
+    """
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    figures = write_figures(evaluation, out_dir)
+    md, html_path = write_report(result, figures, out_dir, title=title)
+    files = {**figures, "report_md": md, "report_html": html_path, **(extra_files or {})}
+    result["files"] = {k: str(v) for k, v in files.items()}
+    (out_dir / "metrics.json").write_text(json.dumps(result, indent=1))
+    return files
