@@ -1,0 +1,80 @@
+"""Shared by the seg_eval_node tests: bags made by make-bag + bag-eval, a real node process, a bag player."""
+from __future__ import annotations
+
+import json
+import os
+import time
+from pathlib import Path
+
+from carla_seg_ros.evaluation.bag_eval import main as bag_eval_main
+from carla_seg_ros.evaluation.bag_make import main as make_bag_main, topics
+from carla_seg_ros.ros.playback import NodeProcess, node_argv
+
+DOMAIN_ID = 43
+MASK_TOPIC = "/seg_node/mask"
+GT_TOPIC = topics("ego_vehicle")["semantic"]
+NODE = "/seg_eval_node"
+FRAME_NS = 50_000_000          # make-bag's default 20 Hz
+
+
+def dds_env() -> dict:
+    return dict(os.environ, ROS_DOMAIN_ID=str(DOMAIN_ID), ROS_AUTOMATIC_DISCOVERY_RANGE="LOCALHOST",
+                PYTHONUNBUFFERED="1")
+
+
+def make_bags(root: Path, data: Path, name: str, make_args: list[str], eval_args: list[str]) -> tuple[Path, dict]:
+    """make-bag, then bag-eval with --write-bag: the prediction bag holds bag-eval's own masks with the ground truth.
+
+    Returns (prediction bag, bag-eval's metrics.json).
+    """
+    bag, pred, out = root / f"{name}_bag", root / f"{name}_pred", root / f"{name}_bag_eval"
+    assert make_bag_main(["--data", str(data), "--out", str(bag), *make_args]) == 0
+    assert bag_eval_main([str(bag), "--out", str(out), "--batch-size", "1", "--write-bag", str(pred),
+                          *eval_args]) == 0
+    return pred, json.loads((out / "metrics.json").read_text())
+
+
+def eval_node(out_dir: Path, log: Path, **params) -> NodeProcess:
+    base = {"use_sim_time": True, "output_dir": str(out_dir), "metrics_period": 0.2}
+    return NodeProcess("seg_eval_node", node_argv("carla_seg_ros.ros.seg_eval_node", "seg_eval_node",
+                                                  {**base, **params}), log, env=dds_env())
+
+
+class MetricsWatch:
+    """The node's ~/metrics JSON, latest message."""
+
+    def __init__(self, player):
+        from rclpy.executors import SingleThreadedExecutor
+        from std_msgs.msg import String
+        self.latest = None
+        self.player = player
+        player.node.create_subscription(String, f"{NODE}/metrics", self._cb, 10)
+        self.executor = SingleThreadedExecutor(context=player.context)
+        self.executor.add_node(player.node)
+
+    def _cb(self, msg):
+        self.latest = json.loads(msg.data)
+
+    def wait(self, predicate, timeout: float, process: NodeProcess, what: str) -> dict:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            self.executor.spin_once(timeout_sec=0.05)
+            process.check()
+            if self.latest is not None and predicate(self.latest):
+                return self.latest
+        raise AssertionError(f"timed out waiting for {what}; last ~/metrics: {self.latest}\n{process.tail()}")
+
+    def close(self):
+        self.executor.remove_node(self.player.node)
+
+
+def assert_same_metrics(node: dict, bag_eval: dict) -> None:
+    """Exact equality of the confusion matrix, every metric and the per-frame figures (timings aside)."""
+    assert node["confusion_matrix"] == bag_eval["confusion_matrix"]
+    a, b = json.loads(json.dumps(node["metrics"])), json.loads(json.dumps(bag_eval["metrics"]))
+    for m in (a, b):
+        m["lyft"].pop("fps", None)
+        m["lyft"].pop("score", None)
+    assert a == b
+    assert node["per_frame"] == bag_eval["per_frame"]
+    assert node["frames"] == bag_eval["frames"]

@@ -1,0 +1,92 @@
+"""seg_eval_node over real DDS: its final metrics equal `carla-seg bag-eval`'s on the same frames, to the last digit.
+
+For each ground-truth form (13/23/29-tag codings, palette colours and raw ids) a bag is made by `carla-seg
+make-bag`; `bag-eval --write-bag` evaluates it and writes its own predicted masks next to the ground truth. A
+real publisher then plays those masks and the ground truth with sim-time stamps and a /clock, like the bridge and
+seg_node would, to a real seg_eval_node process; the node's metrics.json (written through its ~/write_report
+service) must hold bag-eval's confusion matrix, metrics and per-frame figures. Every mask arrives in time here, so
+the timely score must equal the plain one.
+"""
+from __future__ import annotations
+
+import json
+
+import pytest
+
+pytest.importorskip("rclpy", reason="ROS 2 wheels (extra `ros`) are not installed")
+pytest.importorskip("std_srvs", reason="ros-kilted-std-srvs (extra `ros`) is not installed")
+
+from eval_helpers import (FRAME_NS, GT_TOPIC, MASK_TOPIC, NODE, MetricsWatch, assert_same_metrics,  # noqa: E402
+                          eval_node, make_bags)
+
+from carla_seg_ros.ros.playback.bag_player import BagPlayer, read_bag  # noqa: E402
+
+FRAMES = 5
+
+
+def play_in_time(player: BagPlayer, msgs: dict) -> int:
+    """Each frame: /clock, ground truth, then its mask before the clock moves on. Returns the last stamp."""
+    import time
+    last = 0
+    for gt, mask in zip(msgs[GT_TOPIC], msgs[MASK_TOPIC]):
+        stamp = gt.header.stamp.sec * 10**9 + gt.header.stamp.nanosec
+        player.clock(stamp)
+        player.publish(GT_TOPIC, gt)
+        player.publish(MASK_TOPIC, mask)
+        time.sleep(0.08)
+        last = stamp
+    player.clock(last + 20 * FRAME_NS)   # every timely deadline has passed
+    return last
+
+
+def run_node_on(tmp_path, pred_bag, name: str, **params) -> dict:
+    msgs = read_bag(pred_bag, [GT_TOPIC, MASK_TOPIC])
+    out = tmp_path / f"{name}_node"
+    with eval_node(out, tmp_path / f"{name}.log", **params) as proc, BagPlayer(domain_id=43) as player:
+        for topic in (GT_TOPIC, MASK_TOPIC):
+            player.publisher(topic, type(msgs[topic][0]))
+        player.wait_subscribed([GT_TOPIC, MASK_TOPIC], timeout=60, check=proc.check)
+        watch = MetricsWatch(player)
+        play_in_time(player, msgs)
+        n = len(msgs[GT_TOPIC])
+        watch.wait(lambda m: m["pairing"]["paired"] == n and m["timely"]["frames"] == n, 30, proc,
+                   f"{n} pairs and {n} timely frames")
+        watch.close()
+        response = player.call_trigger(f"{NODE}/write_report")
+        assert response.success, response.message
+        assert response.message == str(out / "metrics.json")
+    return json.loads((out / "metrics.json").read_text())
+
+
+CASES = {   # name: (dataset fixture, make-bag args, bag-eval args, node parameters)
+    "tags13_palette": ("data_dir", ["--split", "test"], [], {}),
+    "tags13_ids": ("data_dir", ["--split", "test", "--raw-ids"], ["--gt-format", "ids"],
+                   {"coding": "tags13"}),
+    "tags23_palette": ("modern_dir", ["--coding", "tags23"], [], {}),
+    "tags29_ids": ("modern_dir", ["--coding", "tags29", "--raw-ids"], ["--gt-format", "ids"],
+                   {"coding": "tags29", "gt_format": "ids"}),
+}
+
+
+@pytest.mark.parametrize("case", list(CASES))
+def test_node_metrics_equal_bag_eval(case, tmp_path, request):
+    fixture, make_args, eval_args, params = CASES[case]
+    data = request.getfixturevalue(fixture)
+    pred, expected = make_bags(tmp_path, data, case, make_args + ["--limit", str(FRAMES)], eval_args)
+    got = run_node_on(tmp_path, pred, case, **params)
+
+    assert_same_metrics(got, expected)
+    assert got["coding"] == expected["coding"]      # auto found the palette's coding (23 tags here) itself
+    assert got["pairing"]["paired"] == expected["pairing"]["paired"] == got["frames"]
+    assert got["pairing"]["unmatched_mask"] == got["pairing"]["unmatched_gt"] == 0
+    assert got["skipped"] == {} and got["unknown_color_pixels"] == expected["unknown_color_pixels"]
+    assert got["unknown_id_pixels"] == expected["unknown_id_pixels"]
+    # Every mask arrived before the clock moved on: the timely score is the plain score exactly.
+    timely = got["timely"]
+    assert timely["frames"] == got["frames"] and timely["no_mask_frames"] == timely["stale_frames"] == 0
+    for key in ("pixel_accuracy", "mean_iou", "iou"):
+        assert timely["metrics"][key] == got["metrics"][key], key
+    assert timely["confusion_matrix"] == got["confusion_matrix"]
+    html = (tmp_path / f"{case}_node" / "report.html").read_text()
+    assert "timely mIoU" in html and "data:image/png;base64," in html
+    assert (tmp_path / f"{case}_node" / "report.md").is_file()
