@@ -11,9 +11,15 @@ from carla_seg_ros.evaluation.bag_make import main as make_bag_main, topics
 from carla_seg_ros.ros.playback import NodeProcess, node_argv
 
 DOMAIN_ID = 43
-MASK_TOPIC = "/seg_node/mask"
-GT_TOPIC = topics("ego_vehicle")["semantic"]
-NODE = "/seg_eval_node"
+# Other tests share the domain (test_node.py publishes /seg_node/mask and a wall-time /clock on 43 too), so every
+# topic of these tests, /clock included, lives under a namespace of this process.
+PREFIX = f"/evaltest{os.getpid()}"
+BAG_MASK_TOPIC = "/seg_node/mask"
+BAG_GT_TOPIC = topics("ego_vehicle")["semantic"]
+MASK_TOPIC = PREFIX + BAG_MASK_TOPIC
+GT_TOPIC = PREFIX + BAG_GT_TOPIC
+CLOCK_TOPIC = PREFIX + "/clock"
+NODE = PREFIX + "/seg_eval_node"
 FRAME_NS = 50_000_000          # make-bag's default 20 Hz
 
 
@@ -35,22 +41,34 @@ def make_bags(root: Path, data: Path, name: str, make_args: list[str], eval_args
 
 
 def eval_node(out_dir: Path, log: Path, **params) -> NodeProcess:
-    base = {"use_sim_time": True, "output_dir": str(out_dir), "metrics_period": 0.2}
-    return NodeProcess("seg_eval_node", node_argv("carla_seg_ros.ros.seg_eval_node", "seg_eval_node",
-                                                  {**base, **params}), log, env=dds_env())
+    base = {"use_sim_time": True, "output_dir": str(out_dir), "metrics_period": 0.2, "mask_topic": MASK_TOPIC,
+            "gt_topic": GT_TOPIC}
+    argv = node_argv("carla_seg_ros.ros.seg_eval_node", "seg_eval_node", {**base, **params},
+                     {"__ns": PREFIX, "/clock": CLOCK_TOPIC})
+    return NodeProcess("seg_eval_node", argv, log, env=dds_env())
+
+
+def player():
+    from carla_seg_ros.ros.playback.bag_player import BagPlayer
+    return BagPlayer(domain_id=DOMAIN_ID, clock_topic=CLOCK_TOPIC)
+
+
+def read_frames(pred_bag) -> tuple[list, list]:
+    """(ground-truth messages, mask messages) of a bag-eval prediction bag."""
+    from carla_seg_ros.ros.playback.bag_player import read_bag
+    msgs = read_bag(pred_bag, [BAG_GT_TOPIC, BAG_MASK_TOPIC])
+    return msgs[BAG_GT_TOPIC], msgs[BAG_MASK_TOPIC]
 
 
 class MetricsWatch:
     """The node's ~/metrics JSON, latest message."""
 
     def __init__(self, player):
-        from rclpy.executors import SingleThreadedExecutor
         from std_msgs.msg import String
         self.latest = None
         self.player = player
-        player.node.create_subscription(String, f"{NODE}/metrics", self._cb, 10)
-        self.executor = SingleThreadedExecutor(context=player.context)
-        self.executor.add_node(player.node)
+        self.subscription = player.node.create_subscription(String, f"{NODE}/metrics", self._cb, 10)
+        self.executor = player.executor
 
     def _cb(self, msg):
         self.latest = json.loads(msg.data)
@@ -65,7 +83,7 @@ class MetricsWatch:
         raise AssertionError(f"timed out waiting for {what}; last ~/metrics: {self.latest}\n{process.tail()}")
 
     def close(self):
-        self.executor.remove_node(self.player.node)
+        self.player.node.destroy_subscription(self.subscription)
 
 
 def assert_same_metrics(node: dict, bag_eval: dict) -> None:

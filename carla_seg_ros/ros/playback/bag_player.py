@@ -43,7 +43,8 @@ def read_bag(path, topics: list[str]) -> dict[str, list]:
 class BagPlayer:
     """Publishers for replayed topics (RELIABLE, KEEP_LAST ``depth``, like the bridge) and for /clock."""
 
-    def __init__(self, name: str = "carla_seg_bag_player", domain_id: int | None = None, depth: int = 10):
+    def __init__(self, name: str = "carla_seg_bag_player", domain_id: int | None = None, depth: int = 10,
+                 clock_topic: str = "/clock"):
         import rclpy
         from rclpy.qos import HistoryPolicy, QoSProfile, ReliabilityPolicy
         from rosgraph_msgs.msg import Clock
@@ -54,8 +55,12 @@ class BagPlayer:
         self.node = rclpy.create_node(name, context=self.context)
         self.qos = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=depth, reliability=ReliabilityPolicy.RELIABLE)
         self.pubs = {}
-        self.clock_pub = self.node.create_publisher(Clock, "/clock", 10)
+        self.clock_pub = self.node.create_publisher(Clock, clock_topic, 10)
         self._Clock = Clock
+        from rclpy.executors import SingleThreadedExecutor
+        # One executor for everything the caller spins on this node (a node belongs to one executor at a time).
+        self.executor = SingleThreadedExecutor(context=self.context)
+        self.executor.add_node(self.node)
 
     def publisher(self, topic: str, msg_type):
         if topic not in self.pubs:
@@ -76,7 +81,7 @@ class BagPlayer:
         while True:
             waiting = [t for t in topics if self.pubs[t].get_subscription_count() == 0]
             if self.clock_pub.get_subscription_count() == 0:
-                waiting.append("/clock")
+                waiting.append(self.clock_pub.topic_name)
             if not waiting:
                 return
             if check is not None:
@@ -87,17 +92,13 @@ class BagPlayer:
 
     def call_trigger(self, service: str, timeout: float = 30.0):
         """Call a std_srvs/Trigger service; returns the response (TimeoutError if it does not answer)."""
-        from rclpy.executors import SingleThreadedExecutor
         from std_srvs.srv import Trigger
         client = self.node.create_client(Trigger, service)
         try:
             if not client.wait_for_service(timeout_sec=timeout):
                 raise TimeoutError(f"service {service} not available after {timeout:.0f} s")
             future = client.call_async(Trigger.Request())
-            executor = SingleThreadedExecutor(context=self.context)
-            executor.add_node(self.node)
-            executor.spin_until_future_complete(future, timeout_sec=timeout)
-            executor.remove_node(self.node)
+            self.executor.spin_until_future_complete(future, timeout_sec=timeout)
             if not future.done():
                 raise TimeoutError(f"service {service} did not answer within {timeout:.0f} s")
             return future.result()
@@ -106,6 +107,7 @@ class BagPlayer:
 
     def close(self) -> None:
         import rclpy
+        self.executor.shutdown(timeout_sec=1.0)
         self.node.destroy_node()
         rclpy.try_shutdown(context=self.context)
 
