@@ -17,7 +17,8 @@ setup(
         ("share/ament_index/resource_index/packages", [f"resource/{PACKAGE}"]),
         (f"share/{PACKAGE}", ["package.xml"]),
         (f"share/{PACKAGE}/launch", glob("launch/*.py")),
-        (f"share/{PACKAGE}/config", glob("config/*.yaml") + glob("config/*.rviz") + glob("config/*.xml")),
+        (f"share/{PACKAGE}/config", glob("config/*.yaml") + glob("config/*.rviz") + glob("config/*.xml")
+                                    + glob("config/*.json")),
         (f"share/{PACKAGE}/models", glob("models/*.onnx") + glob("models/*.safetensors") + glob("models/*.md")),
     ],
     python_requires=">=3.10",

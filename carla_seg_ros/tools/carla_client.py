@@ -1,0 +1,289 @@
+"""`carla-seg carla`: drive a CARLA 0.9.16 server for a live segmentation run, with matching RGB + semantic cameras.
+
+Examples:
+    carla-seg carla --town Town10HD_Opt                       # spawn ego_vehicle on autopilot, publish like the bridge
+    carla-seg carla --ros native                              # server started with --ros2: CARLA publishes itself
+    carla-seg carla --attach --role hero --frames 2000        # use a vehicle that is already there
+
+It connects to the server (``--host``, ``--port``, ``--timeout``), optionally loads a town, spawns an ego vehicle
+on autopilot (or attaches to the vehicle whose role_name is ``--role``), and attaches two cameras at the bridge's
+``rgb_front`` mount, size and FOV: ``rgb_front`` and ``semantic_segmentation_front``, so the ground truth lines up
+pixel for pixel. The world runs in synchronous mode with a fixed step (``--step``, 0.05 s), this client ticking.
+
+``--ros client`` (default) publishes each tick as the CARLA ROS bridge would, for users without the bridge:
+``/carla/<role>/<camera>/image`` (bgra8; the semantic camera in CityScapes palette colours), ``.../camera_info``,
+``/clock``, sim-time stamps and frame ids ``<role>/<camera>``. ``--ros native`` instead sets each actor's
+``ros_name`` and calls ``enable_for_ros()``, so a server started with ``--ros2`` publishes the same topic names
+itself (its semantic image holds raw tag ids: run seg_eval_node with ``gt_format:=ids coding:=tags29``).
+
+On exit (Ctrl-C included) the world's settings are restored and every actor this command spawned is destroyed.
+A server that does not answer, or a client/server version mismatch, ends in one line on stderr (exit code 2).
+"""
+from __future__ import annotations
+
+import argparse
+import queue
+import sys
+
+from carla_seg_ros.tools import carla_sensors as cs
+
+
+class CarlaError(RuntimeError):
+    """A CARLA problem a user can act on, reported as one line."""
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="carla-seg carla", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--host", default="127.0.0.1", help="CARLA server host (default: %(default)s)")
+    p.add_argument("--port", type=int, default=2000, help="CARLA server RPC port (default: %(default)s)")
+    p.add_argument("--timeout", type=float, default=10.0, help="seconds to wait for the server (default: %(default)s)")
+    p.add_argument("--town", help="load this map first (e.g. Town10HD_Opt); default: keep the current one")
+    p.add_argument("--role", default="ego_vehicle", help="ego vehicle role_name, used in topics (default: %(default)s)")
+    p.add_argument("--attach", action="store_true", help="use the existing vehicle with role_name --role")
+    p.add_argument("--vehicle", default="vehicle.lincoln.mkz_2020", help="blueprint to spawn (default: %(default)s)")
+    p.add_argument("--no-autopilot", action="store_true", help="do not hand the vehicle to the Traffic Manager")
+    p.add_argument("--tm-port", type=int, default=8000, help="Traffic Manager port (default: %(default)s)")
+    p.add_argument("--step", type=float, default=0.05, help="fixed simulation step in seconds (default: %(default)s)")
+    p.add_argument("--width", type=int, default=cs.WIDTH, help="camera width (default: %(default)s)")
+    p.add_argument("--height", type=int, default=cs.HEIGHT, help="camera height (default: %(default)s)")
+    p.add_argument("--fov", type=float, default=cs.FOV, help="camera horizontal FOV (default: %(default)s)")
+    p.add_argument("--ros", choices=("client", "native"), default="client",
+                   help="client: this process publishes like the bridge; native: CARLA 0.9.16 --ros2 publishes")
+    p.add_argument("--coding", default="tags29", help="server's tag coding for the palette (default: %(default)s)")
+    p.add_argument("--frames", type=int, default=0, help="stop after this many ticks (default: 0 = until Ctrl-C)")
+    p.add_argument("--seed", type=int, default=0, help="spawn point / Traffic Manager seed (default: %(default)s)")
+    return p
+
+
+def check_args(args) -> None:
+    if args.step <= 0 or args.step > 1.0:
+        raise CarlaError(f"--step {args.step} must be in (0, 1] seconds")
+    if args.timeout <= 0 or not 0 < args.port < 65536:
+        raise CarlaError("--timeout must be > 0 and --port in 1..65535")
+    if args.width <= 0 or args.height <= 0 or not 0 < args.fov < 180:
+        raise CarlaError("--width/--height must be > 0 and --fov in (0, 180)")
+
+
+def import_carla():
+    try:
+        import carla
+    except ImportError as exc:
+        raise CarlaError(f"the CARLA Python client is not installed ({exc}); pip install 'carla_seg_ros[carla]' "
+                         "(carla==0.9.16) or the wheel that ships with your server") from exc
+    return carla
+
+
+def connect(carla, host: str, port: int, timeout: float):
+    """A connected carla.Client; CarlaError if nothing answers or the versions differ."""
+    client = carla.Client(host, port)
+    client.set_timeout(timeout)
+    try:
+        server = client.get_server_version()
+    except RuntimeError as exc:
+        raise CarlaError(f"no CARLA server answered at {host}:{port} within {timeout:g} s "
+                         f"(start CarlaUE4.sh / CarlaUnreal.sh, or check --host/--port): {exc}") from exc
+    local = client.get_client_version()
+    if server.split("-")[0] != local.split("-")[0]:
+        raise CarlaError(f"CARLA client {local} cannot drive server {server} at {host}:{port}: install the "
+                         f"matching client (pip install carla=={server.split('-')[0]})")
+    return client
+
+
+def transform(carla, mount: dict):
+    return carla.Transform(carla.Location(x=mount["x"], y=mount["y"], z=mount["z"]),
+                           carla.Rotation(roll=mount["roll"], pitch=mount["pitch"], yaw=mount["yaw"]))
+
+
+class Session:
+    """Everything this command changed in the world, undone by ``close()`` in reverse order, exactly once."""
+
+    def __init__(self, world, traffic_manager=None):
+        self.world = world
+        self.tm = traffic_manager
+        self.original_settings = world.get_settings()
+        self.sensors: list = []
+        self.spawned: list = []          # actors to destroy (never an attached, pre-existing vehicle)
+        self.closed = False
+
+    def synchronous(self, step: float) -> None:
+        settings = self.world.get_settings()
+        settings.synchronous_mode = True
+        settings.fixed_delta_seconds = step
+        self.world.apply_settings(settings)
+        if self.tm is not None:
+            self.tm.set_synchronous_mode(True)
+
+    def close(self) -> list[str]:
+        """Stop and destroy the sensors, destroy spawned actors, restore settings; returns what failed."""
+        if self.closed:
+            return []
+        self.closed = True
+        problems = []
+        for sensor in self.sensors:
+            for step in ("stop", "destroy"):
+                try:
+                    getattr(sensor, step)()
+                except RuntimeError as exc:
+                    problems.append(f"sensor {getattr(sensor, 'id', '?')} {step}: {exc}")
+        for actor in reversed(self.spawned):
+            if actor in self.sensors:
+                continue
+            try:
+                actor.destroy()
+            except RuntimeError as exc:
+                problems.append(f"actor {getattr(actor, 'id', '?')} destroy: {exc}")
+        try:
+            if self.tm is not None:
+                self.tm.set_synchronous_mode(False)
+            self.world.apply_settings(self.original_settings)
+        except RuntimeError as exc:
+            problems.append(f"restoring the world settings: {exc}")
+        return problems
+
+
+def find_vehicle(world, role: str):
+    for actor in world.get_actors().filter("vehicle.*"):
+        if actor.attributes.get("role_name") == role:
+            return actor
+    raise CarlaError(f"--attach: no vehicle with role_name {role!r} in the world")
+
+
+def spawn_vehicle(carla, world, session: Session, args):
+    blueprints = world.get_blueprint_library().filter(args.vehicle)
+    if not blueprints:
+        raise CarlaError(f"no vehicle blueprint matches {args.vehicle!r}")
+    bp = blueprints[0]
+    for key, value in cs.vehicle_attributes(args.role, args.ros == "native").items():
+        if bp.has_attribute(key):
+            bp.set_attribute(key, value)
+    points = world.get_map().get_spawn_points()
+    for k in range(len(points)):
+        vehicle = world.try_spawn_actor(bp, points[(args.seed + k) % len(points)])
+        if vehicle is not None:
+            session.spawned.append(vehicle)
+            return vehicle
+    raise CarlaError(f"no free spawn point for {bp.id} among {len(points)}")
+
+
+def spawn_cameras(carla, world, session: Session, vehicle, args) -> dict:
+    """Both cameras at the same mount, size and FOV; returns {name: (sensor, queue of images)}."""
+    library = world.get_blueprint_library()
+    out = {}
+    for name, blueprint in cs.BLUEPRINTS.items():
+        bp = library.find(blueprint)
+        for key, value in cs.camera_attributes(name, args.width, args.height, args.fov,
+                                               args.ros == "native").items():
+            bp.set_attribute(key, value)
+        sensor = world.spawn_actor(bp, transform(carla, cs.MOUNT), attach_to=vehicle)
+        session.spawned.append(sensor)
+        session.sensors.append(sensor)
+        images: queue.Queue = queue.Queue()
+        if args.ros == "native":
+            sensor.enable_for_ros()
+        else:
+            sensor.listen(images.put)
+        out[name] = (sensor, images)
+    return out
+
+
+class BridgePublisher:
+    """--ros client: the bridge's topics for the camera pair, plus /clock."""
+
+    def __init__(self, role: str, width: int, height: int, fov: float, coding: str):
+        import rclpy
+        from rclpy.qos import HistoryPolicy, QoSProfile, ReliabilityPolicy
+        from rosgraph_msgs.msg import Clock
+        from sensor_msgs.msg import CameraInfo, Image
+
+        rclpy.init()
+        self.node = rclpy.create_node("carla_seg_carla_client")
+        qos = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=10, reliability=ReliabilityPolicy.RELIABLE)
+        self.topics = cs.topic_names(role)
+        self.pubs = {k: self.node.create_publisher(CameraInfo if k.endswith("_info") else Image, t, qos)
+                     for k, t in self.topics.items() if k != "clock"}
+        self.clock = self.node.create_publisher(Clock, "/clock", 10)
+        self.Clock = Clock
+        self.role, self.size, self.fov, self.coding = role, (width, height), fov, coding
+
+    def publish(self, stamp: int, rgb_raw, semantic_raw) -> None:
+        w, h = self.size
+        clock = self.Clock()
+        clock.clock.sec, clock.clock.nanosec = divmod(stamp, 10**9)
+        self.clock.publish(clock)
+        for key, name, bgra in (("rgb", cs.RGB, cs.bgra_array(rgb_raw, w, h)),
+                                ("semantic", cs.SEMANTIC,
+                                 cs.semantic_to_palette(cs.bgra_array(semantic_raw, w, h), self.coding))):
+            frame_id = f"{self.role}/{name}"
+            self.pubs[key].publish(cs.image_msg(bgra, stamp, frame_id))
+            self.pubs[f"{key}_info"].publish(cs.camera_info_msg(w, h, self.fov, stamp, frame_id))
+
+    def close(self) -> None:
+        import rclpy
+        self.node.destroy_node()
+        rclpy.try_shutdown()
+
+
+def image_for(images: queue.Queue, frame: int, timeout: float):
+    """The camera image of simulation frame ``frame`` (older ones are dropped)."""
+    while True:
+        image = images.get(timeout=timeout)
+        if image.frame >= frame:
+            return image
+
+
+def run(args) -> int:
+    carla = import_carla()
+    client = connect(carla, args.host, args.port, args.timeout)
+    world = client.load_world(args.town) if args.town else client.get_world()
+    tm = client.get_trafficmanager(args.tm_port)
+    session = Session(world, tm)
+    publisher = None
+    try:
+        session.synchronous(args.step)
+        vehicle = find_vehicle(world, args.role) if args.attach else spawn_vehicle(carla, world, session, args)
+        if not args.no_autopilot:
+            tm.set_random_device_seed(args.seed)
+            vehicle.set_autopilot(True, args.tm_port)
+        cameras = spawn_cameras(carla, world, session, vehicle, args)
+        if args.ros == "client":
+            publisher = BridgePublisher(args.role, args.width, args.height, args.fov, args.coding)
+        print(f"carla-seg carla: {vehicle.type_id} as {args.role!r}, cameras {', '.join(cameras)} "
+              f"{args.width}x{args.height} FOV {args.fov:g}, step {args.step:g} s, ROS {args.ros}; Ctrl-C stops",
+              file=sys.stderr)
+        ticks = 0
+        while not args.frames or ticks < args.frames:
+            frame = world.tick()
+            ticks += 1
+            if publisher is not None:
+                stamp = cs.stamp_ns(world.get_snapshot().timestamp.elapsed_seconds)
+                rgb = image_for(cameras[cs.RGB][1], frame, args.timeout)
+                sem = image_for(cameras[cs.SEMANTIC][1], frame, args.timeout)
+                publisher.publish(stamp, rgb.raw_data, sem.raw_data)
+    except KeyboardInterrupt:
+        pass
+    except queue.Empty as exc:
+        raise CarlaError(f"a camera delivered no image within {args.timeout:g} s of its tick") from exc
+    finally:
+        if publisher is not None:
+            publisher.close()
+        for problem in session.close():
+            print(f"carla-seg carla: cleanup: {problem}", file=sys.stderr)
+    return 0
+
+
+def main(argv=None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        check_args(args)
+        return run(args)
+    except CarlaError as exc:
+        print(f"carla-seg carla: {exc}", file=sys.stderr)
+        return 2
+    except RuntimeError as exc:   # what LibCarla raises for a lost connection, a failed spawn or map load
+        print(f"carla-seg carla: CARLA error: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
