@@ -1,0 +1,133 @@
+"""launch/carla_live.launch.py and config/carla_objects.json, checked without `launch` (no PyPI wheels for it).
+
+The launch file is compiled and read with ast, as test_launch.py does for seg.launch.py. Its ``node_settings``
+function (plain Python: launch-argument strings -> node parameters, remaps, client arguments) is executed on its
+own, taken out of the file's AST, so the mapping is tested for real against the nodes' parameter tables.
+"""
+from __future__ import annotations
+
+import ast
+import json
+import py_compile
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[2]
+LIVE = REPO / "launch" / "carla_live.launch.py"
+SEG = REPO / "launch" / "seg.launch.py"
+OBJECTS = REPO / "config" / "carla_objects.json"
+
+
+def _tree(path: Path) -> ast.Module:
+    return ast.parse(path.read_text(), filename=str(path))
+
+
+def _calls(tree, name: str) -> list[ast.Call]:
+    return [n for n in ast.walk(tree) if isinstance(n, ast.Call)
+            and (getattr(n.func, "id", None) == name or getattr(n.func, "attr", None) == name)]
+
+
+def _kw(call: ast.Call, name: str):
+    return next((k.value for k in call.keywords if k.arg == name), None)
+
+
+@pytest.fixture(scope="module")
+def live():
+    """The launch file's constants and pure functions, executed without its launch imports."""
+    tree = _tree(LIVE)
+    keep = [n for n in tree.body if isinstance(n, ast.FunctionDef) and n.name in ("_flag", "node_settings")
+            or isinstance(n, ast.Assign) and all(isinstance(t, ast.Name) and t.id.isupper() for t in n.targets)]
+    namespace: dict = {}
+    exec(compile(ast.Module(body=keep, type_ignores=[]), str(LIVE), "exec"), namespace)
+    return namespace
+
+
+def defaults(live) -> dict:
+    values = {name: default for name, default, _ in live["ARGUMENTS"]}
+    values["params_file"] = "/share/carla_seg_ros/config/seg.yaml"
+    return values
+
+
+def test_compiles_and_uses_no_pasted_python_expressions(tmp_path):
+    py_compile.compile(str(LIVE), cfile=str(tmp_path / "live.pyc"), doraise=True)
+    tree = _tree(LIVE)
+    assert "generate_launch_description" in {n.name for n in tree.body if isinstance(n, ast.FunctionDef)}
+    assert not _calls(tree, "PythonExpression")
+    assert _calls(tree, "OpaqueFunction")
+
+
+def test_shares_seg_launch_arguments_and_defaults(live):
+    ours = {name: default for name, default, _ in live["ARGUMENTS"]}
+    theirs = {}
+    for call in _calls(_tree(SEG), "DeclareLaunchArgument"):
+        default = _kw(call, "default_value")
+        theirs[call.args[0].value] = default.value if isinstance(default, ast.Constant) else None
+    for name, default in theirs.items():
+        assert name in ours, f"seg.launch.py argument {name} missing"
+        if default is not None:
+            assert ours[name] == default, name
+
+
+def test_nodes_are_installed_console_scripts():
+    setup = (REPO / "setup.py").read_text()
+    executables = {_kw(c, "executable").value for c in _calls(_tree(LIVE), "Node")}
+    assert executables == {"seg_node", "seg_eval_node"}
+    for exe in executables | {"carla-seg"}:
+        assert f'"{exe} = carla_seg_ros.' in setup
+    assert "install_scripts=$base/lib/carla_seg_ros" in (REPO / "setup.cfg").read_text()
+
+
+def test_default_settings_wire_the_nodes_together(live):
+    from carla_seg_ros.ros.seg_eval_node import PARAMETERS as EVAL
+    from carla_seg_ros.ros.seg_node import PARAMETERS_BY_NAME as SEG_PARAMS
+    s = live["node_settings"](defaults(live))
+    assert s["seg_node"]["remappings"] == [("image", "/carla/ego_vehicle/rgb_front/image")]
+    params_file, overrides = s["seg_node"]["parameters"]
+    assert params_file.endswith("config/seg.yaml")          # the file first, so launch arguments override it
+    assert set(overrides) <= set(SEG_PARAMS) | {"use_sim_time"} and overrides["use_sim_time"] is True
+    (ev,) = s["seg_eval_node"]["parameters"]
+    declared = {p.name: p for p in EVAL}
+    assert set(ev) <= set(declared) | {"use_sim_time"}
+    for name, value in ev.items():
+        if name in declared:
+            assert type(value) is type(declared[name].default), name
+            if declared[name].choices:
+                assert value in declared[name].choices, name
+    assert ev["mask_topic"] == "/seg_node/mask"
+    assert ev["gt_topic"] == "/carla/ego_vehicle/semantic_segmentation_front/image"
+    assert (ev["gt_format"], ev["coding"]) == ("palette", "auto")
+    assert s["client_args"] is None and s["seg_node"]["env"] == {}
+
+
+def test_namespace_native_client_and_profile(live):
+    values = dict(defaults(live), namespace="/robot", role_name="hero", start_client="true", gt_source="native",
+                  town="Town10HD_Opt", dds_profile="/x.xml", use_sim_time="false")
+    s = live["node_settings"](values)
+    (ev,) = s["seg_eval_node"]["parameters"]
+    assert s["namespace"] == "robot" and ev["mask_topic"] == "/robot/seg_node/mask"
+    assert ev["gt_topic"] == "/carla/hero/semantic_segmentation_front/image"
+    assert (ev["gt_format"], ev["coding"], ev["use_sim_time"]) == ("ids", "tags29", False)
+    assert s["seg_node"]["env"] == {"FASTDDS_DEFAULT_PROFILES_FILE": "/x.xml"}
+    from carla_seg_ros.tools.carla_client import build_parser
+    args = build_parser().parse_args(s["client_args"][1:])     # the client accepts exactly what launch passes
+    assert s["client_args"][0] == "carla"
+    assert (args.role, args.ros, args.town, args.port) == ("hero", "native", "Town10HD_Opt", 2000)
+    with pytest.raises(ValueError, match="gt_source"):
+        live["node_settings"](dict(values, gt_source="lidar"))
+
+
+def test_sensor_file_cameras_match_pixel_for_pixel():
+    """The bridge's carla_spawn_objects file: RGB and semantic camera share pose, size and FOV."""
+    from carla_seg_ros.tools import carla_sensors as cs
+    objects = json.loads(OBJECTS.read_text())["objects"]
+    (ego,) = [o for o in objects if o["type"].startswith("vehicle.")]
+    assert ego["id"] == "ego_vehicle"
+    cams = {o["id"]: o for o in ego["objects"] if o["type"].startswith("sensor.camera.")}
+    rgb, sem = cams[cs.RGB], cams[cs.SEMANTIC]
+    assert (rgb["type"], sem["type"]) == (cs.BLUEPRINTS[cs.RGB], cs.BLUEPRINTS[cs.SEMANTIC])
+    keys = ("spawn_point", "image_size_x", "image_size_y", "fov", "sensor_tick")
+    assert {k: rgb[k] for k in keys} == {k: sem[k] for k in keys}
+    assert (rgb["image_size_x"], rgb["image_size_y"], rgb["fov"]) == (cs.WIDTH, cs.HEIGHT, cs.FOV)
+    assert rgb["spawn_point"] == cs.MOUNT                    # the same mount `carla-seg carla` uses
+    assert "config/*.json" in (REPO / "setup.py").read_text()

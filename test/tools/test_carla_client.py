@@ -1,0 +1,266 @@
+"""`carla-seg carla` without a CARLA server: everything that can run here runs for real.
+
+Real: argument parsing and --help, the sensor attributes the client requests, carla.Transform objects built by the
+installed CARLA 0.9.16 client library, the conversion of CARLA's raw BGRA buffers into sensor_msgs/Image and
+CameraInfo (decoded back with the evaluator's own decoder), and the connection error against a port on 127.0.0.1
+where nothing listens (the real carla.Client, with a short timeout).
+
+Fakes, only where a server would have to exist: the version-mismatch check (a fake client that reports server
+0.9.13) and the cleanup path (a fake world and fake actors that record what was called, including a Ctrl-C during a
+tick). No CARLA server can run on this machine; nothing here talks to one.
+"""
+from __future__ import annotations
+
+import socket
+import types
+
+import numpy as np
+import pytest
+
+from carla_seg_ros import image_codec
+from carla_seg_ros.classes import load_coding
+from carla_seg_ros.evaluation.bag_make import intrinsics
+from carla_seg_ros.evaluation.bag_reading import Counters, decode_ground_truth
+from carla_seg_ros.tools import carla_client as cc
+from carla_seg_ros.tools import carla_sensors as cs
+
+
+def test_help_and_defaults(capsys):
+    with pytest.raises(SystemExit) as exc:
+        cc.main(["--help"])
+    assert exc.value.code == 0
+    out = capsys.readouterr().out
+    for option in ("--host", "--port", "--timeout", "--town", "--attach", "--step", "--ros"):
+        assert option in out
+    args = cc.build_parser().parse_args([])
+    assert (args.host, args.port, args.step, args.role, args.ros) == ("127.0.0.1", 2000, 0.05, "ego_vehicle",
+                                                                       "client")
+    assert (args.width, args.height, args.fov) == (800, 600, 90.0)
+
+
+@pytest.mark.parametrize("argv, needle", [(["--step", "0"], "--step"), (["--fov", "200"], "--fov"),
+                                          (["--port", "70000"], "--port")])
+def test_bad_arguments_are_one_line(argv, needle, capsys):
+    assert cc.main(argv) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and needle in err[0]
+
+
+def test_the_two_cameras_request_the_same_geometry():
+    rgb, sem = (cs.camera_attributes(name) for name in (cs.RGB, cs.SEMANTIC))
+    assert {k: v for k, v in rgb.items() if k != "role_name"} == {k: v for k, v in sem.items() if k != "role_name"}
+    assert (rgb["image_size_x"], rgb["image_size_y"], rgb["fov"]) == ("800", "600", "90")
+    assert "ros_name" not in rgb
+    native = cs.camera_attributes(cs.SEMANTIC, native_ros=True)
+    assert native["ros_name"] == cs.SEMANTIC == native["role_name"]
+    assert cs.vehicle_attributes("hero", native_ros=True) == {"role_name": "hero", "ros_name": "hero"}
+    topics = cs.topic_names("hero")
+    assert topics["rgb"] == "/carla/hero/rgb_front/image"
+    assert topics["semantic"] == "/carla/hero/semantic_segmentation_front/image"
+    with pytest.raises(ValueError, match="unknown camera"):
+        cs.camera_attributes("lidar")
+
+
+def test_mount_builds_a_real_carla_transform():
+    carla = pytest.importorskip("carla", reason="the CARLA client wheel (extra `carla`) is not installed")
+    t = cc.transform(carla, cs.MOUNT)
+    assert isinstance(t, carla.Transform)
+    assert (t.location.x, t.location.y, t.location.z) == (2.0, 0.0, 2.0)
+    assert (t.rotation.pitch, t.rotation.yaw, t.rotation.roll) == (0.0, 0.0, 0.0)
+
+
+def carla_buffers(rng, width=8, height=6):
+    """What carla.Image.raw_data holds: BGRA bytes; the semantic camera's tag ids in the red channel."""
+    rgb = rng.integers(0, 256, (height, width, 4), dtype=np.uint8)
+    tags = rng.integers(0, 29, (height, width), dtype=np.uint8)
+    sem = np.zeros((height, width, 4), np.uint8)
+    sem[..., 2] = tags
+    return rgb.tobytes(), sem.tobytes(), rgb, tags
+
+
+def test_raw_buffers_become_bridge_messages():
+    pytest.importorskip("sensor_msgs", reason="ROS 2 wheels (extra `ros`) are not installed")
+    raw_rgb, raw_sem, rgb, tags = carla_buffers(np.random.default_rng(0))
+    stamp = 12 * 10**9 + 345_000_000
+    msg = cs.image_msg(cs.bgra_array(raw_rgb, 8, 6), stamp, "ego_vehicle/rgb_front")
+    assert (msg.encoding, msg.width, msg.height, msg.step, msg.is_bigendian) == ("bgra8", 8, 6, 32, 0)
+    assert (msg.header.stamp.sec, msg.header.stamp.nanosec, msg.header.frame_id) == (12, 345_000_000,
+                                                                                       "ego_vehicle/rgb_front")
+    assert np.array_equal(image_codec.pixels(msg), rgb)
+    # The semantic camera goes out as the bridge's palette colours, and the evaluator decodes the exact tags back.
+    sem_msg = cs.image_msg(cs.semantic_to_palette(cs.bgra_array(raw_sem, 8, 6), "tags29"), stamp, "x")
+    counters = Counters()
+    decoded = decode_ground_truth(sem_msg, "palette", load_coding("tags29"), counters)
+    assert np.array_equal(decoded, tags) and counters.unknown_color_pixels == 0
+    info = cs.camera_info_msg(800, 600, 90.0, stamp, "ego_vehicle/rgb_front")
+    fx, cx, cy = intrinsics(800, 600, 90.0)
+    assert (info.width, info.height, info.distortion_model) == (800, 600, "plumb_bob")
+    assert list(info.k) == [fx, 0.0, cx, 0.0, fx, cy, 0.0, 0.0, 1.0] and fx == pytest.approx(400.0)
+    assert info.header.frame_id == "ego_vehicle/rgb_front" and info.header.stamp.sec == 12
+    with pytest.raises(ValueError, match="needs 192"):
+        cs.bgra_array(raw_rgb[:-4], 8, 6)
+    assert cs.stamp_ns(12.345) == stamp
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]     # closed on exit: nothing listens there any more
+
+
+def test_no_server_is_one_clear_line(capsys):
+    pytest.importorskip("carla", reason="the CARLA client wheel (extra `carla`) is not installed")
+    port = free_port()
+    assert cc.main(["--port", str(port), "--timeout", "1"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1, err
+    assert f"no CARLA server answered at 127.0.0.1:{port} within 1 s" in err[0]
+
+
+class FakeClientLib:
+    """Stands in for the carla module where a real server would be needed (see the module docstring)."""
+
+    def __init__(self, server_version, world=None):
+        lib = self
+
+        class Client:
+            def __init__(self, host, port):
+                self.host, self.port = host, port
+
+            def set_timeout(self, t):
+                self.timeout = t
+
+            def get_server_version(self):
+                return server_version
+
+            def get_client_version(self):
+                return "0.9.16"
+
+            def get_world(self):
+                return lib.world
+
+            def get_trafficmanager(self, port):
+                return lib.tm
+
+        self.Client = Client
+        self.world = world
+        self.tm = types.SimpleNamespace(calls=[], set_synchronous_mode=lambda v: self.tm.calls.append(("sync", v)),
+                                        set_random_device_seed=lambda s: None)
+        self.Transform = self.Location = self.Rotation = lambda *a, **k: (a, k)
+
+
+def test_version_mismatch_is_one_clear_line():
+    with pytest.raises(cc.CarlaError, match=r"client 0\.9\.16 cannot drive server 0\.9\.13.*carla==0\.9\.13"):
+        cc.connect(FakeClientLib("0.9.13"), "127.0.0.1", 2000, 1.0)
+    assert cc.connect(FakeClientLib("0.9.16"), "127.0.0.1", 2000, 1.0).timeout == 1.0
+
+
+class FakeActor:
+    def __init__(self, log, name, fail_destroy=False):
+        self.log, self.id, self.type_id, self.fail = log, name, name, fail_destroy
+        self.attributes = {"role_name": name}
+
+    def stop(self):
+        self.log.append(("stop", self.id))
+
+    def destroy(self):
+        self.log.append(("destroy", self.id))
+        if self.fail:
+            raise RuntimeError("actor already gone")
+
+    def listen(self, cb):
+        self.log.append(("listen", self.id))
+
+    def enable_for_ros(self):
+        self.log.append(("enable_for_ros", self.id))
+
+    def set_autopilot(self, on, port):
+        self.log.append(("autopilot", on, port))
+
+
+class FakeWorld:
+    """Records settings and actors; its third tick raises KeyboardInterrupt, as Ctrl-C would."""
+
+    def __init__(self):
+        self.log, self.settings, self.ticks = [], types.SimpleNamespace(synchronous_mode=False,
+                                                                        fixed_delta_seconds=None), 0
+        self.attrs = {}
+        world = self
+
+        class Blueprint:
+            def __init__(self, bp_id):
+                self.id = bp_id
+
+            def has_attribute(self, key):
+                return True
+
+            def set_attribute(self, key, value):
+                world.attrs.setdefault(self.id, {})[key] = value
+
+        class Library:
+            def filter(self, pattern):
+                return [Blueprint(pattern)]
+
+            def find(self, bp_id):
+                return Blueprint(bp_id)
+
+        self.library = Library()
+
+    def get_settings(self):
+        return types.SimpleNamespace(**vars(self.settings))
+
+    def apply_settings(self, s):
+        self.settings = types.SimpleNamespace(**vars(s))
+        self.log.append(("settings", s.synchronous_mode, s.fixed_delta_seconds))
+
+    def get_blueprint_library(self):
+        return self.library
+
+    def get_map(self):
+        return types.SimpleNamespace(get_spawn_points=lambda: ["p0", "p1"])
+
+    def try_spawn_actor(self, bp, point):
+        return FakeActor(self.log, "vehicle")
+
+    def spawn_actor(self, bp, transform, attach_to=None):
+        return FakeActor(self.log, bp.id.split(".")[-1], fail_destroy=bp.id.endswith("semantic_segmentation"))
+
+    def tick(self):
+        self.ticks += 1
+        if self.ticks == 3:
+            raise KeyboardInterrupt
+        return self.ticks
+
+
+def test_ctrl_c_restores_settings_and_destroys_what_was_spawned(monkeypatch, capsys):
+    world = FakeWorld()
+    lib = FakeClientLib("0.9.16", world)
+    monkeypatch.setattr(cc, "import_carla", lambda: lib)
+    assert cc.main(["--ros", "native", "--step", "0.1"]) == 0
+    log = world.log
+    assert log[0] == ("settings", True, 0.1)                        # synchronous, fixed step
+    assert log[-1] == ("settings", False, None)                     # the original settings, restored last
+    assert ("enable_for_ros", "rgb") in log and ("enable_for_ros", "semantic_segmentation") in log
+    assert ("autopilot", True, 8000) in log and world.ticks == 3
+    for actor in ("rgb", "semantic_segmentation"):
+        assert log.index(("stop", actor)) < log.index(("destroy", actor))
+    assert log.index(("destroy", "semantic_segmentation")) < log.index(("destroy", "vehicle"))
+    assert ("sync", False) in lib.tm.calls
+    # Attributes requested from the blueprints: the matching geometry, ros_name for the native publisher.
+    assert world.attrs["vehicle.lincoln.mkz_2020"] == {"role_name": "ego_vehicle", "ros_name": "ego_vehicle"}
+    cam = world.attrs["sensor.camera.semantic_segmentation"]
+    assert (cam["image_size_x"], cam["image_size_y"], cam["fov"], cam["ros_name"]) == ("800", "600", "90",
+                                                                                       cs.SEMANTIC)
+    # A failing destroy is reported, and the rest of the cleanup still ran.
+    assert "cleanup: sensor semantic_segmentation destroy: actor already gone" in capsys.readouterr().err
+
+
+def test_attach_never_destroys_the_users_vehicle(monkeypatch):
+    world = FakeWorld()
+    theirs = FakeActor(world.log, "hero")
+    world.get_actors = lambda: types.SimpleNamespace(filter=lambda pattern: [theirs])
+    monkeypatch.setattr(cc, "import_carla", lambda: FakeClientLib("0.9.16", world))
+    assert cc.main(["--ros", "native", "--attach", "--role", "hero", "--no-autopilot"]) == 0
+    assert ("destroy", "hero") not in world.log and ("destroy", "rgb") in world.log
+    session = cc.Session(world)
+    assert session.close() == [] and session.close() == []         # closing twice is harmless
