@@ -24,9 +24,10 @@ import numpy as np
 import rclpy
 from diagnostic_msgs.msg import DiagnosticArray
 from rclpy.clock import Clock, ClockType
-from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
+from rclpy.executors import SingleThreadedExecutor
 from rclpy.node import Node
 from rclpy.qos import HistoryPolicy, QoSProfile, ReliabilityPolicy
+from rclpy.signals import SignalHandlerOptions
 from sensor_msgs.msg import Image
 from std_msgs.msg import String
 from std_srvs.srv import Trigger
@@ -40,8 +41,8 @@ from carla_seg_ros.evaluation.online import OnlineEvaluation
 from carla_seg_ros.paths import default_model
 from carla_seg_ros.ros.eval_report import diagnostic_status, metrics_json, run_result
 from carla_seg_ros.ros.node_stats import KeyedThrottle
-from carla_seg_ros.ros.parameters import ParameterError, declare_parameters
-from carla_seg_ros.ros.seg_node import QOS_RELIABILITIES, Param
+from carla_seg_ros.ros.seg_node import _spin, _Stop
+from carla_seg_ros.ros.seg_params import QOS_RELIABILITIES, Param, StartupError, declare_parameters
 from carla_seg_ros.runtime.model_info import read_onnx_info
 
 NODE_NAME = "seg_eval_node"
@@ -78,17 +79,10 @@ PARAMETERS = (
 )
 
 
-class StartupError(RuntimeError):
-    """Bad parameter, or a model file whose metadata cannot be read."""
-
-
 class SegEvalNode(Node):
     def __init__(self, **kwargs):
         super().__init__(NODE_NAME, **kwargs)
-        try:
-            self.p = declare_parameters(self, PARAMETERS)
-        except ParameterError as exc:
-            raise StartupError(str(exc)) from exc
+        self.p = declare_parameters(self, PARAMETERS)
         self.model_path = Path(self.p["model_path"] or default_model())
         try:
             self.info = read_onnx_info(self.model_path)
@@ -218,7 +212,10 @@ class SegEvalNode(Node):
 
 
 def main(args=None) -> int:
-    rclpy.init(args=args)
+    # seg_node's signal handling: Ctrl-C only sets a flag, so the report is written even when `ros2 launch` and
+    # the terminal both signal the process group.
+    stop = _Stop()
+    rclpy.init(args=args, signal_handler_options=SignalHandlerOptions.NO)
     try:
         node = SegEvalNode()
     except StartupError as exc:
@@ -228,14 +225,21 @@ def main(args=None) -> int:
     executor = SingleThreadedExecutor()
     executor.add_node(node)
     try:
-        executor.spin()
-    except (KeyboardInterrupt, ExternalShutdownException):
-        pass
+        _spin(executor, stop)
+        if stop.signal_name:
+            node.get_logger().info(f"{stop.signal_name}: closing the run")
     finally:
-        node.close()
-        executor.shutdown()
-        node.destroy_node()
+        try:
+            node.close()        # the report: before anything ROS is torn down, and whatever happens after
+        except Exception as exc:  # noqa: BLE001 - say why the report is missing, then still shut down
+            print(f"[seg_eval_node] writing the report failed: {type(exc).__name__}: {exc}", file=sys.stderr)
+        for step in (lambda: executor.shutdown(timeout_sec=1.0), node.destroy_node):
+            try:
+                step()
+            except Exception as exc:  # noqa: BLE001 - after an external shutdown there is nothing left to free
+                print(f"[seg_eval_node] shutdown: {type(exc).__name__}: {exc}", file=sys.stderr)
         rclpy.try_shutdown()
+        sys.stderr.flush()
     return 0
 
 

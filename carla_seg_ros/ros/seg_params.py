@@ -90,13 +90,14 @@ PARAMETERS = (
 PARAMETERS_BY_NAME = {p.name: p for p in PARAMETERS}
 
 
-def declare_parameters(node) -> dict:
-    """Declare every parameter on ``node`` (a Node or LifecycleNode) once; name -> validated value."""
+def declare_parameters(node, specs=None) -> dict:
+    """Declare every parameter of ``specs`` (default: seg_node's table; seg_eval_node passes its own) on ``node``
+    (a Node or LifecycleNode) once; name -> validated value. StartupError names a bad one."""
     import rclpy
     from rclpy.parameter import Parameter
 
     values = {}
-    for spec in PARAMETERS:
+    for spec in PARAMETERS if specs is None else specs:
         # An empty list has no element type, so rclpy would guess BYTE_ARRAY: declare the array type instead
         # (an unset or `[]` value then reads as None).
         default = Parameter.Type.STRING_ARRAY if isinstance(spec.default, list) else spec.default
@@ -120,7 +121,8 @@ def declare_parameters(node) -> dict:
         if spec.choices and value not in spec.choices:
             raise StartupError(f"parameter {spec.name}: {value!r} is not one of {', '.join(spec.choices)}")
         values[spec.name] = value
-    values["cameras"] = camera_streams(values["cameras"])
+    if "cameras" in values:
+        values["cameras"] = camera_streams(values["cameras"])
     return values
 
 

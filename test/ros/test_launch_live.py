@@ -1,8 +1,9 @@
 """launch/carla_live.launch.py and config/carla_objects.json, checked without `launch` (no PyPI wheels for it).
 
-The launch file is compiled and read with ast, as test_launch.py does for seg.launch.py. Its ``node_settings``
-function (plain Python: launch-argument strings -> node parameters, remaps, client arguments) is executed on its
-own, taken out of the file's AST, so the mapping is tested for real against the nodes' parameter tables.
+The launch file is compiled and read with ast, as test_launch.py does for seg.launch.py. What it computes lives in
+carla_seg_ros.ros.live_launch (plain Python: launch-argument strings -> node parameters, remaps, client arguments),
+which the launch file imports and these tests call, against the nodes' parameter tables and seg.launch.py's
+precedence rule.
 """
 from __future__ import annotations
 
@@ -34,18 +35,13 @@ def _kw(call: ast.Call, name: str):
 
 @pytest.fixture(scope="module")
 def live():
-    """The launch file's constants and pure functions, executed without its launch imports."""
-    tree = _tree(LIVE)
-    keep = [n for n in tree.body if isinstance(n, ast.FunctionDef) and n.name in ("_flag", "node_settings")
-            or isinstance(n, ast.Assign) and all(isinstance(t, ast.Name) and t.id.isupper() for t in n.targets)]
-    namespace: dict = {}
-    exec(compile(ast.Module(body=keep, type_ignores=[]), str(LIVE), "exec"), namespace)
-    return namespace
+    from carla_seg_ros.ros import live_launch
+    return live_launch
 
 
 def defaults(live) -> dict:
-    values = {name: default for name, default, _ in live["ARGUMENTS"]}
-    values["params_file"] = "/share/carla_seg_ros/config/seg.yaml"
+    values = {name: default for name, default, _ in live.ARGUMENTS}
+    values["params_file"] = str(REPO / "config" / "seg.yaml")      # what the launch file puts there
     return values
 
 
@@ -55,18 +51,22 @@ def test_compiles_and_uses_no_pasted_python_expressions(tmp_path):
     assert "generate_launch_description" in {n.name for n in tree.body if isinstance(n, ast.FunctionDef)}
     assert not _calls(tree, "PythonExpression")
     assert _calls(tree, "OpaqueFunction")
+    imported = {a.name for n in ast.walk(tree) if isinstance(n, ast.ImportFrom) and n.module ==
+                "carla_seg_ros.ros.live_launch" for a in n.names}
+    assert imported == {"ARGUMENTS", "node_settings"}
 
 
 def test_shares_seg_launch_arguments_and_defaults(live):
-    ours = {name: default for name, default, _ in live["ARGUMENTS"]}
+    ours = {name: default for name, default, _ in live.ARGUMENTS}
     theirs = {}
     for call in _calls(_tree(SEG), "DeclareLaunchArgument"):
         default = _kw(call, "default_value")
         theirs[call.args[0].value] = default.value if isinstance(default, ast.Constant) else None
-    for name, default in theirs.items():
-        assert name in ours, f"seg.launch.py argument {name} missing"
-        if default is not None:
-            assert ours[name] == default, name
+    # One camera, one evaluator: seg.launch.py's multi-camera, managed and rviz arguments are not offered here.
+    for name in ("role_name", "camera", "params_file", "backend", "namespace", "use_sim_time", "dds_profile"):
+        assert name in ours and name in theirs, name
+        if theirs[name] is not None:
+            assert ours[name] == theirs[name], name
 
 
 def test_nodes_are_installed_console_scripts():
@@ -80,13 +80,11 @@ def test_nodes_are_installed_console_scripts():
 
 def test_default_settings_wire_the_nodes_together(live):
     from carla_seg_ros.ros.seg_eval_node import PARAMETERS as EVAL
-    from carla_seg_ros.ros.seg_node import PARAMETERS_BY_NAME as SEG_PARAMS
-    s = live["node_settings"](defaults(live))
-    assert s["seg_node"]["remappings"] == [("image", "/carla/ego_vehicle/rgb_front/image")]
-    params_file, overrides = s["seg_node"]["parameters"]
-    assert params_file.endswith("config/seg.yaml")          # the file first, so launch arguments override it
-    assert set(overrides) <= set(SEG_PARAMS) | {"use_sim_time"} and overrides["use_sim_time"] is True
-    (ev,) = s["seg_eval_node"]["parameters"]
+    from carla_seg_ros.ros.seg_params import PARAMETERS_BY_NAME as SEG_PARAMS
+    s = live.node_settings(defaults(live))
+    assert s["seg_topic"] == "/carla/ego_vehicle/rgb_front/image"
+    assert set(s["seg_node"]) <= set(SEG_PARAMS) | {"use_sim_time"} and s["seg_node"]["use_sim_time"] is True
+    ev = s["seg_eval_node"]
     declared = {p.name: p for p in EVAL}
     assert set(ev) <= set(declared) | {"use_sim_time"}
     for name, value in ev.items():
@@ -96,25 +94,34 @@ def test_default_settings_wire_the_nodes_together(live):
                 assert value in declared[name].choices, name
     assert ev["mask_topic"] == "/seg_node/mask"
     assert ev["gt_topic"] == "/carla/ego_vehicle/semantic_segmentation_front/image"
-    assert (ev["gt_format"], ev["coding"]) == ("palette", "auto")
-    assert s["client_args"] is None and s["seg_node"]["env"] == {}
+    assert (ev["gt_format"], ev["coding"], ev["use_sim_time"]) == ("palette", "auto", True)
+    assert s["client_args"] is None and s["env"] is None
 
 
-def test_namespace_native_client_and_profile(live):
+def test_namespace_native_client_profile_and_precedence(live, tmp_path):
+    params = tmp_path / "p.yaml"
+    params.write_text("/**:\n  ros__parameters:\n    use_sim_time: false\n    backend: openvino\n"
+                      "    model_path: /m/int8.onnx\n")
     values = dict(defaults(live), namespace="/robot", role_name="hero", start_client="true", gt_source="native",
-                  town="Town10HD_Opt", dds_profile="/x.xml", use_sim_time="false")
-    s = live["node_settings"](values)
-    (ev,) = s["seg_eval_node"]["parameters"]
-    assert s["namespace"] == "robot" and ev["mask_topic"] == "/robot/seg_node/mask"
+                  town="Town10HD_Opt", dds_profile="/x.xml", params_file=str(params), backend="onnxruntime")
+    s = live.node_settings(values)
+    ev = s["seg_eval_node"]
+    assert ev["mask_topic"] == "/robot/seg_node/mask"
     assert ev["gt_topic"] == "/carla/hero/semantic_segmentation_front/image"
-    assert (ev["gt_format"], ev["coding"], ev["use_sim_time"]) == ("ids", "tags29", False)
-    assert s["seg_node"]["env"] == {"FASTDDS_DEFAULT_PROFILES_FILE": "/x.xml"}
+    assert (ev["gt_format"], ev["coding"]) == ("ids", "tags29")
+    # The params file's use_sim_time wins over the launch default, the explicit backend over the file; the
+    # evaluator follows seg_node's clock and model.
+    assert s["seg_node"]["use_sim_time"] is False and ev["use_sim_time"] is False
+    assert s["seg_node"]["backend"] == "onnxruntime" and ev["model_path"] == "/m/int8.onnx"
+    assert s["env"] == {"FASTDDS_DEFAULT_PROFILES_FILE": "/x.xml"}
     from carla_seg_ros.tools.carla_client import build_parser
     args = build_parser().parse_args(s["client_args"][1:])     # the client accepts exactly what launch passes
     assert s["client_args"][0] == "carla"
     assert (args.role, args.ros, args.town, args.port) == ("hero", "native", "Town10HD_Opt", 2000)
     with pytest.raises(ValueError, match="gt_source"):
-        live["node_settings"](dict(values, gt_source="lidar"))
+        live.node_settings(dict(values, gt_source="lidar"))
+    with pytest.raises(ValueError, match="start_client"):
+        live.node_settings(dict(values, start_client="maybe"))
 
 
 def test_sensor_file_cameras_match_pixel_for_pixel():
