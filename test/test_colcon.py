@@ -51,8 +51,12 @@ def installed_env(prefix: Path) -> dict:
 def test_colcon_installs_executable_and_share_files(install):
     share = install / "share" / PACKAGE
     expected = [install / "lib" / PACKAGE / "seg_node",
+                install / "lib" / PACKAGE / "seg_eval_node",
+                install / "lib" / PACKAGE / "carla-seg",          # carla_live.launch.py starts the client from here
                 share / "package.xml",
                 share / "launch" / "seg.launch.py",
+                share / "launch" / "carla_live.launch.py",
+                share / "config" / "carla_objects.json",
                 share / "config" / "seg.yaml",
                 share / "config" / "classes.yaml",
                 share / "models" / "carla_unet.onnx",
