@@ -63,6 +63,7 @@ class TimelyScore:
         self.no_mask_frames = 0
         self.stale_frames = 0
         self.size_mismatch = 0
+        self.forced = 0                                  # scored before their deadline (clock not advancing)
 
     def add_mask(self, stamp: int, arrival: int, mask: np.ndarray) -> None:
         if self.masks and stamp < self.masks[-1][0]:     # out of order (rare): keep the history sorted
@@ -74,6 +75,12 @@ class TimelyScore:
 
     def add_ground_truth(self, stamp: int, label: np.ndarray) -> None:
         self.waiting.append((stamp, label))
+        # A clock that never reaches the deadlines (use_sim_time without /clock) must not hold frames forever:
+        # beyond this many the oldest is scored with what has arrived, and counted.
+        if len(self.waiting) > 4 * self.masks.maxlen:
+            self.waiting.sort(key=lambda w: w[0])
+            self.forced += 1
+            self._score(*self.waiting.pop(0))
 
     def advance(self, now: int) -> None:
         """Score every waiting frame whose deadline has passed on the evaluator's clock."""
@@ -113,6 +120,7 @@ class TimelyScore:
     def result(self) -> dict:
         return {"frames": self.evaluation.frames + self.no_mask_frames, "scored_with_mask": self.evaluation.frames,
                 "no_mask_frames": self.no_mask_frames, "stale_frames": self.stale_frames,
-                "size_mismatch": self.size_mismatch, "budget_s": self.budget_ns / 1e9,
+                "size_mismatch": self.size_mismatch, "scored_before_deadline": self.forced,
+                "budget_s": self.budget_ns / 1e9,
                 "metrics": summarize_with_misses(self.evaluation.cm, self.missing, self.class_names),
                 "confusion_matrix": self.evaluation.cm.tolist(), "missing_pixels": self.missing.tolist()}

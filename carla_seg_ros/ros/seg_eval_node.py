@@ -211,11 +211,23 @@ class SegEvalNode(Node):
             print(f"[seg_eval_node] wrote {path}", file=sys.stderr, flush=True)
 
 
+def usage() -> str:
+    lines = [__doc__.strip(), "", "usage: seg_eval_node [--ros-args -p NAME:=VALUE ...]", "", "parameters:"]
+    for spec in PARAMETERS:
+        extra = f" (one of: {', '.join(spec.choices)})" if spec.choices else ""
+        lines.append(f"  {spec.name} = {spec.default!r}{extra}\n      {spec.description}")
+    return "\n".join(lines)
+
+
 def main(args=None) -> int:
+    argv = list(sys.argv if args is None else args)
+    if {"-h", "--help"} & set(rclpy.utilities.remove_ros_args(argv)[1:]):
+        print(usage())
+        return 0
     # seg_node's signal handling: Ctrl-C only sets a flag, so the report is written even when `ros2 launch` and
     # the terminal both signal the process group.
     stop = _Stop()
-    rclpy.init(args=args, signal_handler_options=SignalHandlerOptions.NO)
+    rclpy.init(args=argv, signal_handler_options=SignalHandlerOptions.NO)
     try:
         node = SegEvalNode()
     except StartupError as exc:

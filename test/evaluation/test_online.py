@@ -115,3 +115,10 @@ def test_summarize_with_misses_counts_misses_as_wrong():
     missing[0] = 10
     m = summarize_with_misses(cm, missing, NAMES)
     assert m["pixel_accuracy"] == 0.5 and m["iou"][NAMES[0]] == 0.5 and m["pixels"] == 20
+
+
+def test_a_stopped_clock_cannot_hold_ground_truth_forever():
+    timely = TimelyScore(NAMES, budget_ns=50 * MS, tolerance_ns=0, history=2)
+    for label_index, label in enumerate(frames(12)):
+        timely.add_ground_truth(label_index * 50 * MS, label)      # advance() is never called
+    assert len(timely.waiting) == 8 and timely.result()["scored_before_deadline"] == 4

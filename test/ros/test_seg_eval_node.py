@@ -48,7 +48,7 @@ def run_node_on(tmp_path, pred_bag, name: str, **params) -> dict:
         watch = MetricsWatch(player)
         play_in_time(player, gts, masks)
         n = len(gts)
-        watch.wait(lambda m: m["pairing"]["paired"] == n and m["timely"]["frames"] == n, 30, proc,
+        watch.wait(lambda m: m["pairing"]["paired"] == n and m["timely"]["frames"] == n, 60, proc,
                    f"{n} pairs and {n} timely frames")
         watch.close()
         response = player.call_trigger(f"{NODE}/write_report")

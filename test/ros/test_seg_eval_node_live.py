@@ -96,7 +96,7 @@ def test_late_missing_and_bad_frames(pred_bag, tmp_path):
 
         # 1. late masks
         play_late(player, gts, masks)
-        watch.wait(lambda m: m["pairing"]["paired"] == FRAMES and m["timely"]["frames"] == FRAMES, 30, proc,
+        watch.wait(lambda m: m["pairing"]["paired"] == FRAMES and m["timely"]["frames"] == FRAMES, 60, proc,
                    "all late pairs")
         assert player.call_trigger(f"{NODE}/write_report").success
         late = json.loads((out / "metrics.json").read_text())
@@ -120,7 +120,7 @@ def test_late_missing_and_bad_frames(pred_bag, tmp_path):
         for gt, mask in bad_frames(gts, masks):
             tick(player, stamp_of(gt), (GT_TOPIC, gt), (MASK_TOPIC, mask))
         live = watch.wait(lambda m: m["pairing"]["gt_messages"] == FRAMES - 1 + 4 and
-                          m["pairing"]["mask_messages"] == FRAMES - 1 + 4, 30, proc, "the bad frames")
+                          m["pairing"]["mask_messages"] == FRAMES - 1 + 4, 60, proc, "the bad frames")
         assert live["skipped"] == {"size_mismatch": 1, "mask:not_mono8": 1, "mask:class_out_of_range": 1}
         assert live["unknown_color_pixels"] == 10 * 20
         watch.close()
@@ -145,3 +145,11 @@ def test_bad_parameters_stop_startup_with_one_clear_line(param, needle):
     assert proc.returncode == 2, proc.stderr
     line = [x for x in proc.stderr.splitlines() if "startup failed" in x]
     assert line and needle in line[0], proc.stderr
+
+
+def test_help_lists_the_parameters():
+    proc = subprocess.run([sys.executable, "-m", "carla_seg_ros.ros.seg_eval_node", "--help"], capture_output=True,
+                          text=True, timeout=60, env=dds_env())
+    assert proc.returncode == 0, proc.stderr
+    for name in ("mask_topic", "gt_topic", "coding", "timely_budget", "write_report"):
+        assert name in proc.stdout
