@@ -64,14 +64,22 @@ class MetricsWatch:
     """The node's ~/metrics JSON, latest message."""
 
     def __init__(self, player):
+        from diagnostic_msgs.msg import DiagnosticArray
         from std_msgs.msg import String
         self.latest = None
+        self.diagnostics = None        # our node's DiagnosticStatus key/values (other nodes share /diagnostics)
         self.player = player
-        self.subscription = player.node.create_subscription(String, f"{NODE}/metrics", self._cb, 10)
+        self.subscriptions = [player.node.create_subscription(String, f"{NODE}/metrics", self._cb, 10),
+                              player.node.create_subscription(DiagnosticArray, "/diagnostics", self._diag, 10)]
         self.executor = player.executor
 
     def _cb(self, msg):
         self.latest = json.loads(msg.data)
+
+    def _diag(self, msg):
+        for status in msg.status:
+            if status.name == f"{NODE}: evaluation":
+                self.diagnostics = {kv.key: kv.value for kv in status.values}
 
     def wait(self, predicate, timeout: float, process: NodeProcess, what: str) -> dict:
         deadline = time.monotonic() + timeout
@@ -83,7 +91,8 @@ class MetricsWatch:
         raise AssertionError(f"timed out waiting for {what}; last ~/metrics: {self.latest}\n{process.tail()}")
 
     def close(self):
-        self.player.node.destroy_subscription(self.subscription)
+        for sub in self.subscriptions:
+            self.player.node.destroy_subscription(sub)
 
 
 def assert_same_metrics(node: dict, bag_eval: dict) -> None:

@@ -48,8 +48,13 @@ def run_node_on(tmp_path, pred_bag, name: str, **params) -> dict:
         watch = MetricsWatch(player)
         play_in_time(player, gts, masks)
         n = len(gts)
-        watch.wait(lambda m: m["pairing"]["paired"] == n and m["timely"]["frames"] == n, 60, proc,
-                   f"{n} pairs and {n} timely frames")
+        live = watch.wait(lambda m: m["pairing"]["paired"] == n and m["timely"]["frames"] == n, 60, proc,
+                          f"{n} pairs and {n} timely frames")
+        watch.wait(lambda m: watch.diagnostics is not None and watch.diagnostics["frames_paired"] == str(n), 30,
+                   proc, "/diagnostics with every pair")
+        diag = watch.diagnostics
+        assert diag["run_miou"] == f"{live['run']['mean_iou']:.4f}" == diag["window_miou"] == diag["timely_miou"]
+        assert diag["run_pixel_accuracy"] == f"{live['run']['pixel_accuracy']:.4f}"
         watch.close()
         response = player.call_trigger(f"{NODE}/write_report")
         assert response.success, response.message
