@@ -264,3 +264,54 @@ def test_attach_never_destroys_the_users_vehicle(monkeypatch):
     assert ("destroy", "hero") not in world.log and ("destroy", "rgb") in world.log
     session = cc.Session(world)
     assert session.close() == [] and session.close() == []         # closing twice is harmless
+
+
+def test_bridge_publisher_sends_the_bridge_topics_over_dds(monkeypatch):
+    """--ros client's publisher, for real over Fast DDS: one tick of CARLA buffers arrives as the bridge sends it."""
+    rclpy = pytest.importorskip("rclpy", reason="ROS 2 wheels (extra `ros`) are not installed")
+    import os
+    import time
+
+    from rclpy.executors import SingleThreadedExecutor
+    from rclpy.qos import QoSProfile, ReliabilityPolicy
+    from rosgraph_msgs.msg import Clock
+    from sensor_msgs.msg import CameraInfo, Image
+
+    monkeypatch.setenv("ROS_DOMAIN_ID", "43")
+    monkeypatch.setenv("ROS_AUTOMATIC_DISCOVERY_RANGE", "LOCALHOST")
+    role = f"clienttest{os.getpid()}"          # unique topics: other tests share the domain
+    raw_rgb, raw_sem, rgb, tags = carla_buffers(np.random.default_rng(3))
+    pub = cc.BridgePublisher(role, 8, 6, 90.0, "tags29")
+    ctx = rclpy.Context()
+    rclpy.init(context=ctx, domain_id=43)
+    node = rclpy.create_node("bridge_publisher_probe", context=ctx)
+    got = {}
+    qos = QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE)
+    for key, topic in cs.topic_names(role).items():
+        if key != "clock":
+            node.create_subscription(CameraInfo if key.endswith("_info") else Image, topic,
+                                     lambda msg, key=key: got.setdefault(key, msg), qos)
+    node.create_subscription(Clock, "/clock", lambda msg: got.setdefault("clock", msg), 10)
+    executor = SingleThreadedExecutor(context=ctx)
+    executor.add_node(node)
+    try:
+        deadline = time.monotonic() + 30
+        while any(p.get_subscription_count() == 0 for p in pub.pubs.values()) and time.monotonic() < deadline:
+            executor.spin_once(timeout_sec=0.05)
+        stamp = 7 * 10**9 + 50_000_000
+        pub.publish(stamp, raw_rgb, raw_sem)
+        while len(got) < 5 and time.monotonic() < deadline:
+            executor.spin_once(timeout_sec=0.05)
+    finally:
+        executor.shutdown(timeout_sec=1.0)
+        node.destroy_node()
+        rclpy.try_shutdown(context=ctx)
+        pub.close()
+    assert set(got) == {"rgb", "rgb_info", "semantic", "semantic_info", "clock"}, set(got)
+    assert got["rgb"].header.frame_id == f"{role}/rgb_front" and got["rgb"].encoding == "bgra8"
+    assert got["semantic"].header.frame_id == f"{role}/semantic_segmentation_front"
+    assert (got["semantic"].header.stamp.sec, got["semantic"].header.stamp.nanosec) == (7, 50_000_000)
+    assert np.array_equal(image_codec.pixels(got["rgb"]), rgb)
+    decoded = decode_ground_truth(got["semantic"], "palette", load_coding("tags29"), Counters())
+    assert np.array_equal(decoded, tags)
+    assert got["rgb_info"].width == 8 and got["rgb_info"].k[0] == pytest.approx(4.0)
