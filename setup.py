@@ -27,7 +27,7 @@ setup(
         # ROS 2 Kilted from PyPI wheels: only for machines without an apt ROS install (this is how CI runs).
         "ros": ["ros-kilted-rclpy", "ros-kilted-sensor-msgs", "ros-kilted-std-msgs", "ros-kilted-diagnostic-msgs",
                 "ros-kilted-rmw-fastrtps-cpp", "ros-kilted-ament-index-python",
-                "ros-kilted-lifecycle-msgs", "ros-kilted-std-srvs"],
+                "ros-kilted-lifecycle-msgs", "ros-kilted-std-srvs", "ros-kilted-nav-msgs"],
         "train": [TORCH, "safetensors", "tqdm", "matplotlib"],
         "tools": ["rosbags", "tqdm", "matplotlib", "openvino"],
         # `carla-seg carla`: the CARLA 0.9.16 Python client (PyPI has manylinux x86-64 wheels for CPython

@@ -17,8 +17,10 @@ profile, or it loses most 800x600 frames (see docs/node.md):
     ros2 launch carla_seg_ros seg.launch.py params_file:=/path/best_effort.yaml \
         dds_profile:=$(ros2 pkg prefix carla_seg_ros)/share/carla_seg_ros/config/fastdds_large_frames.xml
 
-Outputs: /<namespace>/seg_node/{mask,mask_color,overlay,confidence,class_fractions,label_info} (with cameras:=
-/<namespace>/seg_node/<camera>/...) and /diagnostics.
+Outputs: /<namespace>/seg_node/{mask,mask_color,overlay,confidence,class_fractions,label_info,occupancy,
+occupancy/<group>} (with cameras:= /<namespace>/seg_node/<camera>/...) and /diagnostics. The occupancy grids also
+need each camera's camera_info (the single camera's is remapped here; with cameras:= it is the image topic's
+sibling .../camera_info) and the camera mount parameters (camera_x ... camera_yaw; docs/occupancy.md).
 """
 import os
 
@@ -54,7 +56,7 @@ def _launch_setup(context):
     node_args = dict(
         package=PACKAGE, executable="seg_node", name=NODE_NAME, namespace=namespace, output="screen",
         emulate_tty=True, parameters=[str(params_path)],
-        remappings=[("image", single_topic)],
+        remappings=[("image", single_topic), ("camera_info", single_topic[:-len("image")] + "camera_info")],
         additional_env={"FASTDDS_DEFAULT_PROFILES_FILE": profile} if profile else None,
     )
     if parse_bool("managed", arg("managed")):

@@ -1,12 +1,14 @@
 """One camera of seg_node: its input subscription, its outputs, its newest-frame slot and its statistics.
 
 A node has one CameraIO per camera: a single one named "" (topic ``image``, outputs ``~/mask`` ...) by default, or
-one per entry of the ``cameras`` parameter (outputs ``~/<name>/mask`` ...). Cameras share the node's inference
+one per entry of the ``cameras`` parameter (outputs ``~/<name>/mask`` ...). Each camera has its own occupancy grids
+(ros/occupancy.py) from its own ``camera_info`` (the image topic's sibling) and mount (``<name>.camera_x`` ...). Cameras share the node's inference
 thread (which batches the newest frame of every camera into one call) but nothing else, so a malformed or fast
 camera cannot disturb another's headers, drops or diagnostics.
 """
 from __future__ import annotations
 
+import collections
 import time
 
 from diagnostic_msgs.msg import DiagnosticStatus, KeyValue
@@ -16,6 +18,8 @@ from std_msgs.msg import Float32MultiArray, String
 
 from carla_seg_ros import image_codec
 from carla_seg_ros.ros.node_stats import KeyedThrottle, NodeStats
+from carla_seg_ros.ros.occupancy import OccupancyOutputs, camera_info_topic
+from carla_seg_ros.ros.seg_params import StartupError, declare_camera_mount
 
 LATCHED = QoSProfile(depth=1, durability=DurabilityPolicy.TRANSIENT_LOCAL, reliability=ReliabilityPolicy.RELIABLE)
 
@@ -44,6 +48,13 @@ class CameraIO:
         self.pub_fractions = node.create_publisher(Float32MultiArray, prefix + "class_fractions", 10)
         self.pub_label_info = node.create_publisher(String, prefix + "label_info", LATCHED)
         self.pub_label_info.publish(String(data=label_info))
+        # Per camera: its own mount over the node-wide parameters (a live view, so ignore_rows_from stays dynamic).
+        params = collections.ChainMap(declare_camera_mount(node, name), p) if name else p
+        try:
+            self.occupancy = OccupancyOutputs(node, params, image_qos(p), node.occupancy_classes, self.throttle,
+                                              prefix, camera_info_topic(topic), label=name)
+        except ValueError as exc:        # e.g. a per-camera camera_z below ground_z
+            raise StartupError(f"camera {name}: {exc}" if name else str(exc)) from exc
         self.sub = node.create_subscription(Image, topic, self.on_image, image_qos(p))
 
     @property
@@ -52,6 +63,7 @@ class CameraIO:
                 self.pub_label_info]
 
     def destroy(self) -> None:
+        self.occupancy.destroy(self.node)
         self.node.destroy_subscription(self.sub)
         for pub in self.publishers:
             self.node.destroy_publisher(pub)
@@ -109,12 +121,15 @@ class CameraIO:
             "latency_wall_p50_ms": s["latency_wall_p50_ms"], "latency_wall_p99_ms": s["latency_wall_p99_ms"],
             "latency_ros_p50_ms": s["latency_ros_p50_ms"], "latency_ros_p99_ms": s["latency_ros_p99_ms"],
             "processing_p50_ms": s["processing_p50_ms"], "processing_p99_ms": s["processing_p99_ms"],
+            **self.occupancy.diagnostics(),
         }
         level, message = DiagnosticStatus.OK, "ok"
         if s["failed"]:
             level, message = DiagnosticStatus.ERROR, f"{s['failed']} frames failed in inference"
         elif s["rejected"]:
             level, message = DiagnosticStatus.WARN, f"{s['rejected']} malformed frames rejected"
+        elif self.occupancy.problem():
+            level, message = DiagnosticStatus.WARN, self.occupancy.problem()
         elif s["received"] == 0:
             level, message = DiagnosticStatus.WARN, f"no images received on {self.sub.topic_name} yet"
         # "<node>: segmentation" as before for the single camera; "<node>: <camera> segmentation" per camera.

@@ -9,6 +9,8 @@ each with the input message's exact header:
 * ``~/confidence``      mono8 max class probability x 255          (only while subscribed)
 * ``~/class_fractions`` std_msgs/Float32MultiArray: fraction of the valid pixels predicted as each class
 * ``~/label_info``      std_msgs/String, the class table as YAML (transient local: late subscribers get it)
+* ``~/occupancy``, ``~/occupancy/<group>``  nav_msgs/OccupancyGrid in the vehicle frame, from the mask and
+  ``camera_info`` (ros/occupancy.py; only while subscribed)
 * ``/diagnostics``      diagnostic_msgs/DiagnosticArray at 1 Hz (rates, latency percentiles, drops, rejections)
 
 With ``cameras: [a, b, ...]`` one process serves several cameras: it subscribes each (``a/image`` or the topic
@@ -47,6 +49,7 @@ from std_msgs.msg import Float32MultiArray, MultiArrayDimension
 
 from carla_seg_ros import image_codec
 from carla_seg_ros.paths import default_model
+from carla_seg_ros.ros.occupancy import check_parameters as check_occupancy_parameters, load_classes
 from carla_seg_ros.ros.seg_camera import CameraIO
 from carla_seg_ros.ros.seg_params import (NODE_NAME, PARAMETERS, PARAMETERS_BY_NAME, QOS_RELIABILITIES,  # noqa: F401
                                           Param, StartupError, declare_parameters)
@@ -91,6 +94,13 @@ class SegPipeline:
         for c in info.classes:
             self._palette[int(c["id"])] = c["color"]
         self._label_info = self.label_info_yaml(info)
+        try:    # checked at configure, so a managed node fails its transition, not its activation
+            check_occupancy_parameters(self.p)
+            self.occupancy_classes = load_classes(self.p, [str(c["name"]) for c in
+                                                           sorted(info.classes, key=lambda c: int(c["id"]))])
+        except ValueError as exc:
+            self._cleanup_pipeline()
+            raise StartupError(str(exc)) from exc
         # Warm-up at the batch size the node will run: the first call of a runtime allocates and plans.
         w, h = self.manager.backend.input_size
         try:
@@ -214,6 +224,7 @@ class SegPipeline:
                 camera.pub_overlay.publish(image_codec.rgb8(blend, header))
         if camera.pub_conf.get_subscription_count():
             camera.pub_conf.publish(image_codec.mono8(resize_mask(conf, (width, height)), header))
+        camera.occupancy.publish(ids, conf, header, (width, height))     # no-op unless subscribed
 
         stamp = header.stamp.sec + 1e-9 * header.stamp.nanosec
         ros_now = self.get_clock().now().nanoseconds * 1e-9

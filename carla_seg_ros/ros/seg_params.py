@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from rcl_interfaces.msg import FloatingPointRange, IntegerRange, ParameterDescriptor, ParameterType
 
 from carla_seg_ros import image_codec
+from carla_seg_ros.ros.occupancy import PARAMETER_SPECS as OCCUPANCY_PARAMETERS
 from carla_seg_ros.runtime.backends import BACKEND_CHOICES
 
 NODE_NAME = "seg_node"
@@ -67,8 +68,8 @@ PARAMETERS = (
     Param("overlay_alpha", 0.5, "Weight of the palette colours in ~/overlay (0 = camera image only, 1 = colour "
           "mask only)", 0.0, 1.0, dynamic=True),
     Param("ignore_rows_from", 1.0, "~/class_fractions ignores the rows at and below this fraction of the image "
-          "height (1.0 = use every row; 0.825 = the ego hood of CARLA 0.8 / Lyft-challenge frames)", 0.0, 1.0,
-          dynamic=True),
+          "height, and the occupancy grids treat them as unseen (1.0 = use every row; 0.825 = the ego hood of "
+          "CARLA 0.8 / Lyft-challenge frames)", 0.0, 1.0, dynamic=True),
     # REP-2003 says best-effort for sensor data; we default to RELIABLE (like the CARLA bridge's own publisher)
     # because, measured with a bridge-like 800x600 bgra8 publisher at 20 Hz (test/test_node_qos.py), a best-effort
     # reader got 2-19 % of the frames (one lost fragment of ~30 loses the frame) and a reliable one 100 %; seg_node
@@ -86,6 +87,7 @@ PARAMETERS = (
     Param("stats_window", 500, "Latency percentiles cover the last this many frames", 10, 100000),
     Param("rate_window", 5.0, "Input/output rates are averaged over this many seconds", 0.5, 600.0),
     Param("warn_throttle", 5.0, "At most one warning per rejection reason per this many seconds", 0.0, 3600.0),
+    *(Param(**spec) for spec in OCCUPANCY_PARAMETERS),
 )
 PARAMETERS_BY_NAME = {p.name: p for p in PARAMETERS}
 
@@ -150,4 +152,32 @@ def camera_streams(entries) -> list[tuple[str, str]]:
             raise StartupError(f"parameter cameras: camera name {name!r} appears twice ({list(entries)})")
         seen.add(name)
         out.append((name, topic))
+    return out
+
+
+# Each camera of a multi-camera node sits elsewhere on the vehicle, so these may be set per camera:
+# `<camera>.camera_yaw` (in YAML, `rgb_left: {camera_yaw: 60.0}` under ros__parameters), defaulting to the
+# node-wide value. Grid extent, ground and frame stay node-wide: one vehicle, one ground, one grid layout.
+MOUNT_PARAMETERS = ("camera_x", "camera_y", "camera_z", "camera_roll", "camera_pitch", "camera_yaw")
+
+
+def declare_camera_mount(node, camera: str) -> dict:
+    """Declare ``<camera>.camera_x`` ... on ``node`` (once) with the node-wide values as defaults; name -> value."""
+    import rclpy
+
+    out = {}
+    for name in MOUNT_PARAMETERS:
+        spec, full = PARAMETERS_BY_NAME[name], f"{camera}.{name}"
+        descriptor = spec.descriptor()
+        descriptor.name = full
+        try:
+            if node.has_parameter(full):
+                out[name] = node.get_parameter(full).value
+            else:
+                out[name] = node.declare_parameter(full, node.p[name], descriptor).value
+        except rclpy.exceptions.InvalidParameterTypeException as exc:
+            raise StartupError(f"parameter {full}: wrong type, expected a float like {spec.default!r} "
+                               f"(write 1.0, not 1: ROS parameters are strictly typed) ({exc})") from exc
+        except rclpy.exceptions.InvalidParameterValueException as exc:
+            raise StartupError(f"parameter {full}: out of range [{spec.low}, {spec.high}] ({exc})") from exc
     return out

@@ -142,24 +142,30 @@ def _subscribed_topics() -> set[str]:
         topics |= {_const(c.args[1]) for c in _calls(tree, "create_subscription")}
     source = (REPO / "carla_seg_ros" / "ros" / "seg_node.py").read_text()
     topics |= set(re.findall(r'\[\("", "(\w+)"\)\]', source))    # streams = ... or [("", "image")]
-    return topics
+    from carla_seg_ros.ros.occupancy import camera_info_topic
+    return topics | {camera_info_topic(t) for t in topics}      # each camera's CameraInfo beside its image
 
 
-def test_remap_targets_the_carla_camera_topic_the_node_subscribes(node_call):
+def test_remap_targets_the_carla_camera_topics_the_node_subscribes(node_call):
     remaps = _kw(node_call, "remappings").elts
-    assert len(remaps) == 1
-    source, _ = remaps[0].elts
-    assert _const(source) in _subscribed_topics() and _const(source) == "image"
-    assert """single_topic = f"/carla/{arg('role_name')}/{arg('camera')}/image\"""" in LAUNCH.read_text()
+    assert [_const(r.elts[0]) for r in remaps] == ["image", "camera_info"]
+    assert {"image", "camera_info"} <= _subscribed_topics()
+    source = LAUNCH.read_text()
+    assert """single_topic = f"/carla/{arg('role_name')}/{arg('camera')}/image\"""" in source
+    assert '("camera_info", single_topic[:-len("image")] + "camera_info")' in source
 
 
-def test_rviz_config_shows_camera_overlay_and_colour_mask():
+def test_rviz_config_shows_camera_overlay_colour_mask_and_occupancy():
     config = yaml.safe_load(RVIZ.read_text())
     manager = config["Visualization Manager"]
     topics = {d["Name"]: d["Topic"]["Value"] for d in manager["Displays"]}
     assert topics == {"Camera": "/carla/ego_vehicle/rgb_front/image", "Segmentation overlay": "/seg_node/overlay",
-                      "Colour mask": "/seg_node/mask_color"}
-    assert manager["Global Options"]["Fixed Frame"]
+                      "Colour mask": "/seg_node/mask_color", "Occupancy": "/seg_node/occupancy"}
+    occupancy = [d for d in manager["Displays"] if d["Name"] == "Occupancy"][0]
+    assert occupancy["Class"] == "rviz_default_plugins/Map"
+    # The grids are in the vehicle frame (the camera frame's parent), so that frame needs no TF to show them.
+    assert manager["Global Options"]["Fixed Frame"] == "ego_vehicle"
+    assert 'f"{prefix}occupancy"' in (REPO / "carla_seg_ros" / "ros" / "occupancy.py").read_text()
     published = set(re.findall(r'create_publisher\(\w+, prefix \+ "(\w+)"',
                                (REPO / "carla_seg_ros" / "ros" / "seg_camera.py").read_text()))
     assert {"overlay", "mask_color", "mask", "confidence", "class_fractions", "label_info"} <= published

@@ -162,10 +162,12 @@ def test_cameras_map_to_carla_topics(monkeypatch):
 
 @pytest.mark.parametrize("given, topics", [
     ({"role_name": "hero", "camera": "rgb_left", "namespace": "perception"},
-     ["/carla/hero/rgb_left/image", "/perception/seg_node/overlay", "/perception/seg_node/mask_color"]),
+     ["/carla/hero/rgb_left/image", "/perception/seg_node/overlay", "/perception/seg_node/mask_color",
+      "/perception/seg_node/occupancy"]),
     ({"cameras": "front,left"},
      ["/carla/ego_vehicle/front/image", "/seg_node/front/overlay", "/seg_node/front/mask_color",
-      "/carla/ego_vehicle/left/image", "/seg_node/left/overlay", "/seg_node/left/mask_color"]),
+      "/seg_node/front/occupancy", "/carla/ego_vehicle/left/image", "/seg_node/left/overlay",
+      "/seg_node/left/mask_color", "/seg_node/left/occupancy"]),
 ])
 def test_rviz_gets_a_config_for_role_camera_and_namespace(monkeypatch, given, topics):
     node, rviz = run_launch(monkeypatch, rviz="true", **given)
@@ -174,6 +176,8 @@ def test_rviz_gets_a_config_for_role_camera_and_namespace(monkeypatch, given, to
     displays = config["Visualization Manager"]["Displays"]
     assert [d["Topic"]["Value"] for d in displays] == topics
     assert set(config["Window Geometry"]) >= {d["Name"] for d in displays}
+    # The occupancy grids are in the vehicle frame: the role's frame, which the bridge publishes.
+    assert config["Visualization Manager"]["Global Options"]["Fixed Frame"] == given.get("role_name", "ego_vehicle")
 
 
 # ------------------------------------------------------------------ a real node under a namespace
