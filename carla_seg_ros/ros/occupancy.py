@@ -181,8 +181,15 @@ class OccupancyOutputs:
             return None
         hood_row = int(round(self._params["ignore_rows_from"] * mask_shape[0]))
         key = (serial, tuple(image_size), tuple(mask_shape), hood_row)
-        if key == self._lookup_key:
-            return self._lookup
+        if key != self._lookup_key and not self._rebuild(key, info, mask_shape, image_size, hood_row):
+            return None
+        with self._lock:
+            if self._info_serial == serial:     # (a newer CameraInfo may have come meanwhile: judged next frame)
+                self._state = "ok"
+        return self._lookup
+
+    def _rebuild(self, key, info: Pinhole, mask_shape, image_size, hood_row) -> bool:
+        serial = key[0]
         try:
             fitted = info.for_image(*image_size)
         except InvalidCameraInfo as exc:
@@ -192,15 +199,12 @@ class OccupancyOutputs:
                     self._mismatch_counted = serial
                     self.counts["camera_info_rejected"] += 1
             self._warn("camera_info_size", f"no occupancy grid: {exc}")
-            return None
+            return False
         cam = fitted.scaled(mask_shape[1], mask_shape[0])     # the model's mask is a plain resize of the image
         self._lookup = build_lookup(cam, self.mount, self._params["ground_z"], self.grid, hood_row)
         self._lookup_key = key
         self.counts["lookup_builds"] += 1
-        with self._lock:
-            if self._info_serial == serial:
-                self._state = "ok"
-        return self._lookup
+        return True
 
     def _message(self, cells: np.ndarray, header, frame_id: str):
         msg = self._msg_type()
@@ -240,6 +244,7 @@ class OccupancyOutputs:
                 "camera_info_rejected": self.counts["camera_info_rejected"],
                 "occupancy_frames_published": self.counts["frames_published"],
                 "occupancy_frames_skipped": self.counts["frames_skipped"],
+                "occupancy_lookup_builds": self.counts["lookup_builds"],
                 "occupancy_p50_ms": float(np.percentile(times, 50)) if times is not None else None}
 
 

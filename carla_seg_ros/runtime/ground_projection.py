@@ -171,9 +171,9 @@ class CellLookup:
     """The cells of a grid that a mask of ``shape`` sees, and which mask pixel each one reads.
 
     Only seen cells are listed (in front of the camera, inside the image, above ``hood_row``); every other cell
-    stays unknown. ``row_far``/``row_near`` bound the mask rows the cell's footprint covers (in pixel-edge units:
-    a contact in mask row r falls in the cell when row_far <= r <= row_near), so an obstacle's contact row marks
-    the cells it can be in, and no more, at every range.
+    stays unknown. ``row_far``/``row_near`` are the first and last mask rows whose pixels overlap the cell's
+    footprint (a contact in mask row r falls in the cell when row_far <= r <= row_near), so an obstacle's contact
+    row marks the cells it can be in, and no more, at every range.
     """
     grid: GridSpec
     shape: tuple[int, int]           # (rows, cols) of the mask the pixels index
@@ -182,8 +182,8 @@ class CellLookup:
     pixel: np.ndarray                # flat indices into the mask
     col: np.ndarray                  # mask column of each cell
     row: np.ndarray                  # mask row of each cell (its centre)
-    row_far: np.ndarray              # float32
-    row_near: np.ndarray             # float32
+    row_far: np.ndarray              # intp
+    row_near: np.ndarray             # intp
     top_row: int                     # smallest mask row any cell can involve (rows above it never matter)
 
 
@@ -207,8 +207,9 @@ def build_lookup(cam: Pinhole, mount: Mount, ground_z: float, grid: GridSpec, ho
             v_min, v_max = np.minimum(v_min, vc), np.maximum(v_max, vc)
     cells = np.flatnonzero(seen)
     col_i, row_i = col.ravel()[cells].astype(np.intp), row.ravel()[cells].astype(np.intp)
-    row_far = np.maximum(v_min.ravel()[cells] - 0.5, 0.0).astype(np.float32)
-    row_near = (v_max.ravel()[cells] + 0.5).astype(np.float32)
-    top = int(max(0, np.floor(row_far.min()))) if cells.size else hood_row
+    # Pixel row r spans [r - 0.5, r + 0.5]: it overlaps the footprint [v_min, v_max] for r in this integer range.
+    row_far = np.maximum(np.ceil(v_min.ravel()[cells] - 0.5), 0).astype(np.intp)
+    row_near = np.floor(v_max.ravel()[cells] + 0.5).astype(np.intp)
+    top = int(row_far.min()) if cells.size else hood_row
     return CellLookup(grid, (rows, cols), hood_row, cells.astype(np.intp), row_i * cols + col_i, col_i, row_i,
                       row_far, row_near, top)

@@ -10,6 +10,11 @@ Plays 800x600 bgra8 frames (``<data>/fullres``, cycled) at a fixed rate as a CAR
 and prints frames sent/received, output rate, latency p50/p99 (input stamp -> mask received, wall clock) and drops,
 plus seg_node's p50 minus the echo node's, against the targets: >= 20 Hz sustained, p99 <= 100 ms, seg_node p50 at
 most 25 ms above echo's.
+
+``--occupancy`` publishes a bridge-style CameraInfo beside every frame to every seg_node pipeline and adds, right
+after each one, ``seg_node [BACKEND] + occupancy``, which also subscribes ``~/occupancy`` and every
+``~/occupancy/<group>`` grid. The difference of the two pipelines' processing p50 (the node's own receive ->
+publish time) is the grids' cost, against the target: at most 3 ms at the default grid size.
 """
 from __future__ import annotations
 
@@ -34,6 +39,8 @@ TARGET_P50_ABOVE_ECHO_MS = 25.0
 MIN_RECEIVED_FRACTION = 0.99
 RATE_TOLERANCE = 0.97
 DISTINCT_FRAMES = 40      # frames kept in memory and cycled (fullres has exactly 40)
+TARGET_OCCUPANCY_MS = 3.0  # the grids may add at most this to seg_node's processing p50
+OCCUPANCY_GROUPS = ("drivable", "vehicles", "pedestrians", "static_obstacles")   # config/occupancy.yaml
 
 
 @dataclass
@@ -43,19 +50,27 @@ class Pipeline:
     node_name: str
     params: dict = field(default_factory=dict)
     is_echo: bool = False
+    camera_info: bool = False         # publish CameraInfo beside the frames
+    occupancy: bool = False           # subscribe the occupancy grids too
+    baseline: str | None = None       # label of the pipeline this one is compared with (same node, no grids)
 
     @property
     def output_topic(self) -> str:
         return f"/{self.node_name}/mask"
 
 
-def pipelines_for(backends: list[str], model: Path, echo: bool, node_params: dict) -> list[Pipeline]:
+def pipelines_for(backends: list[str], model: Path, echo: bool, node_params: dict,
+                  occupancy: bool = False) -> list[Pipeline]:
     out = []
     for i, backend in enumerate(backends):
         # Distinct node names keep each run's topics apart from any leftover of the previous process.
         name = "seg_node" if i == 0 else f"seg_node_{backend}"
-        out.append(Pipeline(f"seg_node [{backend}]", "carla_seg_ros.ros.seg_node", name,
-                            {"backend": backend, "model_path": str(model), **node_params}))
+        params = {"backend": backend, "model_path": str(model), **node_params}
+        label = f"seg_node [{backend}]"
+        out.append(Pipeline(label, "carla_seg_ros.ros.seg_node", name, params, camera_info=occupancy))
+        if occupancy:
+            out.append(Pipeline(f"{label} + occupancy", "carla_seg_ros.ros.seg_node", f"{name}_occupancy", params,
+                                camera_info=True, occupancy=True, baseline=label))
     if echo:
         out.append(Pipeline("echo_node", "carla_seg_ros.ros.echo_node", "echo_node", is_echo=True))
     return out
@@ -67,16 +82,23 @@ def run_pipeline(pipeline: Pipeline, messages_bgra: list, args, log_dir: Path | 
     from sensor_msgs.msg import Image
     from tqdm import tqdm
 
-    from carla_seg_ros.ros.playback import (CAMERA_TOPIC, NodeFailed, NodeProcess, Player, diagnostics_of,
-                                            node_argv, paced)
+    from carla_seg_ros.ros.playback import (CAMERA_INFO_TOPIC, CAMERA_TOPIC, NodeFailed, NodeProcess, Player,
+                                            diagnostics_of, node_argv, paced)
 
-    result = {"pipeline": pipeline.label, "node": pipeline.node_name, "params": pipeline.params}
-    player = Player(name="bench_player")
+    result = {"pipeline": pipeline.label, "node": pipeline.node_name, "params": pipeline.params,
+              "baseline": pipeline.baseline}
+    player = Player(name="bench_player", camera_info_topic=CAMERA_INFO_TOPIC if pipeline.camera_info else None)
     stream = player.watch(pipeline.output_topic, Image)
+    grids = []
+    if pipeline.occupancy:
+        from nav_msgs.msg import OccupancyGrid
+        grids = [player.watch(f"/{pipeline.node_name}/{topic}", OccupancyGrid)
+                 for topic in ("occupancy", *(f"occupancy/{g}" for g in OCCUPANCY_GROUPS))]
     diagnostics = player.watch_latest("/diagnostics", DiagnosticArray)
     log_path = log_dir / f"{pipeline.node_name}.log" if log_dir else None
-    proc = NodeProcess(pipeline.label, node_argv(pipeline.module, pipeline.node_name, pipeline.params,
-                                                 {"image": CAMERA_TOPIC}), log_path=log_path)
+    remaps = {"image": CAMERA_TOPIC, "camera_info": CAMERA_INFO_TOPIC}
+    proc = NodeProcess(pipeline.label, node_argv(pipeline.module, pipeline.node_name, pipeline.params, remaps),
+                       log_path=log_path)
     try:
         proc.start()
         messages = [player.image_message(bgra) for bgra in messages_bgra]
@@ -95,6 +117,8 @@ def run_pipeline(pipeline: Pipeline, messages_bgra: list, args, log_dir: Path | 
             player.wait_latest(diagnostics, timeout=1.5, newer_than=diagnostics.count)
             result["node_diagnostics"] = diagnostics_of(diagnostics.message, pipeline.node_name)
         result.update(player.stream_summary(stream, args.rate))
+        if grids:
+            result["grids"] = [player.stream_summary(g, args.rate) for g in grids]
         result["latencies_ms"] = sorted(float(v) * 1000 for v in player.latencies(stream))
     except NodeFailed as exc:
         result["error"] = str(exc)
@@ -127,7 +151,8 @@ def _node_value(result: dict, key: str) -> str:
 
 def print_table(results: list[dict], rate: float) -> list[str]:
     """The table, and the lines comparing each seg_node's p50 with the echo node's."""
-    header = (f"{'pipeline':<26}{'sent':>6}{'recv':>6}{'drop':>6}{'in Hz':>7}{'out Hz':>8}{'p50 ms':>8}{'p99 ms':>8}"
+    w = max([26] + [len(r["pipeline"]) + 2 for r in results])
+    header = (f"{'pipeline':<{w}}{'sent':>6}{'recv':>6}{'drop':>6}{'in Hz':>7}{'out Hz':>8}{'p50 ms':>8}{'p99 ms':>8}"
               f"{'max ms':>8}{'proc p50':>10}{'ready s':>9}  targets (>= {rate:g} Hz, p99 <= {TARGET_P99_MS:g} ms)")
     print(header)
     print("-" * len(header))
@@ -135,11 +160,11 @@ def print_table(results: list[dict], rate: float) -> list[str]:
         if "error" in r:
             log_lines = [line for line in r["error"].splitlines() if line.strip()]
             reason = log_lines[0] if len(log_lines) < 2 else f"{log_lines[0]} {log_lines[-1].strip()[:200]}"
-            print(f"{r['pipeline']:<26}  FAILED: {reason}")
+            print(f"{r['pipeline']:<{w}}  FAILED: {reason}")
             continue
         lat, t = r["latency_ms"], r["targets"]
         verdict = ", ".join(f"{k} {'ok' if v else 'MISSED'}" for k, v in t.items())
-        print(f"{r['pipeline']:<26}{r['frames_sent']:>6}{r['frames_received']:>6}{r['dropped']:>6}"
+        print(f"{r['pipeline']:<{w}}{r['frames_sent']:>6}{r['frames_received']:>6}{r['dropped']:>6}"
               f"{_fmt(r['send_rate_hz']):>7}{_fmt(r['output_rate_hz']):>8}{_fmt(lat['p50']):>8}{_fmt(lat['p99']):>8}"
               f"{_fmt(lat['max']):>8}"
               f"{_node_value(r, 'processing_p50_ms'):>10}{_fmt(r['ready_s']):>9}  {verdict}")
@@ -158,8 +183,35 @@ def print_table(results: list[dict], rate: float) -> list[str]:
     print(f"\n(in/out Hz: frames sent / masks received per second; rate ok = >= {MIN_RECEIVED_FRACTION:.0%} of the "
           f"frames answered at >= {RATE_TOLERANCE * rate:g} Hz; latency: input stamp -> mask received in the "
           "benchmark process, wall clock; proc p50: seg_node's own receive -> publish time from /diagnostics)")
+    lines += occupancy_lines(results)
     for line in lines:
         print(line)
+    return lines
+
+
+def occupancy_lines(results: list[dict]) -> list[str]:
+    """The occupancy pipelines' processing p50 against their baselines' (same run, same backend)."""
+    lines = []
+    by_label = {r["pipeline"]: r for r in results if "error" not in r}
+    for r in results:
+        base = by_label.get(r.get("baseline"))
+        if base is None or "error" in r:
+            continue
+        try:
+            with_grids = float(r["node_diagnostics"]["values"]["processing_p50_ms"])
+            without = float(base["node_diagnostics"]["values"]["processing_p50_ms"])
+        except (KeyError, TypeError, ValueError):
+            continue
+        delta = with_grids - without
+        r["occupancy_added_ms"] = delta
+        r.setdefault("targets", {})["occupancy_added"] = delta <= TARGET_OCCUPANCY_MS
+        grids = ", ".join(f"{g['topic'].rsplit('/', 1)[-1]} {g['frames_received']}/{g['frames_sent']}"
+                          for g in r.get("grids", []))
+        own = _node_value(r, "occupancy_p50_ms")
+        lines.append(f"{r['pipeline']}: processing p50 {with_grids:.1f} ms vs {without:.1f} ms without the grids "
+                     f"= {delta:+.1f} ms (target <= {TARGET_OCCUPANCY_MS:g} ms): "
+                     f"{'ok' if delta <= TARGET_OCCUPANCY_MS else 'MISSED'}; the grids' own p50 {own} ms; "
+                     f"grids received: {grids}")
     return lines
 
 
@@ -210,6 +262,10 @@ def build_parser() -> argparse.ArgumentParser:
                         choices=list(BACKEND_CHOICES),
                         help="a seg_node pipeline per backend (default: auto torch)")
     parser.add_argument("--no-echo", action="store_true", help="skip the echo-node baseline")
+    parser.add_argument("--occupancy", action="store_true",
+                        help="publish CameraInfo beside the frames and add a pipeline per backend that also "
+                             "subscribes the occupancy grids (their cost: processing p50 against the same node "
+                             "without them, in the same run)")
     parser.add_argument("--node-param", action="append", default=[], metavar="KEY=VALUE",
                         help="extra seg_node parameter for every seg_node pipeline (repeatable)")
     parser.add_argument("--ready-timeout", type=float, default=120.0,
@@ -251,7 +307,8 @@ def main(argv=None) -> int:
     results = []
     interrupted = False
     try:
-        for pipeline in pipelines_for(args.backends, Path(model), not args.no_echo, parse_params(args.node_param)):
+        for pipeline in pipelines_for(args.backends, Path(model), not args.no_echo, parse_params(args.node_param),
+                                      args.occupancy):
             print(f"-> {pipeline.label}", flush=True)
             r = run_pipeline(pipeline, frames, args, args.log_dir)   # stops its node whatever happens
             r["is_echo"] = pipeline.is_echo
@@ -270,7 +327,7 @@ def main(argv=None) -> int:
               "frames_per_pipeline": args.frames, "frame_size": [w, h], "cpus": os.cpu_count(),
               "load_average_start": load, "load_average_end": os.getloadavg(),
               "targets": {"rate_hz": args.rate, "p99_ms": TARGET_P99_MS,
-                          "p50_above_echo_ms": TARGET_P50_ABOVE_ECHO_MS},
+                          "p50_above_echo_ms": TARGET_P50_ABOVE_ECHO_MS, "occupancy_added_ms": TARGET_OCCUPANCY_MS},
               "pipelines": results}
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)

@@ -40,3 +40,28 @@ def test_bench_node_reports_seg_node_and_echo_baseline(data_dir, tmp_path):
         seg["latency_ms"]["p50"] - report["pipelines"][1]["latency_ms"]["p50"])
     assert "p50 - echo_node p50" in proc.stdout
     assert plot.is_file() and plot.stat().st_size > 0
+
+
+def test_occupancy_option_pairs_each_backend_with_a_grid_pipeline_and_reports_the_difference(capsys):
+    """--occupancy: CameraInfo to every seg_node, a '+ occupancy' twin right after each, and the p50 difference."""
+    from carla_seg_ros.tools.bench_node import occupancy_lines, pipelines_for
+
+    pipelines = pipelines_for(["auto", "torch"], Path("m.onnx"), True, {}, occupancy=True)
+    assert [p.label for p in pipelines] == ["seg_node [auto]", "seg_node [auto] + occupancy", "seg_node [torch]",
+                                            "seg_node [torch] + occupancy", "echo_node"]
+    assert [p.camera_info for p in pipelines] == [True, True, True, True, False]
+    assert [p.occupancy for p in pipelines] == [False, True, False, True, False]
+    assert len({p.node_name for p in pipelines}) == 5
+    assert not any(p.camera_info for p in pipelines_for(["auto"], Path("m.onnx"), True, {}))
+
+    def result(label, proc, baseline=None):
+        return {"pipeline": label, "baseline": baseline, "targets": {},
+                "node_diagnostics": {"values": {"processing_p50_ms": proc, "occupancy_p50_ms": "0.9"}},
+                "grids": [{"topic": "/seg_node_occupancy/occupancy", "frames_received": 9, "frames_sent": 10}]}
+    results = [result("a", "30.0"), result("a + occupancy", "31.5", "a"), result("b", "30.0"),
+               result("b + occupancy", "34.0", "b")]
+    lines = occupancy_lines(results)
+    assert len(lines) == 2
+    assert "+1.5 ms (target <= 3 ms): ok" in lines[0] and "occupancy 9/10" in lines[0]
+    assert "+4.0 ms (target <= 3 ms): MISSED" in lines[1]
+    assert results[1]["occupancy_added_ms"] == pytest.approx(1.5) and results[3]["targets"]["occupancy_added"] is False

@@ -1,6 +1,8 @@
-"""Reading replies: header stamps as integer keys, latency percentiles, a node's own DiagnosticStatus."""
+"""Reading replies: header stamps as integer keys, latency percentiles, a node's own DiagnosticStatus; and the
+bridge's CameraInfo, sent beside the frames."""
 from __future__ import annotations
 
+import math
 import re
 
 import numpy as np
@@ -33,3 +35,18 @@ def diagnostics_of(array_msg, node_name: str) -> dict | None:
             return {"name": status.name, "level": level, "message": status.message,
                     "values": {kv.key: kv.value for kv in status.values}}
     return None
+
+
+def camera_info_message(width: int, height: int, fov_deg: float = 90.0, frame_id: str = ""):
+    """sensor_msgs/CameraInfo as the CARLA ROS bridge publishes it with every frame: pinhole, no distortion,
+    fx = fy = width / (2 tan(fov / 2)), cx = width / 2, cy = height / 2."""
+    from sensor_msgs.msg import CameraInfo
+
+    fx = width / (2.0 * math.tan(math.radians(fov_deg) / 2.0))
+    msg = CameraInfo(width=int(width), height=int(height), distortion_model="plumb_bob")
+    msg.header.frame_id = frame_id
+    msg.d = [0.0] * 5
+    msg.k = [fx, 0.0, width / 2.0, 0.0, fx, height / 2.0, 0.0, 0.0, 1.0]
+    msg.r = [1.0, 0.0, 0.0, 0.0, 1.0, 0.0, 0.0, 0.0, 1.0]
+    msg.p = [fx, 0.0, width / 2.0, 0.0, 0.0, fx, height / 2.0, 0.0, 0.0, 0.0, 1.0, 0.0]
+    return msg

@@ -7,10 +7,11 @@ from typing import Callable
 import numpy as np
 
 from carla_seg_ros.ros.playback.node_process import READY_TIMEOUT_S, NodeFailed, NodeProcess
-from carla_seg_ros.ros.playback.messages import set_stamp
+from carla_seg_ros.ros.playback.messages import camera_info_message, set_stamp
 from carla_seg_ros.ros.playback.recorder import ReplyRecorder
 
 CAMERA_TOPIC = "/carla/ego_vehicle/rgb_front/image"
+CAMERA_INFO_TOPIC = "/carla/ego_vehicle/rgb_front/camera_info"
 CAMERA_FRAME_ID = "ego_vehicle/rgb_front"
 BRIDGE_DEPTH = 10           # the CARLA ROS bridge's camera publisher: RELIABLE, KEEP_LAST 10
 WARMUP_REPLIES = 3
@@ -20,18 +21,26 @@ class Player(ReplyRecorder):
     """Publishes frames on the camera topic and records the replies (see ReplyRecorder).
 
     ``send`` may be called from the main thread while the subscriptions are served by a background executor.
+    With ``camera_info_topic``, each frame is preceded by a CameraInfo of its size with the same header, as the
+    bridge publishes them (FOV ``fov_deg``).
     """
 
     def __init__(self, topic: str = CAMERA_TOPIC, frame_id: str = CAMERA_FRAME_ID, name: str = "carla_seg_player",
-                 domain_id: int | None = None):
+                 domain_id: int | None = None, camera_info_topic: str | None = None, fov_deg: float = 90.0):
         from rclpy.qos import HistoryPolicy, QoSProfile, ReliabilityPolicy
         from sensor_msgs.msg import Image
 
         super().__init__(name, domain_id)
         self.frame_id = frame_id
-        self.pub = self.node.create_publisher(
-            Image, topic, QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=BRIDGE_DEPTH,
-                                     reliability=ReliabilityPolicy.RELIABLE))
+        bridge_qos = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=BRIDGE_DEPTH,
+                                reliability=ReliabilityPolicy.RELIABLE)
+        self.pub = self.node.create_publisher(Image, topic, bridge_qos)
+        self.fov_deg = fov_deg
+        self._infos: dict[tuple[int, int], object] = {}
+        self.info_pub = None
+        if camera_info_topic:
+            from sensor_msgs.msg import CameraInfo
+            self.info_pub = self.node.create_publisher(CameraInfo, camera_info_topic, bridge_qos)
 
     # ----------------------------------------------------------------------- sending
 
@@ -44,6 +53,13 @@ class Player(ReplyRecorder):
     def send(self, msg, key: int, warmup: bool = False) -> None:
         """Publish ``msg`` stamped ``key`` (ns); the message object may be reused, rclpy serialises it right away."""
         set_stamp(msg.header.stamp, key)
+        if self.info_pub is not None:
+            size = (msg.width, msg.height)
+            if size not in self._infos:
+                self._infos[size] = camera_info_message(msg.width, msg.height, self.fov_deg, self.frame_id)
+            info = self._infos[size]
+            set_stamp(info.header.stamp, key)
+            self.info_pub.publish(info)
         with self._lock:
             if warmup:
                 self.warmup_sent.add(key)
