@@ -121,6 +121,7 @@ class OccupancyOutputs:
         self._lookup = None
         self.counts = collections.Counter()
         self._times = collections.deque(maxlen=500)
+        self._messages = {}                       # topic -> reused OccupancyGrid (inference thread only)
         self.sub = node.create_subscription(CameraInfo, camera_info_topic, self.on_camera_info, qos)
 
     # ---------------------------------------------------------------- camera_info (executor thread)
@@ -163,10 +164,10 @@ class OccupancyOutputs:
         frame = project(lookup, class_ids, self.classes, confidence)
         frame_id = self._params["occupancy_frame_id"] or vehicle_frame(header.frame_id)
         if self.pub.get_subscription_count():
-            self.pub.publish(self._message(frame.occupancy(self.classes), header, frame_id))
+            self.pub.publish(self._message("", frame.occupancy(self.classes), header, frame_id))
         for name, pub in self.group_pubs.items():
             if pub.get_subscription_count():
-                pub.publish(self._message(frame.group(self.classes, name), header, frame_id))
+                pub.publish(self._message(name, frame.group(self.classes, name), header, frame_id))
         self.counts["frames_published"] += 1
         self._times.append(time.perf_counter() - start)
         return True
@@ -206,17 +207,21 @@ class OccupancyOutputs:
         self.counts["lookup_builds"] += 1
         return True
 
-    def _message(self, cells: np.ndarray, header, frame_id: str):
-        msg = self._msg_type()
+    def _message(self, topic: str, cells: np.ndarray, header, frame_id: str):
+        # One message object per topic, reused: rclpy serialises at publish(), and building a fresh nested
+        # OccupancyGrid costs as much as the projection of a whole grid.
+        msg = self._messages.get(topic)
+        if msg is None:
+            msg = self._messages[topic] = self._msg_type()
+            info = msg.info
+            info.resolution = float(self.grid.resolution)
+            info.width, info.height = self.grid.width, self.grid.height
+            info.origin.position.x = float(self.grid.x_min)
+            info.origin.position.y = float(self.grid.y_min)
+            info.origin.position.z = float(self._params["ground_z"])
         msg.header.stamp = header.stamp
         msg.header.frame_id = frame_id
-        info = msg.info
-        info.map_load_time = header.stamp
-        info.resolution = float(self.grid.resolution)
-        info.width, info.height = self.grid.width, self.grid.height
-        info.origin.position.x = float(self.grid.x_min)
-        info.origin.position.y = float(self.grid.y_min)
-        info.origin.position.z = float(self._params["ground_z"])
+        msg.info.map_load_time = header.stamp
         msg.data = array.array("b", cells.tobytes())           # a buffer copy, not a 40 000-element list
         return msg
 

@@ -83,12 +83,14 @@ def contact_rows(class_ids: np.ndarray, ground: np.ndarray, top_row: int = 0, ho
     Rows above ``top_row`` are not searched: no grid cell reads them, so a contact there changes no cell.
     """
     hood_row = class_ids.shape[0] if hood_row is None else hood_row
-    band = ~ground[class_ids[top_row:hood_row]]
-    if band.shape[0] == 0:
-        return np.full(class_ids.shape[1], -1, np.int64)
-    from_bottom = band[::-1].argmax(axis=0)                      # first non-ground row counted from the bottom
-    found = band[band.shape[0] - 1 - from_bottom, np.arange(band.shape[1])]
-    return np.where(found, hood_row - 1 - from_bottom, -1)
+    if hood_row <= top_row:
+        return np.full(class_ids.shape[1], -1, np.intp)
+    # (row + 1) where the class is not ground, 0 where it is; the column maximum is then the lowest such row + 1.
+    # A max over rows of a contiguous band is one vectorised pass (an argmax down reversed columns is 2x slower).
+    not_ground = np.take((~ground).astype(np.uint8), class_ids[top_row:hood_row])
+    dtype = np.int16 if hood_row < 2 ** 15 else np.int32
+    rows = np.arange(top_row + 1, hood_row + 1, dtype=dtype)[:, None]
+    return np.multiply(not_ground, rows, dtype=dtype).max(axis=0).astype(np.intp) - 1
 
 
 SEEN_CODES = 256 * 256                        # class id x 256 + confidence; this value = not seen
@@ -116,12 +118,12 @@ class ProjectedFrame:
 
     def occupancy(self, classes: OccupancyClasses) -> np.ndarray:
         """(height, width) int8: 0 free, 100 occupied (an object's contact or non-drivable ground), -1 unknown."""
-        return classes.occupancy_table[self.codes].reshape(self.shape)
+        return np.take(classes.occupancy_table, self.codes).reshape(self.shape)
 
     def group(self, classes: OccupancyClasses, name: str) -> np.ndarray:
         """(height, width) int8: the model's confidence (0..100) where a class of group ``name`` won, 0 where
         another class did, -1 where unseen."""
-        return classes.group_tables[name][self.codes].reshape(self.shape)
+        return np.take(classes.group_tables[name], self.codes).reshape(self.shape)
 
 
 def project(lookup: CellLookup, class_ids: np.ndarray, classes: OccupancyClasses,
@@ -133,14 +135,14 @@ def project(lookup: CellLookup, class_ids: np.ndarray, classes: OccupancyClasses
     if class_ids.shape != lookup.shape or (confidence is not None and confidence.shape != lookup.shape):
         raise ValueError(f"mask is {class_ids.shape}, the lookup was built for {lookup.shape}")
     contact = contact_rows(class_ids, classes.ground, lookup.top_row, lookup.hood_row)
-    rc = contact[lookup.col]
+    rc = np.take(contact, lookup.col)             # (np.take: faster than fancy indexing for 1-D gathers)
     at_contact = (lookup.row_far <= rc) & (rc <= lookup.row_near)
     seen = (lookup.row > rc) | at_contact
     # A cell covering the contact takes the contact pixel's class (the object's), so vehicles and pedestrians
     # land in their own group at the place they stand.
     pixel = np.where(at_contact, rc * lookup.shape[1] + lookup.col, lookup.pixel)
-    code = class_ids.reshape(-1)[pixel].astype(np.intp) * 256
-    code += 255 if confidence is None else confidence.reshape(-1)[pixel]
+    code = np.take(class_ids.reshape(-1), pixel).astype(np.intp) << 8
+    code += 255 if confidence is None else np.take(confidence.reshape(-1), pixel)
     codes = np.full(lookup.grid.height * lookup.grid.width, SEEN_CODES, np.intp)
     codes[lookup.cells] = np.where(seen, code, SEEN_CODES)
     return ProjectedFrame((lookup.grid.height, lookup.grid.width), codes)

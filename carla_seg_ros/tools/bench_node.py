@@ -52,7 +52,7 @@ class Pipeline:
     is_echo: bool = False
     camera_info: bool = False         # publish CameraInfo beside the frames
     occupancy: bool = False           # subscribe the occupancy grids too
-    baseline: str | None = None       # label of the pipeline this one is compared with (same node, no grids)
+    baseline: str | None = None       # node name of the pipeline this one is compared with (no grids)
 
     @property
     def output_topic(self) -> str:
@@ -70,7 +70,7 @@ def pipelines_for(backends: list[str], model: Path, echo: bool, node_params: dic
         out.append(Pipeline(label, "carla_seg_ros.ros.seg_node", name, params, camera_info=occupancy))
         if occupancy:
             out.append(Pipeline(f"{label} + occupancy", "carla_seg_ros.ros.seg_node", f"{name}_occupancy", params,
-                                camera_info=True, occupancy=True, baseline=label))
+                                camera_info=True, occupancy=True, baseline=name))
     if echo:
         out.append(Pipeline("echo_node", "carla_seg_ros.ros.echo_node", "echo_node", is_echo=True))
     return out
@@ -192,9 +192,9 @@ def print_table(results: list[dict], rate: float) -> list[str]:
 def occupancy_lines(results: list[dict]) -> list[str]:
     """The occupancy pipelines' processing p50 against their baselines' (same run, same backend)."""
     lines = []
-    by_label = {r["pipeline"]: r for r in results if "error" not in r}
+    by_node = {r["node"]: r for r in results if "error" not in r}
     for r in results:
-        base = by_label.get(r.get("baseline"))
+        base = by_node.get(r.get("baseline"))
         if base is None or "error" in r:
             continue
         try:

@@ -54,8 +54,10 @@ def test_occupancy_option_pairs_each_backend_with_a_grid_pipeline_and_reports_th
     assert len({p.node_name for p in pipelines}) == 5
     assert not any(p.camera_info for p in pipelines_for(["auto"], Path("m.onnx"), True, {}))
 
-    def result(label, proc, baseline=None):
-        return {"pipeline": label, "baseline": baseline, "targets": {},
+    assert [p.baseline for p in pipelines] == [None, "seg_node", None, "seg_node_torch", None]
+
+    def result(node, proc, baseline=None):
+        return {"pipeline": f"seg_node [{node}]", "node": node, "baseline": baseline, "targets": {},
                 "node_diagnostics": {"values": {"processing_p50_ms": proc, "occupancy_p50_ms": "0.9"}},
                 "grids": [{"topic": "/seg_node_occupancy/occupancy", "frames_received": 9, "frames_sent": 10}]}
     results = [result("a", "30.0"), result("a + occupancy", "31.5", "a"), result("b", "30.0"),
