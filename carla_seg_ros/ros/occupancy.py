@@ -124,6 +124,12 @@ class OccupancyOutputs:
         self._messages = {}                       # topic -> reused OccupancyGrid (inference thread only)
         self.sub = node.create_subscription(CameraInfo, camera_info_topic, self.on_camera_info, qos)
 
+    def destroy(self, node) -> None:
+        """Remove the subscription and publishers from ``node`` (a lifecycle deactivate, or shutdown)."""
+        node.destroy_subscription(self.sub)
+        for pub in (self.pub, *self.group_pubs.values()):
+            node.destroy_publisher(pub)
+
     # ---------------------------------------------------------------- camera_info (executor thread)
     def on_camera_info(self, msg) -> None:
         try:
