@@ -65,6 +65,8 @@ def pipelines_for(backends: list[str], model: Path, echo: bool, node_params: dic
     for i, backend in enumerate(backends):
         # Distinct node names keep each run's topics apart from any leftover of the previous process.
         name = "seg_node" if i == 0 else f"seg_node_{backend}"
+        if any(p.node_name == name for p in out):        # the same backend twice: repeat runs
+            name = f"{name}_{i}"
         params = {"backend": backend, "model_path": str(model), **node_params}
         label = f"seg_node [{backend}]"
         out.append(Pipeline(label, "carla_seg_ros.ros.seg_node", name, params, camera_info=occupancy))

@@ -53,6 +53,9 @@ def test_occupancy_option_pairs_each_backend_with_a_grid_pipeline_and_reports_th
     assert [p.occupancy for p in pipelines] == [False, True, False, True, False]
     assert len({p.node_name for p in pipelines}) == 5
     assert not any(p.camera_info for p in pipelines_for(["auto"], Path("m.onnx"), True, {}))
+    repeated = pipelines_for(["auto", "auto", "auto"], Path("m.onnx"), False, {}, occupancy=True)
+    assert len({p.node_name for p in repeated}) == 6
+    assert [p.baseline for p in repeated[1::2]] == [p.node_name for p in repeated[0::2]]
 
     assert [p.baseline for p in pipelines] == [None, "seg_node", None, "seg_node_torch", None]
 
