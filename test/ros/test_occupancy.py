@@ -35,7 +35,11 @@ FRAME_ID = "ego_vehicle/rgb_front"
 NODE = "/seg_node"
 GROUPS = ("drivable", "vehicles", "pedestrians", "static_obstacles")
 GRID_TOPICS = ("occupancy", *(f"occupancy/{g}" for g in GROUPS))
-NODE_PARAMS = {"ignore_rows_from": 0.825, "warn_throttle": 0.0, "diagnostics_period": 0.5}
+# A grid other than the default (0-30 m ahead, +-10 m, 0.25 m cells: 120 x 80 cells), so a width/height or
+# parameter mix-up shows.
+NODE_PARAMS = {"ignore_rows_from": 0.825, "warn_throttle": 0.0, "diagnostics_period": 0.5, "occupancy_x_max": 30.0,
+               "occupancy_y_min": -10.0, "occupancy_y_max": 10.0, "occupancy_resolution": 0.25}
+GRID_W, GRID_H = 120, 80
 
 
 def env() -> dict:
@@ -195,16 +199,16 @@ def test_grids_carry_the_image_stamp_the_vehicle_frame_and_the_configured_size(p
         grid = probe.grids[topic][key]                      # found by the image's stamp
         assert grid.header.frame_id == "ego_vehicle", topic   # the parent of ego_vehicle/rgb_front
         info = grid.info
-        assert (info.width, info.height) == (200, 200) and info.resolution == pytest.approx(0.2)
-        assert (info.origin.position.x, info.origin.position.y) == pytest.approx((0.0, -20.0))
-        assert len(grid.data) == 200 * 200
-    cells = np.array(probe.grids["occupancy"][key].data, np.int8).reshape(200, 200)   # [y cell, x cell]
+        assert (info.width, info.height) == (GRID_W, GRID_H) and info.resolution == pytest.approx(0.25)
+        assert (info.origin.position.x, info.origin.position.y) == pytest.approx((0.0, -10.0))
+        assert len(grid.data) == GRID_W * GRID_H
+    cells = np.array(probe.grids["occupancy"][key].data, np.int8).reshape(GRID_H, GRID_W)   # [y cell, x cell]
     assert set(np.unique(cells)) <= {-1, 0, 100}
     # A real CARLA frame: the road ahead of the car (|y| < 2 m, 6-12 m ahead) is drivable free space.
-    ahead = cells[90:110, 30:60]
+    ahead = cells[32:48, 24:48]
     print(f"cells 6-12 m ahead, |y| < 2 m: {np.mean(ahead == 0):.0%} free, {np.mean(ahead == 100):.0%} occupied")
     assert np.mean(ahead == 0) > 0.5
-    drivable = np.array(probe.grids["occupancy/drivable"][key].data, np.int8).reshape(200, 200)
+    drivable = np.array(probe.grids["occupancy/drivable"][key].data, np.int8).reshape(GRID_H, GRID_W)
     assert (drivable[cells == 0] > 50).mean() > 0.9        # free cells are where the model is sure of road
     assert (drivable[cells == -1] == -1).all()
     diag = probe.next_diagnostics(node)

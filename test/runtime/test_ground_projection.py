@@ -96,6 +96,12 @@ def test_intrinsics_validation_and_scaling():
         Pinhole(0.0, 400.0, 400.0, 300.0, 800, 600).check()
     with pytest.raises(InvalidCameraInfo, match="fy = nan"):
         Pinhole(400.0, float("nan"), 400.0, 300.0, 800, 600).check()
+    with pytest.raises(InvalidCameraInfo, match="fx = -400.0"):
+        Pinhole(-400.0, 400.0, 400.0, 300.0, 800, 600).check()
+    with pytest.raises(InvalidCameraInfo, match="cx = inf"):
+        Pinhole(400.0, 400.0, float("inf"), 300.0, 800, 600).check()
+    with pytest.raises(InvalidCameraInfo, match="size 0x600"):
+        Pinhole(400.0, 400.0, 400.0, 300.0, 0, 600).check()
     half = BRIDGE.for_image(400, 300)
     assert (half.fx, half.fy, half.width, half.height) == (200.0, 200.0, 400, 300)
     assert (half.cx, half.cy) == (199.75, 149.75)        # pixel centres: (c + 0.5) / 2 - 0.5
