@@ -59,6 +59,7 @@ def test_colcon_installs_executable_and_share_files(install):
                 share / "config" / "carla_objects.json",
                 share / "config" / "seg.yaml",
                 share / "config" / "classes.yaml",
+                share / "config" / "occupancy.yaml",
                 share / "models" / "carla_unet.onnx",
                 install / "share" / "ament_index" / "resource_index" / "packages" / PACKAGE]
     missing = [str(p.relative_to(install)) for p in expected if not p.is_file()]
