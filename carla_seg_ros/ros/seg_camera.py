@@ -1,10 +1,10 @@
 """One camera of seg_node: its input subscription, its outputs, its newest-frame slot and its statistics.
 
 A node has one CameraIO per camera: a single one named "" (topic ``image``, outputs ``~/mask`` ...) by default, or
-one per entry of the ``cameras`` parameter (outputs ``~/<name>/mask`` ...). Each camera has its own occupancy grids
-(ros/occupancy.py) from its own ``camera_info`` (the image topic's sibling) and mount (``<name>.camera_x`` ...). Cameras share the node's inference
+one per entry of the ``cameras`` parameter (outputs ``~/<name>/mask`` ...). Cameras share the node's inference
 thread (which batches the newest frame of every camera into one call) but nothing else, so a malformed or fast
-camera cannot disturb another's headers, drops or diagnostics.
+camera cannot disturb another's headers, drops or diagnostics. Each camera has its own occupancy grids
+(ros/occupancy.py), from its own ``camera_info`` (the image topic's sibling) and mount (``<name>.camera_x`` ...).
 """
 from __future__ import annotations
 

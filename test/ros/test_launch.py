@@ -143,7 +143,7 @@ def _subscribed_topics() -> set[str]:
     source = (REPO / "carla_seg_ros" / "ros" / "seg_node.py").read_text()
     topics |= set(re.findall(r'\[\("", "(\w+)"\)\]', source))    # streams = ... or [("", "image")]
     from carla_seg_ros.ros.occupancy import camera_info_topic
-    return topics | {camera_info_topic(t) for t in topics}      # each camera's CameraInfo beside its image
+    return topics | {camera_info_topic(t) for t in topics if t}      # each camera's CameraInfo beside its image
 
 
 def test_remap_targets_the_carla_camera_topics_the_node_subscribes(node_call):

@@ -96,7 +96,8 @@ def test_defaults_are_seg_yaml_plus_sim_time(monkeypatch):
     params = node_params(node)
     shipped = yaml.safe_load(SEG_YAML.read_text())["/**"]["ros__parameters"]
     assert params == {"use_sim_time": True, **shipped}
-    assert node.kwargs["remappings"] == [("image", "/carla/ego_vehicle/rgb_front/image")]
+    assert node.kwargs["remappings"] == [("image", "/carla/ego_vehicle/rgb_front/image"),
+                                         ("camera_info", "/carla/ego_vehicle/rgb_front/camera_info")]
     assert node.kwargs["name"] == "seg_node" and node.kwargs["namespace"] == ""
     assert not node.kwargs["additional_env"]
 

@@ -261,3 +261,50 @@ def test_inconsistent_occupancy_parameters_stop_startup_with_a_message():
     output = result.stdout + result.stderr
     assert result.returncode == 2, output
     assert "startup failed: parameters occupancy_x_min" in output and "max must exceed min" in output, output
+
+
+def test_each_camera_of_a_multi_camera_node_has_its_own_grids_and_mount(probe, carla_frame, tmp_path):
+    """cameras: [front, left], left turned 90 degrees (`left.camera_yaw`): each camera's grids come from its own
+    camera_info (the image topic's sibling) and mount, on ~/<camera>/occupancy."""
+    cams = {"front": "/occ_multi/front", "left": "/occ_multi/left"}
+    argv = node_argv("carla_seg_ros.ros.seg_node", "seg_node_multi",
+                     {"cameras": "[" + ", ".join(f"{t}/image" for t in cams.values()) + "]",
+                      "left.camera_yaw": 90.0, "ignore_rows_from": 0.825})
+    bridge = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=10, reliability=ReliabilityPolicy.RELIABLE)
+    images = {c: probe.node.create_publisher(Image, f"{t}/image", bridge) for c, t in cams.items()}
+    infos = {c: probe.node.create_publisher(CameraInfo, f"{t}/camera_info", bridge) for c, t in cams.items()}
+    grids: dict[str, dict[int, OccupancyGrid]] = {c: {} for c in cams}
+    for c in cams:
+        probe.node.create_subscription(OccupancyGrid, f"/seg_node_multi/{c}/occupancy",
+                                       lambda m, c=c: grids[c].__setitem__(stamp_key(m.header.stamp), m), bridge)
+    with NodeProcess("seg_node_multi", argv, tmp_path / "multi.log", env()) as proc:
+        wait_for(lambda: all(p.get_subscription_count() for p in [*images.values(), *infos.values()]), 120.0,
+                 "the multi-camera node's subscriptions", proc)
+        key = time.time_ns()
+
+        def send_both():
+            for c in cams:
+                info = camera_info_message(800, 600, frame_id=f"ego_vehicle/{c}")
+                set_stamp(info.header.stamp, key)
+                infos[c].publish(info)
+                msg = image_codec.to_image(image_codec.from_rgb(carla_frame, "bgra8"), "bgra8")
+                msg.header.frame_id = f"ego_vehicle/{c}"
+                set_stamp(msg.header.stamp, key)
+                images[c].publish(msg)
+
+        deadline = time.monotonic() + 60.0   # the grid publishers match late: resend until both grids come back
+        while not all(key in grids[c] for c in cams):
+            assert time.monotonic() < deadline, f"grids of both cameras: got {[c for c in cams if key in grids[c]]}" \
+                                                f"\n{proc.tail()}"
+            send_both()
+            time.sleep(1.0)
+            proc.check()
+    ys = {}
+    for c in cams:
+        grid = grids[c][key]
+        assert grid.header.frame_id == "ego_vehicle" and (grid.info.width, grid.info.height) == (200, 200)
+        cells = np.array(grid.data, np.int8).reshape(200, 200)
+        rows = np.nonzero(cells != -1)[0]
+        ys[c] = -20.0 + (rows + 0.5) * 0.2                      # y of every seen cell
+    assert abs(ys["front"].mean()) < 3.0                         # straight ahead: centred
+    assert ys["left"].min() > 0.0 and ys["left"].mean() > 5.0    # turned left: only the left half is seen
