@@ -98,7 +98,7 @@ def generate_launch_description():
                               description="true: run seg_node as a lifecycle node (configure/activate through "
                                           "its lifecycle services, e.g. `ros2 lifecycle set /seg_node configure`)"),
         DeclareLaunchArgument("rviz", default_value="false",
-                              description="true: also start rviz2 showing camera, overlay and colour mask of every "
-                                          "camera, with a config generated for role/camera(s)/namespace"),
+                              description="true: also start rviz2 showing camera, overlay, colour mask and occupancy "
+                                          "grid of every camera, with a config generated for role/camera(s)/namespace"),
     ]
     return LaunchDescription(args + [OpaqueFunction(function=_launch_setup)])
