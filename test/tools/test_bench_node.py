@@ -66,7 +66,8 @@ def test_occupancy_option_pairs_each_backend_with_a_grid_pipeline_and_reports_th
     results = [result("a", "30.0"), result("a + occupancy", "31.5", "a"), result("b", "30.0"),
                result("b + occupancy", "34.0", "b")]
     lines = occupancy_lines(results)
-    assert len(lines) == 2
+    assert len(lines) == 3
     assert "+1.5 ms (target <= 3 ms): ok" in lines[0] and "occupancy 9/10" in lines[0]
     assert "+4.0 ms (target <= 3 ms): MISSED" in lines[1]
+    assert lines[2].startswith("occupancy over 2 pairs: median +2.8 ms") and lines[2].endswith("ok")
     assert results[1]["occupancy_added_ms"] == pytest.approx(1.5) and results[3]["targets"]["occupancy_added"] is False
