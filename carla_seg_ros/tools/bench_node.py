@@ -211,10 +211,11 @@ def occupancy_lines(results: list[dict]) -> list[str]:
         r.setdefault("targets", {})["occupancy_added"] = delta <= TARGET_OCCUPANCY_MS
         grids = ", ".join(f"{g['topic'].rsplit('/', 1)[-1]} {g['frames_received']}/{g['frames_sent']}"
                           for g in r.get("grids", []))
-        own = _node_value(r, "occupancy_p50_ms")
+        own, cpu = _node_value(r, "occupancy_p50_ms"), _node_value(r, "occupancy_cpu_p50_ms")
         lines.append(f"{r['pipeline']}: processing p50 {with_grids:.1f} ms vs {without:.1f} ms without the grids "
                      f"= {delta:+.1f} ms (target <= {TARGET_OCCUPANCY_MS:g} ms): "
-                     f"{'ok' if delta <= TARGET_OCCUPANCY_MS else 'MISSED'}; the grids' own p50 {own} ms; "
+                     f"{'ok' if delta <= TARGET_OCCUPANCY_MS else 'MISSED'}; the grids' own p50 {own} ms "
+                     f"(CPU {cpu} ms); "
                      f"grids received: {grids}")
     deltas = [r["occupancy_added_ms"] for r in results if "occupancy_added_ms" in r]
     if len(deltas) > 1:   # repeat pairs (--backends auto auto ...): the median resists a burst of load in one pair
