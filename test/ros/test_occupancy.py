@@ -4,7 +4,7 @@ One node runs for the module (ignore_rows_from 0.825: the CARLA 0.8 ego hood of 
 publishes frames and CameraInfo like the CARLA ROS bridge (same header on both, camera_info first), subscribes
 every grid, and checks stamps, frames, sizes, the free space ahead in a real CARLA frame, and that malformed
 CameraInfo stops the grids (not the masks) with the reason in /diagnostics. The tests run in file order: the first
-one needs the node to have seen no CameraInfo yet.
+one needs the node to have seen no CameraInfo yet. The last test starts a second, two-camera node for per-camera grids.
 """
 from __future__ import annotations
 
