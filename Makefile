@@ -26,6 +26,7 @@ test: $(STAMP)
 
 bench: $(STAMP)
 	$(VENV)/bin/carla-seg bench model
+	$(VENV)/bin/carla-seg bench transport
 	$(VENV)/bin/carla-seg bench node
 
 # Build the package the way a ROS workspace does (install/ holds lib/carla_seg_ros/seg_node and share/).

@@ -16,7 +16,7 @@ COMMANDS = {
     "build-engine": ("carla_seg_ros.runtime.tensorrt.engine_builder", "ONNX -> TensorRT engine (cached)"),
     "make-bag": ("carla_seg_ros.evaluation.bag_make", "image/label folder -> CARLA-style rosbag2"),
     "bag-eval": ("carla_seg_ros.evaluation.bag_eval", "evaluate the model on a rosbag2 with ground truth"),
-    "bench": ("carla_seg_ros.tools.bench", "benchmarks: `bench model`, `bench node`, `bench cameras`"),
+    "bench": ("carla_seg_ros.tools.bench", "benchmarks: `bench model|node|cameras|gpu|transport|soak|fuzz`"),
     "demo": ("carla_seg_ros.tools.demo", "run seg_node on the CARLA frames over ROS 2 and write out/demo"),
     "carla": ("carla_seg_ros.tools.carla_client",
               "drive a CARLA 0.9.16 server: ego vehicle + matching RGB/semantic cameras, synchronous, ROS 2 topics"),

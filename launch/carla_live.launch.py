@@ -52,7 +52,8 @@ def _launch_setup(context):
 
 def generate_launch_description():
     share = get_package_share_directory(PACKAGE)
-    defaults = {"params_file": os.path.join(share, "config", "seg.yaml")}
+    defaults = {"params_file": os.path.join(share, "config", "seg.yaml"),
+                "dds_profile": os.path.join(share, "config", "fastdds_large_frames.xml")}
     args = [DeclareLaunchArgument(name, default_value=defaults.get(name, default), description=description)
             for name, default, description in ARGUMENTS]
     return LaunchDescription(args + [OpaqueFunction(function=_launch_setup)])

@@ -11,11 +11,10 @@ otherwise the launch default (use_sim_time: true); otherwise the node's own defa
 default to "" = "not given", so a params file saying `backend: onnxruntime` is obeyed. Params file sections named
 `seg_node:` (relative) apply under any namespace:=, like `/**:` (the shipped config/seg.yaml).
 
-A best-effort image subscription (qos_reliability: best_effort in a params file) needs the large-frame Fast DDS
-profile, or it loses most 800x600 frames (see docs/node.md):
-
-    ros2 launch carla_seg_ros seg.launch.py params_file:=/path/best_effort.yaml \
-        dds_profile:=$(ros2 pkg prefix carla_seg_ros)/share/carla_seg_ros/config/fastdds_large_frames.xml
+seg_node runs with config/fastdds_large_frames.xml (dds_profile; the default transports with 32 MB buffers, which
+still match a CARLA bridge on Fast DDS defaults). The big gain is on the bridge's side, which this file does not
+start: export FASTDDS_DEFAULT_PROFILES_FILE=<share>/config/fastdds_large_frames.xml before starting the bridge
+(see docs/node.md). dds_profile:='' runs seg_node on Fast DDS defaults.
 
 Outputs: /<namespace>/seg_node/{mask,mask_color,overlay,confidence,class_fractions,label_info,occupancy,
 occupancy/<group>} (with cameras:= /<namespace>/seg_node/<camera>/...) and /diagnostics. The occupancy grids also
@@ -91,9 +90,11 @@ def generate_launch_description():
         DeclareLaunchArgument("use_sim_time", default_value="",
                               description="use the CARLA bridge's /clock (the bridge stamps images in sim time); "
                                           "empty: the params file's, else true"),
-        DeclareLaunchArgument("dds_profile", default_value="",
-                              description="Fast DDS XML profile for seg_node's process, e.g. "
-                                          "config/fastdds_large_frames.xml (needed for qos_reliability:=best_effort)"),
+        DeclareLaunchArgument("dds_profile",
+                              default_value=os.path.join(share, "config", "fastdds_large_frames.xml"),
+                              description="Fast DDS XML profile for seg_node's process (default: the large-frame "
+                                          "profile, compatible with default-configured peers; '' = Fast DDS "
+                                          "defaults)"),
         DeclareLaunchArgument("managed", default_value="false",
                               description="true: run seg_node as a lifecycle node (configure/activate through "
                                           "its lifecycle services, e.g. `ros2 lifecycle set /seg_node configure`)"),

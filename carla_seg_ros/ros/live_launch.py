@@ -21,7 +21,8 @@ ARGUMENTS = (   # name, default, description; the first ones are seg.launch.py's
     ("namespace", "", "namespace of seg_node and seg_eval_node"),
     ("use_sim_time", "", "use CARLA's /clock (the bridge and the client stamp images in sim time); empty: the "
                          "params file's, else true"),
-    ("dds_profile", "", "Fast DDS XML profile for seg_node's process (e.g. config/fastdds_large_frames.xml)"),
+    ("dds_profile", None, "Fast DDS XML profile for seg_node's process (default: config/fastdds_large_frames.xml, "
+                          "compatible with default-configured peers; '' = Fast DDS defaults)"),
     ("gt_camera", "semantic_segmentation_front", "CARLA semantic camera with the camera's size and pose"),
     ("gt_source", "bridge", "bridge: palette colours (ROS bridge, or `carla-seg carla`); native: CARLA 0.9.16's "
                             "own --ros2 publisher (raw tag ids)"),

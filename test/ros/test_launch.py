@@ -99,7 +99,9 @@ def test_launch_arguments_and_defaults(launch_args):
     assert launch_args["cameras"] == ""
     assert launch_args["managed"] == "false"
     assert launch_args["rviz"] == "false"
-    assert launch_args["dds_profile"] == ""
+    # os.path.join(share, "config", "fastdds_large_frames.xml"): not a literal
+    assert isinstance(launch_args["dds_profile"], ast.Call)
+    assert "fastdds_large_frames.xml" in LAUNCH.read_text()
     assert "params_file" in launch_args
     from carla_seg_ros.runtime.backends import BACKEND_CHOICES
     desc = [_const(_kw(c, "description")) for c in _calls(_tree(LAUNCH), "DeclareLaunchArgument")
@@ -176,7 +178,9 @@ def test_dds_profile_is_valid_xml_and_installed():
     import xml.etree.ElementTree as ET
     root = ET.parse(REPO / "config" / "fastdds_large_frames.xml").getroot()
     ns = {"d": "http://www.eprosima.com"}
-    assert root.find(".//d:transport_descriptor/d:receiveBufferSize", ns) is not None
+    builtin = root.find(".//d:participant/d:rtps/d:builtinTransports", ns)
+    # DEFAULT (SHM + UDPv4) keeps discovery and locators of Fast DDS defaults: a default-configured bridge matches
+    assert builtin is not None and builtin.text == "DEFAULT" and int(builtin.get("sockets_size")) >= 4 * 2 ** 20
     assert "config/*.xml" in (REPO / "setup.py").read_text()
 
 

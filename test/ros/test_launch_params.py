@@ -99,7 +99,11 @@ def test_defaults_are_seg_yaml_plus_sim_time(monkeypatch):
     assert node.kwargs["remappings"] == [("image", "/carla/ego_vehicle/rgb_front/image"),
                                          ("camera_info", "/carla/ego_vehicle/rgb_front/camera_info")]
     assert node.kwargs["name"] == "seg_node" and node.kwargs["namespace"] == ""
-    assert not node.kwargs["additional_env"]
+    # the large-frame Fast DDS profile (compatible with default-configured peers) by default
+    assert node.kwargs["additional_env"] == {"FASTDDS_DEFAULT_PROFILES_FILE": str(REPO / "config" /
+                                                                               "fastdds_large_frames.xml")}
+    (plain,) = run_launch(monkeypatch, dds_profile="")
+    assert not plain.kwargs["additional_env"]
 
 
 def test_params_file_wins_over_launch_defaults(monkeypatch, tmp_path):
