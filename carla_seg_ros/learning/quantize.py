@@ -8,7 +8,10 @@ standard ONNX QuantizeLinear/DequantizeLinear form, so ONNX Runtime and OpenVINO
 kernels (AVX512-VNNI here). Pre- and post-processing stay in float, and the metadata the node reads is kept.
 
 The check: the int8 model's mIoU on the check split (val by default) may fall at most 0.5 points below the fp32
-model's, the limit issue #2 sets for reduced precision; otherwise the command fails.
+model's, the limit set for reduced precision; otherwise the command fails. Either way the result is recorded in
+the int8 file's metadata (key ``carla_seg_quantization``: both mIoUs, the split, the fp32 file's SHA-256), which
+is what seg_node reads to decide whether the CPU runtimes may run the int8 file by default
+(carla_seg_ros/runtime/model_choice.py).
 """
 from __future__ import annotations
 
@@ -21,6 +24,7 @@ from pathlib import Path
 import numpy as np
 
 from carla_seg_ros.datasets import find_pairs, read_rgb
+from carla_seg_ros.runtime.model_choice import QUANT_KEY, sha256
 from carla_seg_ros.runtime.model_info import INPUT_NAME, read_onnx_info
 from carla_seg_ros.paths import default_data_dir, default_model
 from carla_seg_ros.runtime.preprocess import resize_image
@@ -66,6 +70,17 @@ def split_miou(model_path: Path, data_dir, split: str, backend: str) -> float:
         return json.loads(out.read_text())["metrics"]["mean_iou"]
 
 
+def record_check(int8_path: Path, record: dict) -> None:
+    """Store the accuracy check in the int8 file's metadata, replacing an older record."""
+    import onnx
+    model = onnx.load(str(int8_path))
+    kept = [p for p in model.metadata_props if p.key != QUANT_KEY]
+    del model.metadata_props[:]
+    model.metadata_props.extend(kept)
+    model.metadata_props.add(key=QUANT_KEY, value=json.dumps(record, sort_keys=True))
+    onnx.save(model, str(int8_path))
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="carla-seg quantize", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -100,6 +115,9 @@ def main(argv=None) -> int:
     fp32 = split_miou(args.model, args.data, args.check_split, "onnxruntime")
     int8 = split_miou(args.out, args.data, args.check_split, args.check_backend)
     ok = fp32 - int8 <= MAX_MIOU_DROP
+    record_check(args.out, {"source": args.model.name, "source_sha256": sha256(args.model),
+                            "check_split": args.check_split, "fp32_miou": fp32, "int8_miou": int8,
+                            "int8_backend": args.check_backend, "max_drop": MAX_MIOU_DROP, "passed": ok})
     print(f"{args.check_split} mIoU: fp32 (ONNX Runtime) {fp32:.4f}, int8 ({args.check_backend}) {int8:.4f}, "
           f"drop {(fp32 - int8) * 100:+.2f} points (allowed <= {MAX_MIOU_DROP * 100:.1f}) -> "
           f"{'OK' if ok else 'FAILED'}", file=sys.stdout if ok else sys.stderr)

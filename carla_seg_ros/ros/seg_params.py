@@ -56,8 +56,10 @@ PARAMETERS = (
           "fastest CPU runtime for the model", choices=BACKEND_CHOICES),
     Param("allow_fallback", False, "When the requested backend cannot load, log why and use the next CPU runtime "
           "instead of failing at startup"),
-    Param("model_path", "", "Exported ONNX model (with carla_seg metadata); empty = the package's "
-          "models/carla_unet.onnx", constraints="an existing .onnx file exported by `carla-seg export`"),
+    Param("model_path", "", "Exported ONNX model (with carla_seg metadata); empty = chosen per backend from the "
+          "package's models/: carla_unet_int8.onnx on the CPU runtimes when it passed its accuracy check, else "
+          "carla_unet.onnx (runtime/model_choice.py)",
+          constraints="an existing .onnx file exported by `carla-seg export`"),
     Param("threads", 0, "Intra-op threads of the CPU runtime (0 = the runtime's default)", 0, 256),
     Param("background_engine_build", True, "tensorrt/auto: serve frames with a CPU runtime while the TensorRT "
           "engine builds, then switch (false: block startup until the engine is built)"),
