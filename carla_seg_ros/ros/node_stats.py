@@ -80,6 +80,7 @@ class NodeStats:
         self.latency_wall = LatencyWindow(latency_window)      # input stamp -> publish, wall clock
         self.latency_ros = LatencyWindow(latency_window)       # input stamp -> publish, node clock (sim time)
         self.processing = LatencyWindow(latency_window)        # receive -> publish, steady clock
+        self.inference = LatencyWindow(latency_window)         # the model call alone, steady clock
 
     def on_received(self, now: float) -> None:
         with self._lock:
@@ -101,7 +102,7 @@ class NodeStats:
             self.failed += 1
 
     def on_published(self, now: float, latency_wall: float | None, latency_ros: float | None,
-                     processing: float) -> None:
+                     processing: float, inference: float | None = None) -> None:
         with self._lock:
             self.processed += 1
             self.output_rate.add(now)
@@ -110,6 +111,8 @@ class NodeStats:
             if latency_ros is not None:
                 self.latency_ros.add(latency_ros)
             self.processing.add(processing)
+            if inference is not None:
+                self.inference.add(inference)
 
     def snapshot(self, now: float) -> dict:
         """A consistent copy of every figure; latencies in milliseconds (None while no sample)."""
@@ -134,6 +137,8 @@ class NodeStats:
                 "latency_ros_p99_ms": ms(self.latency_ros, 99),
                 "processing_p50_ms": ms(self.processing, 50),
                 "processing_p99_ms": ms(self.processing, 99),
+                "inference_p50_ms": ms(self.inference, 50),
+                "inference_p99_ms": ms(self.inference, 99),
             }
 
 

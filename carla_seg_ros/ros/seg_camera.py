@@ -99,7 +99,8 @@ class CameraIO:
         (log.error if error else log.warning)(f"{where}{text}{more}")
 
     # ---------------------------------------------------------------- diagnostics
-    def diagnostic_status(self, manager, model_path, requested: str, fqn: str) -> DiagnosticStatus:
+    def diagnostic_status(self, manager, model_path, requested: str, fqn: str,
+                          model_choice: str = "") -> DiagnosticStatus:
         s = self.stats.snapshot(time.monotonic())
         backend = manager.backend
 
@@ -111,7 +112,7 @@ class CameraIO:
         values = {
             "backend": backend.name, "backend_requested": requested,
             "backend_state": manager.status.state,     # ready | building (TensorRT engine) | build_failed
-            "model_file": str(model_path),
+            "model_file": str(model_path), "model_choice": model_choice,
             **({"camera": self.name} if self.name else {}),
             "input_topic": self.sub.topic_name, "input_rate_hz": s["input_rate_hz"],
             "output_rate_hz": s["output_rate_hz"], "frames_received": s["received"],
@@ -122,6 +123,7 @@ class CameraIO:
             "latency_ros_p50_ms": s["latency_ros_p50_ms"], "latency_ros_p99_ms": s["latency_ros_p99_ms"],
             "processing_p50_ms": s["processing_p50_ms"], "processing_p99_ms": s["processing_p99_ms"],
             **self.occupancy.diagnostics(),
+            "inference_p50_ms": s["inference_p50_ms"], "inference_p99_ms": s["inference_p99_ms"],
         }
         level, message = DiagnosticStatus.OK, "ok"
         if s["failed"]:

@@ -48,13 +48,14 @@ from rclpy.signals import SignalHandlerOptions
 from std_msgs.msg import Float32MultiArray, MultiArrayDimension
 
 from carla_seg_ros import image_codec
-from carla_seg_ros.paths import default_model
 from carla_seg_ros.ros.occupancy import check_parameters as check_occupancy_parameters, load_classes
 from carla_seg_ros.ros.seg_camera import CameraIO
 from carla_seg_ros.ros.seg_params import (NODE_NAME, PARAMETERS, PARAMETERS_BY_NAME, QOS_RELIABILITIES,  # noqa: F401
                                           Param, StartupError, declare_parameters)
 from carla_seg_ros.runtime.backend_manager import BackendManager
-from carla_seg_ros.runtime.preprocess import resize_image, resize_mask
+from carla_seg_ros.runtime import frame_ops, memory
+from carla_seg_ros.runtime.model_choice import choose_model
+from carla_seg_ros.runtime.preprocess import resize_mask
 
 MANAGED_FLAG = "--managed"
 
@@ -72,7 +73,12 @@ class SegPipeline:
     def _configure_pipeline(self) -> None:
         self.p = declare_parameters(self)
         self._steady = Clock(clock_type=ClockType.STEADY_TIME)
-        model_path = Path(self.p["model_path"] or default_model())
+        if self.p["model_path"]:
+            model_path, self.model_choice = Path(self.p["model_path"]), "model_path parameter"
+        else:
+            choice = choose_model(self.p["backend"])
+            model_path, self.model_choice = choice.path, choice.reason
+        frame_ops.single_threaded_opencv()      # the runtime owns the cores (see runtime/frame_ops.py)
         try:
             self.manager = BackendManager(self.p["backend"], model_path, allow_fallback=self.p["allow_fallback"],
                                           background_build=self.p["background_engine_build"],
@@ -132,8 +138,8 @@ class SegPipeline:
             self._param_callback = self.add_on_set_parameters_callback(self._on_set_parameters)
         topics = ", ".join(c.sub.topic_name for c in self.cameras)
         self.get_logger().info(
-            f"seg_node ready: backend {self.manager.backend.name}, model {self.model_path}, subscribing "
-            f"{topics} ({self.p['qos_reliability']}, depth {self.p['qos_depth']})")
+            f"seg_node ready: backend {self.manager.backend.name}, model {self.model_path} ({self.model_choice}), "
+            f"subscribing {topics} ({self.p['qos_reliability']}, depth {self.p['qos_depth']})")
 
     def _deactivate_pipeline(self) -> None:
         if self._worker is not None:
@@ -190,19 +196,19 @@ class SegPipeline:
     def _process(self, batch: list) -> None:
         """[(camera, msg, native, received)] -> one inference call -> each camera's outputs."""
         backend = self.manager.backend       # per batch: the manager may switch to TensorRT at any time
-        # Resize in the message's channel order, then reorder the (small) result: one full-size pass only.
-        small = [image_codec.to_rgb(resize_image(native, backend.input_size), msg.encoding)
-                 for _, msg, native, _ in batch]
-        ids, conf = backend.infer(np.stack(small))
+        small = [frame_ops.model_input(native, msg.encoding, backend.input_size) for _, msg, native, _ in batch]
+        infer_start = time.monotonic()
+        ids, conf = backend.infer(small[0] if len(small) == 1 else np.concatenate(small))
+        inference = time.monotonic() - infer_start
         for i, (camera, msg, native, received) in enumerate(batch):
             try:
-                self._publish_outputs(camera, msg, native, received, ids[i], conf[i])
+                self._publish_outputs(camera, msg, native, received, ids[i], conf[i], inference)
             except Exception as exc:  # noqa: BLE001 - a camera's publishing error must not cost the others
                 camera.stats.on_failed()
                 camera.warn("publish_error", f"publishing failed: {type(exc).__name__}: {exc}", error=True)
 
     def _publish_outputs(self, camera: CameraIO, msg, native: np.ndarray, received: float, ids: np.ndarray,
-                         conf: np.ndarray) -> None:
+                         conf: np.ndarray, inference: float | None = None) -> None:
         height, width = native.shape[:2]
         mask = resize_mask(ids, (width, height))
         header = msg.header
@@ -230,13 +236,12 @@ class SegPipeline:
         ros_now = self.get_clock().now().nanoseconds * 1e-9
         camera.stats.on_published(time.monotonic(), latency_wall=time.time() - stamp if stamp > 0 else None,
                                   latency_ros=ros_now - stamp if ros_now > 0 and stamp > 0 else None,
-                                  processing=time.monotonic() - received)
+                                  processing=time.monotonic() - received, inference=inference)
 
     def _fractions(self, mask: np.ndarray) -> Float32MultiArray:
         rows = int(round(self.p["ignore_rows_from"] * mask.shape[0]))
-        valid = mask[:rows]
-        counts = np.bincount(valid.ravel(), minlength=self.num_classes)[:self.num_classes]
-        total = max(int(valid.size), 1)
+        counts = frame_ops.class_counts(mask, rows, self.num_classes)
+        total = max(min(rows, mask.shape[0]) * mask.shape[1], 1)
         msg = Float32MultiArray()
         msg.layout.dim = [MultiArrayDimension(label="class", size=self.num_classes, stride=self.num_classes)]
         msg.data = (counts / total).astype(np.float32).tolist()
@@ -247,7 +252,7 @@ class SegPipeline:
         msg = DiagnosticArray()
         msg.header.stamp = self.get_clock().now().to_msg()
         fqn = self.get_fully_qualified_name()
-        msg.status = [c.diagnostic_status(self.manager, self.model_path, self.p["backend"], fqn)
+        msg.status = [c.diagnostic_status(self.manager, self.model_path, self.p["backend"], fqn, self.model_choice)
                       for c in self.cameras]
         self.pub_diag.publish(msg)
 
@@ -286,7 +291,8 @@ class ManagedSegNode(SegPipeline, LifecycleNode):
         except StartupError as exc:
             self.get_logger().error(f"configure failed: {exc}")
             return TransitionCallbackReturn.FAILURE
-        self.get_logger().info(f"configured: backend {self.manager.backend.name}, model {self.model_path}")
+        self.get_logger().info(f"configured: backend {self.manager.backend.name}, model {self.model_path} "
+                               f"({self.model_choice})")
         return TransitionCallbackReturn.SUCCESS
 
     def on_activate(self, state: State) -> TransitionCallbackReturn:
@@ -345,6 +351,7 @@ def main(args=None) -> int:
     argv = list(sys.argv if args is None else args)
     managed = MANAGED_FLAG in rclpy.utilities.remove_ros_args(argv)
     stop = _Stop()
+    memory.bound_heap_growth()          # before any thread exists: see runtime/memory.py
     # rclpy's own handler would chain to Python's default one and raise KeyboardInterrupt anywhere, once per signal.
     rclpy.init(args=argv, signal_handler_options=SignalHandlerOptions.NO)
     try:

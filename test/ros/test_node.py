@@ -278,8 +278,9 @@ def test_outputs_equal_the_offline_pipeline(probe, node, fullres, model_path):
     from carla_seg_ros.runtime.inference import Segmenter
     from carla_seg_ros.runtime.model_info import read_onnx_info
 
-    backend = probe.latest_diagnostics()["backend"]          # the offline reference runs the node's runtime
-    segmenter = Segmenter(create_backend(backend, model_path))
+    diagnostics = probe.latest_diagnostics()                 # the offline reference runs the node's runtime and file
+    model_path = Path(diagnostics["model_file"])
+    segmenter = Segmenter(create_backend(diagnostics["backend"], model_path))
     palette = np.zeros((256, 3), np.uint8)
     for c in read_onnx_info(model_path).classes:
         palette[c["id"]] = c["color"]
@@ -437,6 +438,31 @@ def test_backend_that_cannot_load_falls_back_when_allowed(tmp_path):
         proc.wait(timeout=15)
     text = log.read_text()
     assert "could not load; allow_fallback is true, so running on" in text, text
+
+
+def test_default_model_is_chosen_per_backend_and_reported(probe, node):
+    """CPU runtimes run the checked int8 file by default; /diagnostics and the ready line say which file and why."""
+    from carla_seg_ros.runtime.model_choice import choose_model
+    diagnostics = probe.latest_diagnostics()
+    expected = choose_model(diagnostics["backend"])
+    assert diagnostics["model_file"] == str(expected.path) and diagnostics["model_choice"] == expected.reason
+    if diagnostics["backend"] in ("openvino", "onnxruntime") and expected.path.with_name("carla_unet_int8.onnx") \
+            .is_file():
+        assert expected.is_int8, expected.reason
+    assert f"model {expected.path} ({expected.reason})" in node[1].read_text()
+
+
+def test_explicit_model_path_wins(tmp_path, model_path):
+    log = tmp_path / "model_path.log"
+    with open(log, "w") as out:
+        proc = subprocess.Popen(node_cmd("backend:=onnxruntime", f"model_path:={model_path}"),
+                                env=node_env(DOMAIN_ID + 1), stdout=out, stderr=subprocess.STDOUT)
+    try:
+        wait_for(lambda: "seg_node ready" in log.read_text(), START_TIMEOUT_S, "the node to start", proc, log)
+    finally:
+        proc.terminate()
+        proc.wait(timeout=15)
+    assert f"model {model_path} (model_path parameter)" in log.read_text()
 
 
 def test_parameter_table_has_descriptions_and_ranges():
