@@ -31,7 +31,8 @@ import numpy as np
 
 from carla_seg_ros.runtime.backends import BACKEND_CHOICES
 from carla_seg_ros.datasets import find_pairs
-from carla_seg_ros.paths import default_data_dir, default_model
+from carla_seg_ros.paths import default_data_dir
+from carla_seg_ros.ros.playback.dds import DDS_CONFIGS, DEFAULT_DDS_CONFIG, apply_in_this_process, dds_env
 
 TARGET_RATE_HZ = 20.0
 TARGET_P99_MS = 100.0
@@ -61,15 +62,16 @@ class Pipeline:
         return f"/{self.node_name}/mask"
 
 
-def pipelines_for(backends: list[str], model: Path, echo: bool, node_params: dict,
+def pipelines_for(backends: list[str], model: Path | None, echo: bool, node_params: dict,
                   occupancy: bool = False) -> list[Pipeline]:
+    """One seg_node per backend (model None: each node picks its own file, runtime/model_choice.py), then echo."""
     out = []
     for i, backend in enumerate(backends):
         # Distinct node names keep each run's topics apart from any leftover of the previous process.
         name = "seg_node" if i == 0 else f"seg_node_{backend}"
         if any(p.node_name == name for p in out):        # the same backend twice: repeat runs
             name = f"{name}_{i}"
-        params = {"backend": backend, "model_path": str(model), **node_params}
+        params = {"backend": backend, **({"model_path": str(model)} if model else {}), **node_params}
         label = f"seg_node [{backend}]"
         out.append(Pipeline(label, "carla_seg_ros.ros.seg_node", name, params, camera_info=occupancy))
         if occupancy:
@@ -102,7 +104,7 @@ def run_pipeline(pipeline: Pipeline, messages_bgra: list, args, log_dir: Path | 
     log_path = log_dir / f"{pipeline.node_name}.log" if log_dir else None
     remaps = {"image": CAMERA_TOPIC, "camera_info": CAMERA_INFO_TOPIC}
     proc = NodeProcess(pipeline.label, node_argv(pipeline.module, pipeline.node_name, pipeline.params, remaps),
-                       log_path=log_path)
+                       log_path=log_path, env=dds_env(args.node_dds))
     try:
         proc.start()
         messages = [player.image_message(bgra) for bgra in messages_bgra]
@@ -157,7 +159,8 @@ def print_table(results: list[dict], rate: float) -> list[str]:
     """The table, and the lines comparing each seg_node's p50 with the echo node's."""
     w = max([26] + [len(r["pipeline"]) + 2 for r in results])
     header = (f"{'pipeline':<{w}}{'sent':>6}{'recv':>6}{'drop':>6}{'in Hz':>7}{'out Hz':>8}{'p50 ms':>8}{'p99 ms':>8}"
-              f"{'max ms':>8}{'proc p50':>10}{'ready s':>9}  targets (>= {rate:g} Hz, p99 <= {TARGET_P99_MS:g} ms)")
+              f"{'max ms':>8}{'proc p50':>10}{'infer p50':>10}{'ready s':>9}"
+              f"  targets (>= {rate:g} Hz, p99 <= {TARGET_P99_MS:g} ms)")
     print(header)
     print("-" * len(header))
     for r in results:
@@ -171,7 +174,8 @@ def print_table(results: list[dict], rate: float) -> list[str]:
         print(f"{r['pipeline']:<{w}}{r['frames_sent']:>6}{r['frames_received']:>6}{r['dropped']:>6}"
               f"{_fmt(r['send_rate_hz']):>7}{_fmt(r['output_rate_hz']):>8}{_fmt(lat['p50']):>8}{_fmt(lat['p99']):>8}"
               f"{_fmt(lat['max']):>8}"
-              f"{_node_value(r, 'processing_p50_ms'):>10}{_fmt(r['ready_s']):>9}  {verdict}")
+              f"{_node_value(r, 'processing_p50_ms'):>10}{_node_value(r, 'inference_p50_ms'):>10}"
+              f"{_fmt(r['ready_s']):>9}  {verdict}")
     lines = []
     echo = next((r for r in results if r.get("is_echo") and "error" not in r), None)
     for r in results:
@@ -186,7 +190,8 @@ def print_table(results: list[dict], rate: float) -> list[str]:
                      f"{TARGET_P50_ABOVE_ECHO_MS:g} ms): {'ok' if delta <= TARGET_P50_ABOVE_ECHO_MS else 'MISSED'}")
     print(f"\n(in/out Hz: frames sent / masks received per second; rate ok = >= {MIN_RECEIVED_FRACTION:.0%} of the "
           f"frames answered at >= {RATE_TOLERANCE * rate:g} Hz; latency: input stamp -> mask received in the "
-          "benchmark process, wall clock; proc p50: seg_node's own receive -> publish time from /diagnostics)")
+          "benchmark process, wall clock; proc p50: seg_node's own receive -> publish time from /diagnostics; "
+          "infer p50: its model call alone, same frames)")
     lines += occupancy_lines(results)
     for line in lines:
         print(line)
@@ -266,7 +271,9 @@ def build_parser() -> argparse.ArgumentParser:
                         help="dataset folder (default: $CARLA_SEG_DATA or ../shared/data/carla_seg)")
     parser.add_argument("--split", default=None,
                         help="split or sub-folder to play (default: fullres, or all for a Kaggle/flat folder)")
-    parser.add_argument("--model", type=Path, default=None, help="ONNX model (default: the committed model)")
+    parser.add_argument("--model", type=Path, default=None,
+                        help="ONNX model for every seg_node (default: the node's own choice per backend: int8 on the "
+                             "CPU runtimes, fp32 for torch/TensorRT)")
     parser.add_argument("--rate", type=float, default=TARGET_RATE_HZ, help="publish rate in Hz (default: 20)")
     parser.add_argument("--frames", type=int, default=200, help="measured frames per pipeline (default: 200)")
     parser.add_argument("--backends", nargs="+", default=["auto", "torch"],
@@ -281,6 +288,11 @@ def build_parser() -> argparse.ArgumentParser:
                         help="extra seg_node parameter for every seg_node pipeline (repeatable)")
     parser.add_argument("--ready-timeout", type=float, default=120.0,
                         help="seconds a node may take to start and answer its warm-up frames (default: 120)")
+    parser.add_argument("--publisher-dds", choices=DDS_CONFIGS, default="default",
+                        help="Fast DDS configuration of the bridge stand-in (default: default, a bridge as installed)")
+    parser.add_argument("--node-dds", choices=DDS_CONFIGS, default=DEFAULT_DDS_CONFIG,
+                        help=f"Fast DDS configuration of seg_node and echo_node (default: {DEFAULT_DDS_CONFIG}, what "
+                             "the launch file applies)")
     parser.add_argument("--json", type=Path, default=None, help="write all figures (and latencies) here")
     parser.add_argument("--plot", type=Path, default=None, help="write a latency CDF plot (PNG) here")
     parser.add_argument("--log-dir", type=Path, default=None, help="keep each node's console log here")
@@ -299,26 +311,28 @@ def main(argv=None) -> int:
     if data_dir is None:
         parser.error(NO_DATA_HELP)
     args.split = resolve_split(Path(data_dir), args.split)
-    model = args.model or default_model()
-    if not Path(model).is_file():
+    model = args.model
+    if model is not None and not Path(model).is_file():
         parser.error(f"model {model} not found")
     try:
         pairs = find_pairs(data_dir, args.split)[:DISTINCT_FRAMES]
     except FileNotFoundError as exc:
         parser.error(str(exc))
 
+    apply_in_this_process(args.publisher_dds)    # before this process's first DDS participant (the Player)
     frames = [load_frame(p).bgra for p in pairs]
     h, w = frames[0].shape[:2]
     load = os.getloadavg()
     print(f"bench node: {len(frames)} distinct {w}x{h} bgra8 frames from {data_dir}/{args.split}, cycled; "
-          f"{args.frames} frames per pipeline at {args.rate:g} Hz; RELIABLE depth 10 publisher; "
+          f"{args.frames} frames per pipeline at {args.rate:g} Hz; RELIABLE depth 10 publisher; Fast DDS: publisher "
+          f"{args.publisher_dds}, nodes {args.node_dds}; "
           f"ROS_DOMAIN_ID={os.environ.get('ROS_DOMAIN_ID', '0')}; {os.cpu_count()} CPUs, load average "
           f"{load[0]:.2f} {load[1]:.2f} {load[2]:.2f}", flush=True)
 
     results = []
     interrupted = False
     try:
-        for pipeline in pipelines_for(args.backends, Path(model), not args.no_echo, parse_params(args.node_param),
+        for pipeline in pipelines_for(args.backends, model, not args.no_echo, parse_params(args.node_param),
                                       args.occupancy):
             print(f"-> {pipeline.label}", flush=True)
             r = run_pipeline(pipeline, frames, args, args.log_dir)   # stops its node whatever happens
@@ -333,8 +347,14 @@ def main(argv=None) -> int:
         print("\ninterrupted: figures of the pipelines that finished:", file=sys.stderr)
     print()
     print_table(results, args.rate)
+    for r in results:
+        values = (r.get("node_diagnostics") or {}).get("values") or {}
+        if "model_file" in values:
+            print(f"{r['pipeline']} ran {values['model_file']} ({values.get('model_choice', '?')})")
 
-    report = {"data_dir": str(data_dir), "split": args.split, "model": str(model), "rate_hz": args.rate,
+    report = {"publisher_dds": args.publisher_dds, "node_dds": args.node_dds,
+              "data_dir": str(data_dir), "split": args.split, "model": str(model) if model else "per backend",
+              "rate_hz": args.rate,
               "frames_per_pipeline": args.frames, "frame_size": [w, h], "cpus": os.cpu_count(),
               "load_average_start": load, "load_average_end": os.getloadavg(),
               "targets": {"rate_hz": args.rate, "p99_ms": TARGET_P99_MS,

@@ -31,7 +31,9 @@ import numpy as np
 
 from carla_seg_ros.runtime.backends import BACKEND_CHOICES
 from carla_seg_ros.datasets import HoodRule, Pair, find_pairs, read_label
-from carla_seg_ros.paths import default_data_dir, default_model
+from carla_seg_ros.paths import default_data_dir
+from carla_seg_ros.ros.playback.dds import DEFAULT_DDS_CONFIG, apply_in_this_process, dds_env
+from carla_seg_ros.runtime.model_choice import choose_model
 from carla_seg_ros.ros.playback import NO_DATA_HELP, resolve_split
 
 NODE_NAME = "seg_node"
@@ -122,6 +124,7 @@ def run(args) -> dict:
     out.mkdir(parents=True, exist_ok=True)
     hood = HoodRule()
     recorder = Recorder(out, num_classes(), hood)
+    apply_in_this_process(DEFAULT_DDS_CONFIG)     # both processes on the large-frame profile (docs/node.md)
     player = Player(name="carla_bridge_demo")
     masks = player.watch(f"/{NODE_NAME}/mask", Image, recorder.on_mask)
     overlays = player.watch(f"/{NODE_NAME}/overlay", Image, recorder.on_overlay)
@@ -129,7 +132,7 @@ def run(args) -> dict:
     diagnostics = player.watch_latest("/diagnostics", DiagnosticArray)
     params = {"backend": args.backend, "model_path": str(Path(args.model).resolve())}
     proc = NodeProcess(NODE_NAME, node_argv("carla_seg_ros.ros.seg_node", NODE_NAME, params, {"image": CAMERA_TOPIC}),
-                       log_path=out / "seg_node.log")
+                       log_path=out / "seg_node.log", env=dds_env(DEFAULT_DDS_CONFIG))
     summary = {"data_dir": str(data_dir), "split": split, "frames_planned": len(pairs), "model": params["model_path"],
                "backend_requested": args.backend, "rate_hz": args.rate, "topic": CAMERA_TOPIC,
                "interrupted": False, "error": None}
@@ -244,7 +247,9 @@ def main(argv=None) -> int:
     parser.add_argument("--rate", type=float, default=20.0, help="publish rate in Hz (default: 20)")
     parser.add_argument("--backend", default="auto", choices=list(BACKEND_CHOICES),
                         help="seg_node inference backend (default: auto)")
-    parser.add_argument("--model", type=Path, default=None, help="ONNX model (default: the committed model)")
+    parser.add_argument("--model", type=Path, default=None,
+                        help="ONNX model (default: the committed model seg_node picks for the backend: int8 on the "
+                             "CPU runtimes, see runtime/model_choice.py)")
     parser.add_argument("--max-frames", type=int, default=None, help="play only the first N frames")
     parser.add_argument("--ready-timeout", type=float, default=120.0,
                         help="seconds seg_node may take to start and answer (default: 120)")
@@ -257,7 +262,7 @@ def main(argv=None) -> int:
     if args.data is None:
         print(f"carla-seg demo: {NO_DATA_HELP}", file=sys.stderr)
         return 2
-    args.model = args.model or default_model()
+    args.model = args.model or choose_model(args.backend).path     # the file seg_node itself would pick
     if not Path(args.model).is_file():
         print(f"carla-seg demo: model {args.model} not found", file=sys.stderr)
         return 2

@@ -1,0 +1,134 @@
+"""`carla-seg bench soak`: seg_node answering a long 20 Hz stream; does it slow down or grow?
+
+Starts seg_node as its own process, plays ``--frames`` 800x600 bgra8 frames (dataset fullres frames cycled, or
+synthetic ones without a dataset) at ``--rate`` Hz like the CARLA bridge, and prints: frames answered, latency
+p50/p99 (stamp -> mask received, wall clock) of the first and the last ``--window`` frames, and the node's RSS
+(VmRSS) after the warm-up window and at the end, sampled along the way. Targets (printed, not enforced): RSS growth
+< 5 % warm-up -> end, last-window p50 within 10 % of the first window's.
+"""
+from __future__ import annotations
+
+import argparse
+import itertools
+import os
+import sys
+import time
+from pathlib import Path
+
+from carla_seg_ros.tools.endurance import (add_node_options, growth, memory_line, memory_mb, node_diagnostics,
+                                           rss_mb, start, write_json)
+
+TARGET_RSS_GROWTH = 0.05
+TARGET_P50_DRIFT = 0.10
+
+
+def frames_to_play(data: Path | None, count: int = 40):
+    from carla_seg_ros.datasets import find_pairs
+    from carla_seg_ros.paths import default_data_dir
+    from carla_seg_ros.ros.playback import load_frame
+    from carla_seg_ros.tools.bench_transport import synthetic_frames
+    data = data or default_data_dir()
+    try:
+        return [load_frame(p).bgra for p in find_pairs(data, "fullres")[:count]], f"{data}/fullres"
+    except (FileNotFoundError, TypeError, OSError):
+        return synthetic_frames(), "synthetic frames (no dataset)"
+
+
+def window_stats(player, stream, keys: list[int]) -> dict:
+    from carla_seg_ros.ros.playback import latency_stats
+    with player._lock:
+        lat = [stream.received[k] - player.sent[k] for k in keys if k in stream.received]
+    stats = latency_stats(lat)
+    stats["answered"] = len(lat)
+    stats["sent"] = len(keys)
+    return stats
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(prog="carla-seg bench soak", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--frames", type=int, default=10000, help="frames to play (default: 10000)")
+    parser.add_argument("--rate", type=float, default=20.0, help="publish rate in Hz (default: 20)")
+    parser.add_argument("--window", type=int, default=1000, help="frames in the first/last window (default: 1000)")
+    parser.add_argument("--data", type=Path, default=None, help="dataset folder (default: $CARLA_SEG_DATA)")
+    add_node_options(parser)
+    args = parser.parse_args(argv)
+    if args.frames < 2 * args.window or args.window < 10 or args.rate <= 0:
+        parser.error("need --window >= 10, --frames >= 2 x --window and --rate > 0")
+    from tqdm import tqdm
+
+    from carla_seg_ros.ros.playback import NodeFailed, paced
+
+    bgra, source = frames_to_play(args.data)
+    print(f"bench soak: {args.frames} frames at {args.rate:g} Hz from {source}, windows of {args.window}; "
+          f"backend {args.backend}; Fast DDS publisher {args.publisher_dds}, node {args.node_dds}; "
+          f"ROS_DOMAIN_ID={os.environ.get('ROS_DOMAIN_ID', '0')}; load {os.getloadavg()[0]:.2f}", flush=True)
+    player, proc, masks, diagnostics = start(args)
+    report = {"frames": args.frames, "rate_hz": args.rate, "window": args.window, "backend": args.backend,
+              "rss_samples_mb": []}
+    keys: list[int] = []
+    try:
+        proc.start()
+        messages = [player.image_message(f) for f in bgra]
+        report["ready_s"] = player.wait_ready(proc, messages[0], timeout=args.ready_timeout)
+        next_sample = 0.0
+        with tqdm(total=args.frames, desc="soak", unit="frame") as bar:
+            for i, msg in enumerate(paced(itertools.islice(itertools.cycle(messages), args.frames), args.rate)):
+                key = time.time_ns()
+                keys.append(key)
+                player.send(msg, key)
+                bar.update()
+                if i == args.window:
+                    report["rss_warm_mb"] = rss_mb(proc.proc.pid)
+                    report["memory_warm_mb"] = memory_mb(proc.proc.pid)
+                if time.monotonic() >= next_sample:
+                    proc.check()
+                    report["rss_samples_mb"].append(rss_mb(proc.proc.pid))
+                    bar.set_postfix(answered=len(masks.received), rss_mb=report["rss_samples_mb"][-1])
+                    next_sample = time.monotonic() + 5.0
+        player.drain(proc)
+        proc.check()
+        report["rss_end_mb"] = rss_mb(proc.proc.pid)
+        report["memory_end_mb"] = memory_mb(proc.proc.pid)
+        report["node_diagnostics"] = node_diagnostics(player, diagnostics)
+    except NodeFailed as exc:
+        report["error"] = str(exc)
+    finally:
+        report["alive_at_end"] = proc.alive
+        proc.close()
+        player.close()
+    report["answered"] = len(masks.received)
+    report["first"] = window_stats(player, masks, keys[:args.window])
+    report["last"] = window_stats(player, masks, keys[-args.window:])
+    print_report(report)
+    write_json(args.json, report)
+    return 1 if "error" in report else 0
+
+
+def print_report(r: dict) -> None:
+    def f(v, spec=".1f"):
+        return "-" if v is None else format(v, spec)
+
+    if "error" in r:
+        print(f"FAILED: {r['error'][:2000]}", file=sys.stderr)
+    sent = r["frames"]
+    print(f"\nanswered {r['answered']} of {sent} frames ({100 * r['answered'] / sent:.1f} %)")
+    for name in ("first", "last"):
+        w = r[name]
+        print(f"{name:>5} {w['sent']} frames: answered {w['answered']}, p50 {f(w['p50'])} ms, p99 {f(w['p99'])} ms")
+    drift = growth(r["first"]["p50"], r["last"]["p50"])
+    rss = growth(r.get("rss_warm_mb"), r.get("rss_end_mb"))
+    samples = [s for s in r["rss_samples_mb"] if s is not None]
+    print(f"p50 last vs first: {f(None if drift is None else 100 * drift, '+.1f')} % (target within "
+          f"{TARGET_P50_DRIFT:.0%}): {'ok' if drift is not None and abs(drift) <= TARGET_P50_DRIFT else 'MISSED'}")
+    print(f"seg_node RSS: {f(r.get('rss_warm_mb'))} MB after the first window -> {f(r.get('rss_end_mb'))} MB at the "
+          f"end ({f(None if rss is None else 100 * rss, '+.1f')} %, target < {TARGET_RSS_GROWTH:.0%}: "
+          f"{'ok' if rss is not None and rss < TARGET_RSS_GROWTH else 'MISSED'}); max sampled "
+          f"{f(max(samples) if samples else None)} MB")
+    r["p50_drift"], r["rss_growth"] = drift, rss
+
+    print(f"memory parts (/proc status, warm-up -> end): {memory_line(r)}")
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
