@@ -52,7 +52,7 @@ def test_quantize_refuses_missing_and_corrupt_models_with_one_line(tmp_path, dat
 
 
 def test_committed_int8_model_keeps_the_fp32_card_figures_on_test(tmp_path, data_dir, model_path):
-    """Issue #2 allows int8 if mIoU drops by less than 0.5 points: checked against the fp32 model's card figures."""
+    """int8 accuracy budget: int8 is allowed if mIoU drops by less than 0.5 points against the fp32 model."""
     int8 = model_path.with_name("carla_unet_int8.onnx")
     assert int8.is_file(), f"{int8} is missing: carla-seg quantize writes it"
     out = tmp_path / "test.json"
