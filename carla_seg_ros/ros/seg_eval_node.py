@@ -41,7 +41,7 @@ from carla_seg_ros.evaluation.online import OnlineEvaluation
 from carla_seg_ros.paths import default_model
 from carla_seg_ros.ros.eval_report import diagnostic_status, metrics_json, run_result
 from carla_seg_ros.ros.node_stats import KeyedThrottle
-from carla_seg_ros.ros.seg_node import _spin, _Stop
+from carla_seg_ros.ros.shutdown import ShutdownSignals, spin_until_signal
 from carla_seg_ros.ros.seg_params import QOS_RELIABILITIES, Param, StartupError, declare_parameters
 from carla_seg_ros.runtime.model_info import read_onnx_info
 
@@ -226,7 +226,7 @@ def main(args=None) -> int:
         return 0
     # seg_node's signal handling: Ctrl-C only sets a flag, so the report is written even when `ros2 launch` and
     # the terminal both signal the process group.
-    stop = _Stop()
+    stop = ShutdownSignals()
     rclpy.init(args=argv, signal_handler_options=SignalHandlerOptions.NO)
     try:
         node = SegEvalNode()
@@ -237,7 +237,7 @@ def main(args=None) -> int:
     executor = SingleThreadedExecutor()
     executor.add_node(node)
     try:
-        _spin(executor, stop)
+        spin_until_signal(executor, stop)
         if stop.signal_name:
             node.get_logger().info(f"{stop.signal_name}: closing the run")
     finally:

@@ -28,7 +28,6 @@ plain node does configure + activate in its constructor; both share SegPipeline.
 """
 from __future__ import annotations
 
-import signal
 import sys
 import threading
 import time
@@ -41,7 +40,7 @@ import yaml
 from diagnostic_msgs.msg import DiagnosticArray
 from rcl_interfaces.msg import SetParametersResult
 from rclpy.clock import Clock, ClockType
-from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
+from rclpy.executors import SingleThreadedExecutor
 from rclpy.lifecycle import LifecycleNode, State, TransitionCallbackReturn
 from rclpy.node import Node
 from rclpy.signals import SignalHandlerOptions
@@ -52,6 +51,7 @@ from carla_seg_ros.ros.occupancy import check_parameters as check_occupancy_para
 from carla_seg_ros.ros.seg_camera import CameraIO
 from carla_seg_ros.ros.seg_params import (NODE_NAME, PARAMETERS, PARAMETERS_BY_NAME, QOS_RELIABILITIES,  # noqa: F401
                                           Param, StartupError, declare_parameters)
+from carla_seg_ros.ros.shutdown import ShutdownSignals, ignore_late_signals, spin_until_signal
 from carla_seg_ros.runtime.backend_manager import BackendManager
 from carla_seg_ros.runtime import frame_ops, memory
 from carla_seg_ros.runtime.model_choice import choose_model
@@ -318,39 +318,10 @@ class ManagedSegNode(SegPipeline, LifecycleNode):
         return TransitionCallbackReturn.SUCCESS
 
 
-class _Stop:
-    """SIGINT/SIGTERM handler that only records the signal: a second or third Ctrl-C (a terminal and `ros2
-    launch` both signal the process group) can then never raise KeyboardInterrupt inside the shutdown path.
-
-    After the first signal both are ignored: Python's finalisation resets handlers it installed to SIG_DFL (but
-    leaves SIG_IGN alone), so a late Ctrl-C would otherwise kill the exiting process (exit code -2)."""
-
-    def __init__(self):
-        self.event = threading.Event()
-        self.signal_name = ""
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            signal.signal(sig, self)
-
-    def __call__(self, signum, _frame) -> None:
-        self.signal_name = self.signal_name or signal.Signals(signum).name
-        self.event.set()
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            signal.signal(sig, signal.SIG_IGN)
-
-
-def _spin(executor, stop: _Stop) -> None:
-    # Short spins so the main thread returns to Python often and the signal flag is seen within 0.1 s.
-    try:
-        while not stop.event.is_set() and executor.context.ok():
-            executor.spin_once(timeout_sec=0.1)
-    except ExternalShutdownException:
-        pass
-
-
 def main(args=None) -> int:
     argv = list(sys.argv if args is None else args)
     managed = MANAGED_FLAG in rclpy.utilities.remove_ros_args(argv)
-    stop = _Stop()
+    stop = ShutdownSignals()
     memory.bound_heap_growth()          # before any thread exists: see runtime/memory.py
     # rclpy's own handler would chain to Python's default one and raise KeyboardInterrupt anywhere, once per signal.
     rclpy.init(args=argv, signal_handler_options=SignalHandlerOptions.NO)
@@ -366,7 +337,7 @@ def main(args=None) -> int:
     executor = SingleThreadedExecutor()
     executor.add_node(node)
     try:
-        _spin(executor, stop)
+        spin_until_signal(executor, stop)
         if stop.signal_name:
             node.get_logger().info(f"{stop.signal_name}: shutting down")
     finally:
@@ -380,8 +351,7 @@ def main(args=None) -> int:
         rclpy.try_shutdown()
         sys.stdout.flush()
         sys.stderr.flush()
-        for sig in (signal.SIGINT, signal.SIGTERM):   # exiting now: see _Stop
-            signal.signal(sig, signal.SIG_IGN)
+        ignore_late_signals()
     return 0
 
 
