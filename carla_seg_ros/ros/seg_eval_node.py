@@ -24,10 +24,8 @@ import numpy as np
 import rclpy
 from diagnostic_msgs.msg import DiagnosticArray
 from rclpy.clock import Clock, ClockType
-from rclpy.executors import SingleThreadedExecutor
 from rclpy.node import Node
 from rclpy.qos import HistoryPolicy, QoSProfile, ReliabilityPolicy
-from rclpy.signals import SignalHandlerOptions
 from sensor_msgs.msg import Image
 from std_msgs.msg import String
 from std_srvs.srv import Trigger
@@ -41,7 +39,7 @@ from carla_seg_ros.evaluation.online import OnlineEvaluation
 from carla_seg_ros.paths import default_model
 from carla_seg_ros.ros.eval_report import diagnostic_status, metrics_json, run_result
 from carla_seg_ros.ros.node_stats import KeyedThrottle
-from carla_seg_ros.ros.shutdown import ShutdownSignals, spin_until_signal
+from carla_seg_ros.ros.shutdown import run_node
 from carla_seg_ros.ros.seg_params import QOS_RELIABILITIES, Param, StartupError, declare_parameters
 from carla_seg_ros.runtime.model_info import read_onnx_info
 
@@ -224,35 +222,9 @@ def main(args=None) -> int:
     if {"-h", "--help"} & set(rclpy.utilities.remove_ros_args(argv)[1:]):
         print(usage())
         return 0
-    # seg_node's signal handling: Ctrl-C only sets a flag, so the report is written even when `ros2 launch` and
-    # the terminal both signal the process group.
-    stop = ShutdownSignals()
-    rclpy.init(args=argv, signal_handler_options=SignalHandlerOptions.NO)
-    try:
-        node = SegEvalNode()
-    except StartupError as exc:
-        print(f"[seg_eval_node] startup failed: {exc}", file=sys.stderr, flush=True)
-        rclpy.try_shutdown()
-        return 2
-    executor = SingleThreadedExecutor()
-    executor.add_node(node)
-    try:
-        spin_until_signal(executor, stop)
-        if stop.signal_name:
-            node.get_logger().info(f"{stop.signal_name}: closing the run")
-    finally:
-        try:
-            node.close()        # the report: before anything ROS is torn down, and whatever happens after
-        except Exception as exc:  # noqa: BLE001 - say why the report is missing, then still shut down
-            print(f"[seg_eval_node] writing the report failed: {type(exc).__name__}: {exc}", file=sys.stderr)
-        for step in (lambda: executor.shutdown(timeout_sec=1.0), node.destroy_node):
-            try:
-                step()
-            except Exception as exc:  # noqa: BLE001 - after an external shutdown there is nothing left to free
-                print(f"[seg_eval_node] shutdown: {type(exc).__name__}: {exc}", file=sys.stderr)
-        rclpy.try_shutdown()
-        sys.stderr.flush()
-    return 0
+    # Ctrl-C only sets a flag (seg_node's shutdown), so the report is written even when `ros2 launch` and the
+    # terminal both signal the process group; close() writes it before anything ROS is torn down.
+    return run_node(SegEvalNode, "seg_eval_node", argv, on_signal="closing the run")
 
 
 if __name__ == "__main__":

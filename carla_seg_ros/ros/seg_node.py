@@ -40,10 +40,8 @@ import yaml
 from diagnostic_msgs.msg import DiagnosticArray
 from rcl_interfaces.msg import SetParametersResult
 from rclpy.clock import Clock, ClockType
-from rclpy.executors import SingleThreadedExecutor
 from rclpy.lifecycle import LifecycleNode, State, TransitionCallbackReturn
 from rclpy.node import Node
-from rclpy.signals import SignalHandlerOptions
 from std_msgs.msg import Float32MultiArray, MultiArrayDimension
 
 from carla_seg_ros import image_codec
@@ -51,7 +49,7 @@ from carla_seg_ros.ros.occupancy import check_parameters as check_occupancy_para
 from carla_seg_ros.ros.seg_camera import CameraIO
 from carla_seg_ros.ros.seg_params import (NODE_NAME, PARAMETERS, PARAMETERS_BY_NAME, QOS_RELIABILITIES,  # noqa: F401
                                           Param, StartupError, declare_parameters)
-from carla_seg_ros.ros.shutdown import ShutdownSignals, ignore_late_signals, spin_until_signal
+from carla_seg_ros.ros.shutdown import run_node
 from carla_seg_ros.runtime.backend_manager import BackendManager
 from carla_seg_ros.runtime import frame_ops, memory
 from carla_seg_ros.runtime.model_choice import choose_model
@@ -321,38 +319,8 @@ class ManagedSegNode(SegPipeline, LifecycleNode):
 def main(args=None) -> int:
     argv = list(sys.argv if args is None else args)
     managed = MANAGED_FLAG in rclpy.utilities.remove_ros_args(argv)
-    stop = ShutdownSignals()
     memory.bound_heap_growth()          # before any thread exists: see runtime/memory.py
-    # rclpy's own handler would chain to Python's default one and raise KeyboardInterrupt anywhere, once per signal.
-    rclpy.init(args=argv, signal_handler_options=SignalHandlerOptions.NO)
-    try:
-        if managed:
-            node = ManagedSegNode()
-        else:
-            node = SegNode()
-    except StartupError as exc:
-        print(f"[seg_node] startup failed: {exc}", file=sys.stderr, flush=True)
-        rclpy.try_shutdown()
-        return 2
-    executor = SingleThreadedExecutor()
-    executor.add_node(node)
-    try:
-        spin_until_signal(executor, stop)
-        if stop.signal_name:
-            node.get_logger().info(f"{stop.signal_name}: shutting down")
-    finally:
-        # close() joins the inference thread, so nothing publishes after it. After an external shutdown the
-        # context is gone and destroying entities may raise: there is nothing left to free then, so say so briefly.
-        for step in (node.close, lambda: executor.shutdown(timeout_sec=1.0), node.destroy_node):
-            try:
-                step()
-            except Exception as exc:  # noqa: BLE001 - see above
-                print(f"[seg_node] shutdown: {type(exc).__name__}: {exc}", file=sys.stderr)
-        rclpy.try_shutdown()
-        sys.stdout.flush()
-        sys.stderr.flush()
-        ignore_late_signals()
-    return 0
+    return run_node(ManagedSegNode if managed else SegNode, "seg_node", argv)
 
 
 if __name__ == "__main__":

@@ -4,33 +4,16 @@ the full-length command's printed figure).
 """
 from __future__ import annotations
 
-import json
-import os
-import subprocess
-import sys
-from pathlib import Path
-
 import pytest
 
-ROOT = Path(__file__).resolve().parents[2]
-DOMAIN_ID = "44"
-
-
-def run(args: list[str], tmp_path: Path, timeout: float = 240) -> dict:
-    out = tmp_path / "figures.json"
-    env = dict(os.environ, ROS_DOMAIN_ID=DOMAIN_ID, ROS_AUTOMATIC_DISCOVERY_RANGE="LOCALHOST")
-    proc = subprocess.run([sys.executable, "-m", "carla_seg_ros", "bench", *args, "--json", str(out)], cwd=ROOT,
-                          env=env, capture_output=True, text=True, timeout=timeout)
-    print(proc.stdout[-3000:], proc.stderr[-2000:])
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    return json.loads(out.read_text())
+from bench_command import run_bench
 
 
 def test_fuzz_node_survives_and_counts_every_malformed_message(tmp_path):
     pytest.importorskip("rclpy")
     from carla_seg_ros.image_codec import REJECT_REASONS
-    r = run(["fuzz", "--malformed", "2500", "--warmup", "500", "--rate", "200", "--backend", "onnxruntime",
-             "--log", str(tmp_path / "seg_node.log")], tmp_path)
+    r = run_bench(["fuzz", "--malformed", "2500", "--warmup", "500", "--rate", "200", "--backend", "onnxruntime",
+                   "--log", str(tmp_path / "seg_node.log")], tmp_path)
     assert r["alive_at_end"] and "error" not in r
     assert r["valid_answered"] >= 1, "seg_node stopped answering valid frames among the malformed ones"
     assert set(r["sent_by_reason"]) == set(REJECT_REASONS), "every rejection reason must be exercised"
