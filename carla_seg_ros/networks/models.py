@@ -154,7 +154,35 @@ class FastUNet(nn.Module):
         return F.interpolate(y, size=x.shape[-2:], mode="bilinear", align_corners=False)
 
 
-ARCHITECTURES = {"seed_unet": SeedUNet, "fast_unet": FastUNet}
+class EfficientNetLiteUNet(nn.Module):
+    """ImageNet-pretrained EfficientNet-Lite encoder (efficientnet_lite.py) under the same U-Net decoder and head as
+    FastUNet: features at strides 2-32, decoder down to stride 2, 1x1 head, logits upsampled to the input.
+
+    The Lite weights expect their own input normalisation, so the model carries it (``input_mean``/``input_std``, also
+    in its config and in the ONNX metadata) and normalize_uint8 applies it. Building the model does not load the
+    ImageNet weights: training calls ``load_pretrained()``; a trained model is rebuilt from its own weights file.
+    """
+
+    def __init__(self, num_classes: int = 13, encoder: str = "lite0", decoder=(96, 64, 32, 16), dropout: float = 0.1,
+                 mean=None, std=None):
+        super().__init__()
+        from .efficientnet_lite import LITE_MEAN, LITE_STD, EfficientNetLiteEncoder
+        self.encoder = EfficientNetLiteEncoder(encoder)
+        self.decoder = UNetDecoder(self.encoder.out_channels, decoder)
+        self.dropout = nn.Dropout2d(dropout) if dropout > 0 else nn.Identity()
+        self.head = nn.Conv2d(self.decoder.out_channels, num_classes, 1)
+        self.input_mean = tuple(mean if mean is not None else LITE_MEAN)
+        self.input_std = tuple(std if std is not None else LITE_STD)
+
+    def load_pretrained(self) -> None:
+        self.encoder.load_imagenet()
+
+    def forward(self, x):
+        y = self.head(self.dropout(self.decoder(self.encoder(x))))
+        return F.interpolate(y, size=x.shape[-2:], mode="bilinear", align_corners=False)
+
+
+ARCHITECTURES = {"seed_unet": SeedUNet, "fast_unet": FastUNet, "efficientnet_lite_unet": EfficientNetLiteUNet}
 
 
 def build_model(config: dict) -> nn.Module:
@@ -170,15 +198,23 @@ def count_parameters(model: nn.Module) -> int:
     return sum(p.numel() for p in model.parameters())
 
 
-def normalize_uint8(images: torch.Tensor) -> torch.Tensor:
+def input_normalisation(net: nn.Module) -> tuple[tuple, tuple]:
+    """(mean, std) of 0..1 RGB that a network expects: its own ``input_mean``/``input_std`` (pretrained encoders),
+    else the training-split statistics of preprocess.py (the networks trained from scratch)."""
+    from .preprocess import MEAN, STD
+    return tuple(getattr(net, "input_mean", MEAN)), tuple(getattr(net, "input_std", STD))
+
+
+def normalize_uint8(images: torch.Tensor, mean=None, std=None) -> torch.Tensor:
     """uint8 RGB (N, H, W, 3) -> normalised float (N, 3, H, W): the preprocessing every model input goes through.
 
-    Kept in one function so training, the exported graph and the PyTorch backends cannot drift apart.
+    Kept in one function so training, the exported graph and the PyTorch backends cannot drift apart. mean/std
+    default to preprocess.MEAN/STD; pass ``*input_normalisation(net)`` for a network with its own.
     """
     from carla_seg_ros.networks.normalization import MEAN, STD
     x = images.permute(0, 3, 1, 2).float().div_(255.0)
-    mean = torch.tensor(MEAN, dtype=x.dtype, device=x.device).view(1, 3, 1, 1)
-    std = torch.tensor(STD, dtype=x.dtype, device=x.device).view(1, 3, 1, 1)
+    mean = torch.tensor(MEAN if mean is None else mean, dtype=x.dtype, device=x.device).view(1, 3, 1, 1)
+    std = torch.tensor(STD if std is None else std, dtype=x.dtype, device=x.device).view(1, 3, 1, 1)
     return (x - mean) / std
 
 
@@ -192,9 +228,10 @@ class DeployModel(nn.Module):
     def __init__(self, net: nn.Module):
         super().__init__()
         self.net = net
+        self.mean, self.std = input_normalisation(net)
 
     def forward(self, images: torch.Tensor):
-        logits = self.net(normalize_uint8(images))
+        logits = self.net(normalize_uint8(images, self.mean, self.std))
         top, class_ids = logits.max(dim=1, keepdim=True)
         # max softmax = 1 / sum(exp(logits - max)): no full softmax tensor. ONNX Runtime's Softmax over the channel
         # axis of NCHW took 31 of 62 ms per frame on the 2-core machine; this takes a few.
