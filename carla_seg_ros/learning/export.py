@@ -20,9 +20,8 @@ import torch
 from carla_seg_ros import classes
 from carla_seg_ros.datasets import find_pairs, read_rgb
 from carla_seg_ros.runtime.model_info import INPUT_NAME, METADATA_KEY, OUTPUT_NAMES, ModelInfo
-from carla_seg_ros.networks.models import DeployModel, normalize_uint8
+from carla_seg_ros.networks.models import DeployModel, input_normalisation, normalize_uint8
 from carla_seg_ros.paths import default_data_dir
-from carla_seg_ros.networks.normalization import MEAN, STD
 from carla_seg_ros.runtime.preprocess import resize_image
 from carla_seg_ros.networks.weights import load_model
 
@@ -30,13 +29,14 @@ OPSET = 17
 PARITY_MIN = 0.999
 
 
-def model_info_from_weights(meta: dict) -> ModelInfo:
+def model_info_from_weights(meta: dict, net: torch.nn.Module) -> ModelInfo:
     run = meta.get("run_info", {})
     w, h = run.get("input_size", [384, 288])
-    training = {k: run["args"][k] for k in ("preset", "epochs", "seed", "lr", "crop", "loss")
-                if k in run.get("args", {})}
-    return ModelInfo(input_width=int(w), input_height=int(h), classes=classes.class_table(), mean=list(MEAN),
-                     std=list(STD), hood_mode=run.get("hood_mode", "background"),
+    training = {k: run["args"][k] for k in ("preset", "epochs", "seed", "lr", "encoder_lr", "crop", "loss",
+                                             "train_splits") if k in run.get("args", {})}
+    mean, std = input_normalisation(net)  # the network's own (pretrained encoders) or the dataset's
+    return ModelInfo(input_width=int(w), input_height=int(h), classes=classes.class_table(), mean=list(mean),
+                     std=list(std), hood_mode=run.get("hood_mode", "background"),
                      hood_row_fraction=float(run.get("hood_row_fraction", 495 / 600)),
                      arch=meta["model_config"]["arch"], training=training)
 
@@ -68,7 +68,7 @@ def parity(net: torch.nn.Module, onnx_path: Path, images: np.ndarray) -> float:
     with torch.no_grad():
         for i in range(0, len(images), 8):
             batch = images[i:i + 8]
-            ref = net(normalize_uint8(torch.from_numpy(batch))).argmax(1).numpy()
+            ref = net(normalize_uint8(torch.from_numpy(batch), *input_normalisation(net))).argmax(1).numpy()
             ids, _ = backend.infer(batch)
             agree += int((ids == ref).sum())
             total += ref.size
@@ -89,7 +89,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
     net, meta = load_model(args.weights)
-    info = model_info_from_weights(meta)
+    info = model_info_from_weights(meta, net)
     export_onnx(net, info, args.out)
     weights_copy = args.out.with_suffix(".safetensors")
     if args.weights.resolve() != weights_copy.resolve():

@@ -35,8 +35,10 @@ class TorchCudaBackend(Backend):
         net, _ = load_model(weights_beside(self.model_path), device=self.device)
         self.net = net.half().to(memory_format=torch.channels_last).eval()
         from carla_seg_ros.networks.normalization import MEAN, STD
-        self.mean = torch.tensor(MEAN, dtype=torch.float32, device=self.device).view(1, 3, 1, 1)
-        self.std = torch.tensor(STD, dtype=torch.float32, device=self.device).view(1, 3, 1, 1)
+        # the network's own normalisation where it has one (pretrained encoders), as DeployModel applies
+        mean, std = getattr(net, "input_mean", MEAN), getattr(net, "input_std", STD)
+        self.mean = torch.tensor(mean, dtype=torch.float32, device=self.device).view(1, 3, 1, 1)
+        self.std = torch.tensor(std, dtype=torch.float32, device=self.device).view(1, 3, 1, 1)
         w, h = self.input_size
         self.host_in = torch.empty((1, h, w, 3), dtype=torch.uint8).pin_memory()
         self.host_ids = torch.empty((1, h, w), dtype=torch.uint8).pin_memory()
