@@ -166,7 +166,7 @@ class EfficientNetLiteUNet(nn.Module):
     def __init__(self, num_classes: int = 13, encoder: str = "lite0", decoder=(96, 64, 32, 16), dropout: float = 0.1,
                  mean=None, std=None):
         super().__init__()
-        from .efficientnet_lite import LITE_MEAN, LITE_STD, EfficientNetLiteEncoder
+        from carla_seg_ros.learning.efficientnet_lite import LITE_MEAN, LITE_STD, EfficientNetLiteEncoder
         self.encoder = EfficientNetLiteEncoder(encoder)
         self.decoder = UNetDecoder(self.encoder.out_channels, decoder)
         self.dropout = nn.Dropout2d(dropout) if dropout > 0 else nn.Identity()
@@ -201,7 +201,7 @@ def count_parameters(model: nn.Module) -> int:
 def input_normalisation(net: nn.Module) -> tuple[tuple, tuple]:
     """(mean, std) of 0..1 RGB that a network expects: its own ``input_mean``/``input_std`` (pretrained encoders),
     else the training-split statistics of preprocess.py (the networks trained from scratch)."""
-    from .preprocess import MEAN, STD
+    from carla_seg_ros.runtime.preprocess import MEAN, STD
     return tuple(getattr(net, "input_mean", MEAN)), tuple(getattr(net, "input_std", STD))
 
 

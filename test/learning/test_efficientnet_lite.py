@@ -12,9 +12,9 @@ import numpy as np
 import pytest
 import torch
 
-from carla_seg_ros import efficientnet_lite as lite
-from carla_seg_ros.models import DeployModel, build_model, input_normalisation, normalize_uint8
-from carla_seg_ros.preprocess import MEAN, STD
+from carla_seg_ros.learning import efficientnet_lite as lite
+from carla_seg_ros.learning.models import DeployModel, build_model, input_normalisation, normalize_uint8
+from carla_seg_ros.runtime.preprocess import MEAN, STD
 
 
 def _weights_or_skip(variant="lite0"):
@@ -32,7 +32,7 @@ def _reference_or_skip():
 
 def _frames(data_dir, n=4, size=224):
     import cv2
-    from carla_seg_ros.data import find_pairs, read_rgb
+    from carla_seg_ros.datasets import find_pairs, read_rgb
     pairs = find_pairs(data_dir, "val")[::12][:n]
     images = np.stack([cv2.resize(read_rgb(p.rgb), (size, size), interpolation=cv2.INTER_AREA) for p in pairs])
     return normalize_uint8(torch.from_numpy(images), lite.LITE_MEAN, lite.LITE_STD)
