@@ -321,7 +321,7 @@ def main(argv=None) -> int:
 
     model_config = {"arch": args.arch, "num_classes": n_cls}
     if args.arch == "efficientnet_lite_unet":
-        from carla_seg_ros.learning.efficientnet_lite import LITE_MEAN, LITE_STD
+        from carla_seg_ros.networks.efficientnet_lite import LITE_MEAN, LITE_STD
         model_config.update(encoder=args.encoder, mean=list(LITE_MEAN), std=list(LITE_STD))
     model = build_model(model_config)
     if hasattr(model, "load_pretrained") and not (args.resume and (args.out / "last.pt").is_file()):

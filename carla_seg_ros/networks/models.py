@@ -166,7 +166,7 @@ class EfficientNetLiteUNet(nn.Module):
     def __init__(self, num_classes: int = 13, encoder: str = "lite0", decoder=(96, 64, 32, 16), dropout: float = 0.1,
                  mean=None, std=None):
         super().__init__()
-        from carla_seg_ros.learning.efficientnet_lite import LITE_MEAN, LITE_STD, EfficientNetLiteEncoder
+        from carla_seg_ros.networks.efficientnet_lite import LITE_MEAN, LITE_STD, EfficientNetLiteEncoder
         self.encoder = EfficientNetLiteEncoder(encoder)
         self.decoder = UNetDecoder(self.encoder.out_channels, decoder)
         self.dropout = nn.Dropout2d(dropout) if dropout > 0 else nn.Identity()
@@ -200,8 +200,8 @@ def count_parameters(model: nn.Module) -> int:
 
 def input_normalisation(net: nn.Module) -> tuple[tuple, tuple]:
     """(mean, std) of 0..1 RGB that a network expects: its own ``input_mean``/``input_std`` (pretrained encoders),
-    else the training-split statistics of preprocess.py (the networks trained from scratch)."""
-    from carla_seg_ros.runtime.preprocess import MEAN, STD
+    else the training-split statistics of normalization.py (the networks trained from scratch)."""
+    from carla_seg_ros.networks.normalization import MEAN, STD
     return tuple(getattr(net, "input_mean", MEAN)), tuple(getattr(net, "input_std", STD))
 
 
@@ -209,7 +209,7 @@ def normalize_uint8(images: torch.Tensor, mean=None, std=None) -> torch.Tensor:
     """uint8 RGB (N, H, W, 3) -> normalised float (N, 3, H, W): the preprocessing every model input goes through.
 
     Kept in one function so training, the exported graph and the PyTorch backends cannot drift apart. mean/std
-    default to preprocess.MEAN/STD; pass ``*input_normalisation(net)`` for a network with its own.
+    default to normalization.MEAN/STD; pass ``*input_normalisation(net)`` for a network with its own.
     """
     from carla_seg_ros.networks.normalization import MEAN, STD
     x = images.permute(0, 3, 1, 2).float().div_(255.0)

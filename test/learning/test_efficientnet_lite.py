@@ -12,9 +12,9 @@ import numpy as np
 import pytest
 import torch
 
-from carla_seg_ros.learning import efficientnet_lite as lite
-from carla_seg_ros.learning.models import DeployModel, build_model, input_normalisation, normalize_uint8
-from carla_seg_ros.runtime.preprocess import MEAN, STD
+from carla_seg_ros.networks import efficientnet_lite as lite
+from carla_seg_ros.networks.models import DeployModel, build_model, input_normalisation, normalize_uint8
+from carla_seg_ros.networks.normalization import MEAN, STD
 
 
 def _weights_or_skip(variant="lite0"):

@@ -54,8 +54,8 @@ def test_committed_model_parity_on_val(model_path, data_dir):
 
 def test_export_of_the_pretrained_encoder_model_normalises_as_its_weights_expect(tmp_path):
     """The Lite U-Net's own mean/std go into the graph and the metadata; ONNX Runtime matches PyTorch."""
-    from carla_seg_ros.learning.efficientnet_lite import LITE_MEAN, LITE_STD
-    from carla_seg_ros.learning.models import DeployModel
+    from carla_seg_ros.networks.efficientnet_lite import LITE_MEAN, LITE_STD
+    from carla_seg_ros.networks.models import DeployModel
     config = {"arch": "efficientnet_lite_unet", "num_classes": 13, "encoder": "lite0",
               "mean": list(LITE_MEAN), "std": list(LITE_STD)}
     net = build_model(config).eval()

