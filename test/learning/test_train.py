@@ -14,8 +14,8 @@ from carla_seg_ros.networks.weights import load_model, read_metadata
 
 def test_two_step_smoke_and_resume(tmp_path, data_dir):
     out = tmp_path / "run"
-    args = ["--data", str(data_dir), "--out", str(out), "--limit-images", "4", "--batch-size", "2",
-            "--crop", "128x96", "--input-size", "160x120", "--epochs", "2", "--threads", "2"]
+    args = ["--preset", "fast_unet", "--data", str(data_dir), "--out", str(out), "--limit-images", "4",
+            "--batch-size", "2", "--crop", "128x96", "--input-size", "160x120", "--epochs", "2", "--threads", "2"]
     assert train.main(args + ["--max-steps", "2"]) == 0
     for name in ("best.safetensors", "final.safetensors", "last.pt", "log.csv", "curves.png", "config.json"):
         assert (out / name).is_file(), name
@@ -33,9 +33,9 @@ def test_two_step_smoke_and_resume(tmp_path, data_dir):
 
 def test_train_on_train_and_val(tmp_path, data_dir, capsys):
     out = tmp_path / "run"
-    assert train.main(["--data", str(data_dir), "--out", str(out), "--train-splits", "train,val", "--limit-images", "3",
-                       "--batch-size", "3", "--crop", "128x96", "--input-size", "160x120", "--epochs", "1",
-                       "--threads", "2"]) == 0
+    assert train.main(["--preset", "fast_unet", "--data", str(data_dir), "--out", str(out),
+                       "--train-splits", "train,val", "--limit-images", "3", "--batch-size", "3", "--crop", "128x96",
+                       "--input-size", "160x120", "--epochs", "1", "--threads", "2"]) == 0
     printed = capsys.readouterr().out
     assert "train+val" in printed and "NOT held out" in printed
     # With val in the training data no "best on val" checkpoint is chosen; the final weights are the result.
@@ -122,6 +122,8 @@ def test_presets_parse():
     with pytest.raises(SystemExit):            # the reported splits are never trained on
         train.resolve_args(["--data", "/tmp", "--train-splits", "train,test"])
     assert train.resolve_args(["--data", "/tmp"]).copy_paste == 0.5
+    assert train.resolve_args(["--data", "/tmp"]).arch == "efficientnet_lite_unet"      # the committed model's recipe
+    assert train.resolve_args(["--data", "/tmp", "--preset", "fast_unet"]).arch == "fast_unet"
     with pytest.raises(SystemExit):
         train.resolve_args(["--data", "/tmp", "--copy-paste", "1.5"])
 
@@ -153,4 +155,5 @@ def test_pretrained_preset_starts_from_imagenet_with_separate_learning_rates(tmp
     assert meta["model_config"]["encoder"] == "lite0" and meta["model_config"]["mean"] == list(LITE_MEAN)
     # lr ~0: one step leaves the conv weights at their ImageNet values (BatchNorm statistics do move)
     imagenet = read_reference_state("lite0")
-    torch.testing.assert_close(model.encoder.blocks[5].depthwise.conv.weight, imagenet["blocks.5.depthwise.conv.weight"])
+    torch.testing.assert_close(model.encoder.blocks[5].depthwise.conv.weight,
+                               imagenet["blocks.5.depthwise.conv.weight"])
