@@ -1,7 +1,9 @@
-"""The committed model on the test split (hood treated as in training): the figures of its model card, and the
-issue's minimum targets.
+"""The committed model on the test split and on the two reporting-only sets (external and modern CARLA frames),
+hood treated as in training: the figures of its model card, and the minimum targets.
 
-Skipped, with the reason printed, only when the dataset is absent.
+The card floors catch regressions (a model or preprocessing change that loses accuracy fails here); the targets
+stay expected failures until a model meets them. Skipped, with the reason printed, only when a dataset is absent.
+The external and modern frames are for reporting only: nothing was chosen on them.
 """
 import json
 
@@ -9,42 +11,82 @@ import pytest
 
 from carla_seg_ros.evaluation import evaluate
 
-# Issue #2's minimum targets (test split, 13 classes).
-MIN_PIXEL_ACCURACY = 0.96
-MIN_MEAN_IOU = 0.72
-MIN_LYFT_F_AVG = 0.90
+# Minimum targets (13 classes): (pixel accuracy, mIoU, Lyft F_avg); None = no target.
+TARGETS = {
+    "test": (0.96, 0.72, 0.90),
+    "external": (0.80, 0.35, 0.75),
+    "modern": (0.72, 0.28, None),
+}
+# On the 6 test frames of other drives: mIoU and Lyft F2 on Car.
+TARGET_OTHER_DRIVES_MEAN_IOU = 0.45
+TARGET_OTHER_DRIVES_F2_CAR = 0.60
+# Kept for test_quantize and older imports: the test-split targets.
+MIN_PIXEL_ACCURACY, MIN_MEAN_IOU, MIN_LYFT_F_AVG = TARGETS["test"]
 
-# What the committed model measured (models/README.md), less a margin for runtime/library differences: a model or
-# preprocessing change that loses accuracy fails here.
-CARD_PIXEL_ACCURACY = 0.9493
-CARD_MEAN_IOU = 0.6475
-CARD_LYFT_F_AVG = 0.8532
-MARGIN = 0.005
+# What the committed model measured (models/README.md, ONNX Runtime fp32): pixel accuracy, mIoU, Lyft F_avg.
+CARD = {
+    "test": (0.9528, 0.6733, 0.9122),
+    "external": (0.6449, 0.2440, 0.5961),
+    "modern": (0.6504, 0.2264, 0.6923),
+}
+CARD_PIXEL_ACCURACY, CARD_MEAN_IOU, CARD_LYFT_F_AVG = CARD["test"]
+MARGIN = 0.005          # runtime and library differences
+FRAMES = {"test": 52, "external": 26, "modern": 14}
 
 
-@pytest.fixture(scope="module")
-def test_metrics(tmp_path_factory, data_dir, model_path):
-    out = tmp_path_factory.mktemp("eval") / "test.json"
-    assert evaluate.main(["--data", str(data_dir), "--split", "test", "--model", str(model_path),
-                          "--json", str(out), "--samples", "0"]) == 0
-    result = json.loads(out.read_text())
-    assert result["frames"] == 52
-    assert result["hood"]["mode"] == "background", "the committed model was trained with the Lyft hood rule"
+def _external_dir(data_dir):
+    path = data_dir.parent / "carla_seg_external"
+    if not path.is_dir():
+        pytest.skip(f"external set not found at {path} (carla_seg_external beside the dataset)")
+    return path
+
+
+def _evaluate(out, model_path, args):
+    assert evaluate.main(args + ["--model", str(model_path), "--json", str(out), "--samples", "0"]) == 0
+    return json.loads(out.read_text())
+
+
+@pytest.fixture(scope="module", params=["test", "external", "modern"])
+def set_metrics(request, tmp_path_factory, data_dir, model_path):
+    name = request.param
+    if name == "test":
+        args = ["--data", str(data_dir), "--split", "test"]
+    elif name == "external":
+        args = ["--data", str(_external_dir(data_dir))]
+    else:
+        args = ["--data", str(request.getfixturevalue("modern_dir"))]
+    result = _evaluate(tmp_path_factory.mktemp("eval") / f"{name}.json", model_path, args)
+    assert result["frames"] == FRAMES[name]
+    if name == "test":
+        assert result["hood"]["mode"] == "background", "the committed model was trained with the Lyft hood rule"
     m = result["metrics"]
-    print(f"test split: pixel accuracy {m['pixel_accuracy']:.4f}, mIoU {m['mean_iou']:.4f}, "
+    print(f"{name}: pixel accuracy {m['pixel_accuracy']:.4f}, mIoU {m['mean_iou']:.4f}, "
           f"Lyft F_avg {m['lyft']['f_avg']:.4f}")
-    return m
+    return name, m
 
 
-def test_committed_model_matches_its_card(test_metrics):
-    assert test_metrics["pixel_accuracy"] >= CARD_PIXEL_ACCURACY - MARGIN
-    assert test_metrics["mean_iou"] >= CARD_MEAN_IOU - MARGIN
-    assert test_metrics["lyft"]["f_avg"] >= CARD_LYFT_F_AVG - MARGIN
+def _figures(m):
+    return m["pixel_accuracy"], m["mean_iou"], m["lyft"]["f_avg"]
 
 
-@pytest.mark.xfail(reason="issue #2's minimum targets are not met yet by the committed model (see models/README.md "
-                          "for the measured figures and why)", strict=False)
-def test_committed_model_meets_issue_minimum_targets(test_metrics):
-    assert test_metrics["pixel_accuracy"] >= MIN_PIXEL_ACCURACY
-    assert test_metrics["mean_iou"] >= MIN_MEAN_IOU
-    assert test_metrics["lyft"]["f_avg"] >= MIN_LYFT_F_AVG
+def test_committed_model_matches_its_card(set_metrics):
+    name, m = set_metrics
+    for what, measured, card in zip(("pixel accuracy", "mIoU", "F_avg"), _figures(m), CARD[name]):
+        assert measured >= card - MARGIN, f"{name} {what} {measured:.4f} < card {card:.4f} - {MARGIN}"
+
+
+@pytest.mark.xfail(reason="not every minimum target is met by the committed model yet (models/README.md lists "
+                          "which, with the measured figures and the limiting factor)", strict=False)
+def test_committed_model_meets_minimum_targets(set_metrics):
+    name, m = set_metrics
+    for what, measured, target in zip(("pixel accuracy", "mIoU", "F_avg"), _figures(m), TARGETS[name]):
+        if target is not None:
+            assert measured >= target, f"{name} {what} {measured:.4f} < target {target}"
+
+
+@pytest.mark.xfail(reason="the other-drive test targets are not met yet (models/README.md)", strict=False)
+def test_committed_model_meets_other_drive_targets(tmp_path, data_dir, model_path):
+    m = _evaluate(tmp_path / "other.json", model_path, ["--data", str(data_dir), "--split", "test",
+                                                         "--match", "lyft*", "--match", "bearpelican*"])["metrics"]
+    assert m["mean_iou"] >= TARGET_OTHER_DRIVES_MEAN_IOU
+    assert m["lyft"]["f2_car"] >= TARGET_OTHER_DRIVES_F2_CAR
