@@ -17,8 +17,10 @@ FP32 = "carla_unet.onnx"
 @pytest.fixture()
 def models(tmp_path):
     src = models_dir()
-    for name in (FP32, INT8_MODEL_NAME):
-        shutil.copy(src / name, tmp_path / name)
+    shutil.copy(src / FP32, tmp_path / FP32)
+    # The committed model has no int8 file (it fails quantize's check); the choice reads only the file's metadata, so
+    # a copy of the fp32 graph stands in for one.
+    shutil.copy(src / FP32, tmp_path / INT8_MODEL_NAME)
     record_check(tmp_path / INT8_MODEL_NAME, {"source_sha256": sha256(tmp_path / FP32), "check_split": "val",
                                               "fp32_miou": 0.500, "int8_miou": 0.497})
     return tmp_path
