@@ -17,13 +17,13 @@ import math
 import time
 from pathlib import Path
 
-import cv2
 import numpy as np
 import torch
 import torch.nn.functional as F
 
 from carla_seg_ros import classes
 from carla_seg_ros.evaluation import metrics
+from carla_seg_ros.learning.augment import PASTE_CLASSES, training_batch
 from carla_seg_ros.datasets import HoodRule, find_pairs, read_label, read_rgb
 from carla_seg_ros.networks.models import build_model, count_parameters, input_normalisation, normalize_uint8
 from carla_seg_ros.paths import default_data_dir
@@ -75,85 +75,6 @@ def load_splits(data_dir, splits: list[str], size_wh, hood: HoodRule, limit: int
     images = np.stack([resize_image(read_rgb(p.rgb), size_wh) for p in pairs])
     labels = np.stack([resize_mask(read_label(p, hood), size_wh) for p in pairs])
     return images, labels
-
-
-def photometric(img: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-    """Colour and weather-like jitter, kept gentle on purpose.
-
-    The first run used strong jitter (brightness x0.6-1.4, saturation x0.5-1.5, colour casts, frequent dusk/haze):
-    it fit the training frames to only ~95 % and reached 85 % on val, confusing vegetation with buildings and
-    sidewalk with road, whose colour differences that jitter washes out. These ranges keep those cues.
-    """
-    x = img.astype(np.float32)
-    x = x * rng.uniform(0.85, 1.15) + rng.uniform(-12, 12)                    # brightness / contrast
-    grey = x.mean(axis=2, keepdims=True)
-    x = grey + (x - grey) * rng.uniform(0.85, 1.15)                            # saturation
-    x = x * rng.uniform(0.97, 1.03, size=3)                                    # slight white-balance shift
-    if rng.random() < 0.1:                                                     # light haze / fog
-        a = rng.uniform(0.05, 0.2)
-        x = x * (1 - a) + a * rng.uniform(170, 220)
-    x = np.clip(x, 0, 255)
-    if rng.random() < 0.2:                                                     # gamma (exposure curve)
-        x = 255.0 * (x / 255.0) ** rng.uniform(0.8, 1.25)
-    if rng.random() < 0.1:                                                     # slight blur (motion, lens)
-        x = cv2.GaussianBlur(x, (0, 0), rng.uniform(0.4, 1.0))
-    if rng.random() < 0.2:                                                     # sensor noise
-        x = x + rng.normal(0, rng.uniform(1, 4), x.shape)
-    return np.clip(x, 0, 255).astype(np.uint8)
-
-
-# Object classes that copy-paste moves between frames: small, rare "things" whose look does not depend on what is
-# behind them. Stuff classes (road, building, fence, wall) stay where they were rendered.
-PASTE_CLASSES = ("Pedestrian", "Pole", "Car", "TrafficSign")
-
-
-def copy_paste(img, label, donor_img, donor_label, paste_ids: np.ndarray, rng: np.random.Generator):
-    """Paste the object pixels of a donor frame onto a frame, at the same place (copy-paste augmentation).
-
-    Both frames come from the same forward camera at the same height, so an object keeps a plausible size and
-    position where it is pasted. It puts rare objects in front of new backgrounds, against the one drive's habit of
-    showing each car or pole beside the same kerb. The donor is flipped half the time for more placements.
-    """
-    if rng.random() < 0.5:
-        donor_img, donor_label = donor_img[:, ::-1], donor_label[:, ::-1]
-    mask = np.isin(donor_label, paste_ids)
-    img, label = img.copy(), label.copy()
-    img[mask], label[mask] = donor_img[mask], donor_label[mask]
-    return img, label
-
-
-def augment(img, label, crop_wh, scale_range, rng: np.random.Generator):
-    """Random rescale, crop (padding with IGNORE where the scaled frame is smaller), flip, photometric jitter."""
-    s = rng.uniform(*scale_range)
-    h, w = img.shape[:2]
-    sw, sh = max(1, round(w * s)), max(1, round(h * s))
-    img = cv2.resize(img, (sw, sh), interpolation=cv2.INTER_LINEAR)
-    label = resize_mask(label, (sw, sh))
-    cw, ch = crop_wh
-    if sw < cw or sh < ch:
-        pw, ph = max(0, cw - sw), max(0, ch - sh)
-        img = cv2.copyMakeBorder(img, 0, ph, 0, pw, cv2.BORDER_CONSTANT, value=0)
-        label = cv2.copyMakeBorder(label, 0, ph, 0, pw, cv2.BORDER_CONSTANT, value=classes.IGNORE_INDEX)
-        sh, sw = label.shape
-    y, x = rng.integers(0, sh - ch + 1), rng.integers(0, sw - cw + 1)
-    img, label = img[y:y + ch, x:x + cw], label[y:y + ch, x:x + cw]
-    if rng.random() < 0.5:
-        img, label = img[:, ::-1], label[:, ::-1]
-    return photometric(img, rng), np.ascontiguousarray(label)
-
-
-def training_batch(images, labels, idx, args, paste_ids: np.ndarray, rng: np.random.Generator):
-    """The frames idx as one batch, each through copy-paste (with probability args.copy_paste) and augment()."""
-    if not args.augment:
-        return images[idx], labels[idx]
-    batch = []
-    for j in idx:
-        img, label = images[j], labels[j]
-        if args.copy_paste and rng.random() < args.copy_paste:
-            donor = rng.integers(len(images))
-            img, label = copy_paste(img, label, images[donor], labels[donor], paste_ids, rng)
-        batch.append(augment(img, label, args.crop, (args.scale_min, args.scale_max), rng))
-    return np.stack([b[0] for b in batch]), np.stack([b[1] for b in batch])
 
 
 def class_weights(labels: np.ndarray, num_classes: int) -> torch.Tensor:
@@ -300,6 +221,104 @@ def cpu_has_bf16() -> bool:
     return "amx_bf16" in flags
 
 
+def build_network(args):
+    """The network of the preset, with its ImageNet encoder weights on a fresh run; (model, JSON-able config)."""
+    model_config = {"arch": args.arch, "num_classes": classes.num_classes()}
+    if args.arch == "efficientnet_lite_unet":
+        from carla_seg_ros.networks.efficientnet_lite import LITE_MEAN, LITE_STD
+        model_config.update(encoder=args.encoder, mean=list(LITE_MEAN), std=list(LITE_STD))
+    model = build_model(model_config)
+    if hasattr(model, "load_pretrained") and not (args.resume and (args.out / "last.pt").is_file()):
+        model.load_pretrained()
+        print(f"encoder: ImageNet weights of EfficientNet-{args.encoder.capitalize()} loaded")
+    return model, model_config
+
+
+def make_optimizer(model, args) -> torch.optim.Optimizer:
+    """AdamW; with --encoder-lr the pretrained encoder learns at its own (smaller) fraction of the scheduled lr."""
+    encoder_lr = getattr(args, "encoder_lr", None)
+    if encoder_lr and hasattr(model, "encoder"):  # lr_scale: each group's fraction of the scheduled peak lr
+        enc = list(model.encoder.parameters())
+        enc_ids = {id(q) for q in enc}
+        groups = [{"params": enc, "lr_scale": encoder_lr / args.lr},
+                  {"params": [q for q in model.parameters() if id(q) not in enc_ids], "lr_scale": 1.0}]
+    else:
+        groups = [{"params": list(model.parameters()), "lr_scale": 1.0}]
+    return torch.optim.AdamW(groups, lr=args.lr, weight_decay=args.weight_decay)
+
+
+def lr_schedule(peak: float, total_steps: int):
+    """Linear warm-up, then cosine decay to 1 % of the peak."""
+    warmup = min(200, total_steps // 10)
+
+    def lr_at(step):
+        if step < warmup:
+            return peak * (step + 1) / warmup
+        t = (step - warmup) / max(1, total_steps - warmup)
+        return peak * (0.01 + 0.99 * 0.5 * (1 + math.cos(math.pi * t)))
+    return lr_at
+
+
+def resume(args, model, optimizer, device) -> dict:
+    """Training state from last.pt (tensors and plain values only) when --resume finds one, else a fresh state."""
+    state = {"step": 0, "epoch": 0, "best_miou": -1.0, "elapsed": 0.0, "log_rows": [],
+             "rng": np.random.default_rng(args.seed)}
+    last = args.out / "last.pt"
+    if not (args.resume and last.is_file()):
+        return state
+    ckpt = torch.load(last, map_location=device, weights_only=True)
+    model.load_state_dict(ckpt["model"])
+    optimizer.load_state_dict(ckpt["optimizer"])
+    state.update(step=ckpt["step"], epoch=ckpt["epoch"], best_miou=ckpt["best_miou"], elapsed=ckpt["elapsed"],
+                 rng=np.random.default_rng([args.seed, ckpt["epoch"]]))
+    torch.manual_seed(args.seed + ckpt["epoch"])
+    with open(args.out / "log.csv") as f:
+        state["log_rows"] = [{k: ("" if v == "" else int(v) if k in ("epoch", "step") else float(v))
+                              for k, v in r.items()} for r in csv.DictReader(f)]
+    print(f"resumed from {last} at epoch {ckpt['epoch']}, step {ckpt['step']}")
+    return state
+
+
+def write_log(log_rows: list[dict], out: Path) -> None:
+    with open(out / "log.csv", "w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=LOG_FIELDS)
+        w.writeheader()
+        w.writerows(log_rows)
+    plot_curves(log_rows, out / "curves.png")
+
+
+LOG_FIELDS = ["epoch", "step", "lr", "train_loss", "val_pixel_acc", "val_miou", "seconds"]
+
+
+def load_data(args, hood: HoodRule):
+    """(train images, labels) and (val images, labels), resized to the input size and held in memory."""
+    t_load = time.time()
+    train = load_splits(args.data, args.train_splits, args.input_size, hood, args.limit_images)
+    val = load_splits(args.data, ["val"], args.input_size, hood, args.limit_images)
+    print(f"data: {len(train[0])} frames of {'+'.join(args.train_splits)} / {len(val[0])} val frames "
+          f"{'' if 'val' not in args.train_splits else '(NOT held out: part of the training data) '}"
+          f"at {args.input_size[0]}x{args.input_size[1]} ({time.time() - t_load:.1f}s)")
+    return train, val
+
+
+def train_step(model, optimizer, xb, yb, lr: float, mean_std, class_weight, args, device, use_bf16: bool) -> float:
+    """One optimiser step on a uint8 batch; returns the loss."""
+    x = normalize_uint8(torch.from_numpy(xb).to(device), *mean_std)
+    if args.channels_last:
+        x = x.contiguous(memory_format=torch.channels_last)
+    y = torch.from_numpy(yb).long().to(device)
+    for g in optimizer.param_groups:
+        g["lr"] = lr * g["lr_scale"]
+    with torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_bf16):
+        logits = model(x)
+    loss = segmentation_loss(logits, y, logits.shape[1], class_weight,
+                             dice_weight=0.5 if args.loss == "ce_dice" else 0.0)
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    optimizer.step()
+    return loss.item()
+
+
 def main(argv=None) -> int:
     args = resolve_args(argv)
     from tqdm import tqdm
@@ -310,64 +329,24 @@ def main(argv=None) -> int:
     if args.threads:
         torch.set_num_threads(args.threads)
     torch.manual_seed(args.seed)
-    rng = np.random.default_rng(args.seed)
     args.out.mkdir(parents=True, exist_ok=True)
 
     hood = HoodRule(args.hood_mode, args.hood_row)
     n_cls = classes.num_classes()
-    t_load = time.time()
-    train_x, train_y = load_splits(args.data, args.train_splits, args.input_size, hood, args.limit_images)
-    val_x, val_y = load_splits(args.data, ["val"], args.input_size, hood, args.limit_images)
+    (train_x, train_y), (val_x, val_y) = load_data(args, hood)
     val_held_out = "val" not in args.train_splits
-    print(f"data: {len(train_x)} frames of {'+'.join(args.train_splits)} / {len(val_x)} val frames "
-          f"{'' if val_held_out else '(NOT held out: part of the training data) '}"
-          f"at {args.input_size[0]}x{args.input_size[1]} ({time.time() - t_load:.1f}s); device {device}, "
-          f"bf16 autocast {'on' if use_bf16 else 'off'}")
+    print(f"device {device}, bf16 autocast {'on' if use_bf16 else 'off'}")
 
-    model_config = {"arch": args.arch, "num_classes": n_cls}
-    if args.arch == "efficientnet_lite_unet":
-        from carla_seg_ros.networks.efficientnet_lite import LITE_MEAN, LITE_STD
-        model_config.update(encoder=args.encoder, mean=list(LITE_MEAN), std=list(LITE_STD))
-    model = build_model(model_config)
-    if hasattr(model, "load_pretrained") and not (args.resume and (args.out / "last.pt").is_file()):
-        model.load_pretrained()
-        print(f"encoder: ImageNet weights of EfficientNet-{args.encoder.capitalize()} loaded")
+    model, model_config = build_network(args)
     model = model.to(device, memory_format=torch.channels_last if args.channels_last else torch.contiguous_format)
     mean, std = input_normalisation(model)
     weights = class_weights(train_y, n_cls).to(device) if args.loss == "ce_dice" else None
     paste_ids = np.array([classes.class_names().index(name) for name in PASTE_CLASSES], np.uint8)
-    encoder_lr = getattr(args, "encoder_lr", None)
-    if encoder_lr and hasattr(model, "encoder"):  # lr_scale: each group's fraction of the scheduled peak lr
-        enc = list(model.encoder.parameters())
-        enc_ids = {id(q) for q in enc}
-        groups = [{"params": enc, "lr_scale": encoder_lr / args.lr},
-                  {"params": [q for q in model.parameters() if id(q) not in enc_ids], "lr_scale": 1.0}]
-    else:
-        groups = [{"params": list(model.parameters()), "lr_scale": 1.0}]
-    optimizer = torch.optim.AdamW(groups, lr=args.lr, weight_decay=args.weight_decay)
+    optimizer = make_optimizer(model, args)
     steps_per_epoch = math.ceil(len(train_x) / args.batch_size)
-    total_steps = args.epochs * steps_per_epoch
-    warmup = min(200, total_steps // 10)
-
-    def lr_at(step):  # linear warm-up, then cosine decay to 1 % of the peak
-        if step < warmup:
-            return args.lr * (step + 1) / warmup
-        t = (step - warmup) / max(1, total_steps - warmup)
-        return args.lr * (0.01 + 0.99 * 0.5 * (1 + math.cos(math.pi * t)))
-
-    step, start_epoch, best_miou, log_rows, elapsed = 0, 0, -1.0, [], 0.0
-    last = args.out / "last.pt"
-    if args.resume and last.is_file():
-        ckpt = torch.load(last, map_location=device, weights_only=True)  # tensors and plain values only
-        model.load_state_dict(ckpt["model"])
-        optimizer.load_state_dict(ckpt["optimizer"])
-        step, start_epoch, best_miou, elapsed = ckpt["step"], ckpt["epoch"], ckpt["best_miou"], ckpt["elapsed"]
-        rng = np.random.default_rng([args.seed, start_epoch])
-        torch.manual_seed(args.seed + start_epoch)
-        with open(args.out / "log.csv") as f:
-            log_rows = [{k: ("" if v == "" else int(v) if k in ("epoch", "step") else float(v)) for k, v in r.items()}
-                        for r in csv.DictReader(f)]
-        print(f"resumed from {last} at epoch {start_epoch}, step {step}")
+    lr_at = lr_schedule(args.lr, args.epochs * steps_per_epoch)
+    state = resume(args, model, optimizer, device)
+    step, best_miou, log_rows, rng = state["step"], state["best_miou"], state["log_rows"], state["rng"]
 
     run_info = {"model": model_config, "input_size": list(args.input_size), "hood_mode": hood.mode,
                 "hood_row_fraction": hood.row_fraction, "args": {k: str(v) for k, v in vars(args).items()},
@@ -377,9 +356,8 @@ def main(argv=None) -> int:
           f"{steps_per_epoch} steps")
 
     model.train()
-    fields = ["epoch", "step", "lr", "train_loss", "val_pixel_acc", "val_miou", "seconds"]
-    t0 = time.time() - elapsed
-    for epoch in range(start_epoch, args.epochs):
+    t0 = time.time() - state["elapsed"]
+    for epoch in range(state["epoch"], args.epochs):
         order = rng.permutation(len(train_x))
         losses = []
         bar = tqdm(range(steps_per_epoch), desc=f"epoch {epoch + 1}/{args.epochs}", leave=False,
@@ -387,20 +365,9 @@ def main(argv=None) -> int:
         for i in bar:
             idx = order[i * args.batch_size:(i + 1) * args.batch_size]
             xb, yb = training_batch(train_x, train_y, idx, args, paste_ids, rng)
-            x = normalize_uint8(torch.from_numpy(xb).to(device), mean, std)
-            if args.channels_last:
-                x = x.contiguous(memory_format=torch.channels_last)
-            y = torch.from_numpy(yb).long().to(device)
-            for g in optimizer.param_groups:
-                g["lr"] = lr_at(step) * g["lr_scale"]
-            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_bf16):
-                logits = model(x)
-            loss = segmentation_loss(logits, y, n_cls, weights, dice_weight=0.5 if args.loss == "ce_dice" else 0.0)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            losses.append(loss.item())
-            bar.set_postfix(loss=f"{loss.item():.3f}", lr=f"{lr_at(step):.2e}")
+            losses.append(train_step(model, optimizer, xb, yb, lr_at(step), (mean, std), weights, args, device,
+                                     use_bf16))
+            bar.set_postfix(loss=f"{losses[-1]:.3f}", lr=f"{lr_at(step):.2e}")
             step += 1
             if args.max_steps and step >= args.max_steps:
                 break
@@ -418,13 +385,9 @@ def main(argv=None) -> int:
         print(f"epoch {epoch + 1:3d}  loss {row['train_loss']:.4f}  lr {row['lr']:.2e}  "
               + (f"val acc {row['val_pixel_acc']:.4f} mIoU {row['val_miou']:.4f}  " if row["val_miou"] != "" else "")
               + f"{row['seconds']:.0f}s", flush=True)
-        with open(args.out / "log.csv", "w", newline="") as f:
-            w = csv.DictWriter(f, fieldnames=fields)
-            w.writeheader()
-            w.writerows(log_rows)
-        plot_curves(log_rows, args.out / "curves.png")
+        write_log(log_rows, args.out)
         torch.save({"model": model.state_dict(), "optimizer": optimizer.state_dict(), "step": step,
-                    "epoch": epoch + 1, "best_miou": best_miou, "elapsed": time.time() - t0}, last)
+                    "epoch": epoch + 1, "best_miou": best_miou, "elapsed": time.time() - t0}, args.out / "last.pt")
         if last_epoch:
             break
 

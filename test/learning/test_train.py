@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from carla_seg_ros.learning import train
+from carla_seg_ros.learning import augment, train
 from carla_seg_ros.classes import IGNORE_INDEX
 from carla_seg_ros.datasets import HoodRule, find_pairs
 from carla_seg_ros.networks.weights import load_model, read_metadata
@@ -51,7 +51,7 @@ def test_augment_keeps_image_and_label_aligned():
     img[:, 40:] = 255
     label[:, 40:] = 7
     for _ in range(10):
-        a_img, a_label = train.augment(img, label, (64, 48), (0.5, 1.5), rng)
+        a_img, a_label = augment.augment(img, label, (64, 48), (0.5, 1.5), rng)
         assert a_img.shape == (48, 64, 3) and a_label.shape == (48, 64)
         assert set(np.unique(a_label)) <= {0, 7, IGNORE_INDEX}
 
@@ -65,7 +65,7 @@ def test_copy_paste_moves_only_object_pixels_and_keeps_image_and_label_together(
     car[2:4, 0:2] = True
     seen = set()
     for _ in range(20):                      # the donor is flipped half the time: both placements must show up
-        out_img, out_label = train.copy_paste(img, label, donor_img, donor_label, np.array([10], np.uint8), rng)
+        out_img, out_label = augment.copy_paste(img, label, donor_img, donor_label, np.array([10], np.uint8), rng)
         pasted = out_label == 10
         assert pasted.sum() == 4 and ((out_label == 7) | pasted).all()        # the building never comes along
         assert (out_img[pasted] == 200).all() and (out_img[~pasted] == 10).all()
