@@ -22,8 +22,8 @@ from collections import Counter
 import numpy as np
 
 from carla_seg_ros.image_codec import REJECT_REASONS
-from carla_seg_ros.tools.endurance import (add_node_options, growth, memory_line, memory_mb, node_diagnostics,
-                                           rss_mb, start, write_json)
+from carla_seg_ros.tools.endurance import (add_node_options, growth, memory_line, node_diagnostics, note_end_of_run,
+                                           note_memory, rss_mb, start, write_json)
 
 TARGET_RSS_GROWTH = 0.05
 W, H = 800, 600
@@ -130,18 +130,14 @@ def main(argv=None) -> int:
                     sent_reasons[reason] += 1
                 bar.update()
                 if i == args.warmup:
-                    report["rss_warm_mb"] = rss_mb(proc.proc.pid)
-                    report["memory_warm_mb"] = memory_mb(proc.proc.pid)
+                    note_memory(report, proc.proc.pid, "warm")
                 if i % 500 == 0:
                     proc.check()
                     samples.append(rss_mb(proc.proc.pid))
                     bar.set_postfix(rss_mb=samples[-1], refresh=False)
         player.drain(proc)
         settle(player, diagnostics, valid_sent + sum(sent_reasons.values()))
-        proc.check()
-        report["rss_end_mb"] = rss_mb(proc.proc.pid)
-        report["memory_end_mb"] = memory_mb(proc.proc.pid)
-        report["node_diagnostics"] = node_diagnostics(player, diagnostics)
+        note_end_of_run(report, proc, player, diagnostics)
     except NodeFailed as exc:
         report["error"] = str(exc)
     finally:

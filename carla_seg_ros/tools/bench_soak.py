@@ -15,7 +15,7 @@ import sys
 import time
 from pathlib import Path
 
-from carla_seg_ros.tools.endurance import (add_node_options, growth, memory_line, memory_mb, node_diagnostics,
+from carla_seg_ros.tools.endurance import (add_node_options, growth, memory_line, note_end_of_run, note_memory,
                                            rss_mb, start, write_json)
 
 TARGET_RSS_GROWTH = 0.05
@@ -79,18 +79,14 @@ def main(argv=None) -> int:
                 player.send(msg, key)
                 bar.update()
                 if i == args.window:
-                    report["rss_warm_mb"] = rss_mb(proc.proc.pid)
-                    report["memory_warm_mb"] = memory_mb(proc.proc.pid)
+                    note_memory(report, proc.proc.pid, "warm")
                 if time.monotonic() >= next_sample:
                     proc.check()
                     report["rss_samples_mb"].append(rss_mb(proc.proc.pid))
                     bar.set_postfix(answered=len(masks.received), rss_mb=report["rss_samples_mb"][-1])
                     next_sample = time.monotonic() + 5.0
         player.drain(proc)
-        proc.check()
-        report["rss_end_mb"] = rss_mb(proc.proc.pid)
-        report["memory_end_mb"] = memory_mb(proc.proc.pid)
-        report["node_diagnostics"] = node_diagnostics(player, diagnostics)
+        note_end_of_run(report, proc, player, diagnostics)
     except NodeFailed as exc:
         report["error"] = str(exc)
     finally:

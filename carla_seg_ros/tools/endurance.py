@@ -28,6 +28,20 @@ def rss_mb(pid: int) -> float | None:
     return memory_mb(pid).get("VmRSS")
 
 
+def note_memory(report: dict, pid: int, when: str) -> None:
+    """``rss_<when>_mb`` and its parts ``memory_<when>_mb`` in the report, from one read of /proc/PID/status."""
+    parts = memory_mb(pid)
+    report[f"rss_{when}_mb"] = parts.get("VmRSS")
+    report[f"memory_{when}_mb"] = parts
+
+
+def note_end_of_run(report: dict, proc, player, diagnostics) -> None:
+    """After the last frame: the node must still be up; its memory and its last diagnostics go in the report."""
+    proc.check()
+    note_memory(report, proc.proc.pid, "end")
+    report["node_diagnostics"] = node_diagnostics(player, diagnostics)
+
+
 def add_node_options(parser) -> None:
     parser.add_argument("--backend", default="auto", help="seg_node backend (default: auto)")
     parser.add_argument("--model", type=Path, default=None,
