@@ -14,26 +14,12 @@ from pathlib import Path
 import pytest
 import yaml
 
+from launch_ast import calls, keyword, parse
+
 REPO = Path(__file__).resolve().parents[2]
 LAUNCH = REPO / "launch" / "seg.launch.py"
 PARAMS = REPO / "config" / "seg.yaml"
 RVIZ = REPO / "config" / "seg.rviz"
-
-
-def _tree(path: Path) -> ast.Module:
-    return ast.parse(path.read_text(), filename=str(path))
-
-
-def _calls(tree: ast.AST, name: str) -> list[ast.Call]:
-    return [n for n in ast.walk(tree) if isinstance(n, ast.Call)
-            and (getattr(n.func, "id", None) == name or getattr(n.func, "attr", None) == name)]
-
-
-def _kw(call: ast.Call, name: str):
-    for kw in call.keywords:
-        if kw.arg == name:
-            return kw.value
-    return None
 
 
 def _const(node) -> object:
@@ -44,8 +30,8 @@ def _const(node) -> object:
 def launch_args() -> dict:
     """DeclareLaunchArgument name -> default (a string, or the AST node when not a literal)."""
     out = {}
-    for call in _calls(_tree(LAUNCH), "DeclareLaunchArgument"):
-        default = _kw(call, "default_value")
+    for call in calls(parse(LAUNCH), "DeclareLaunchArgument"):
+        default = keyword(call, "default_value")
         out[_const(call.args[0])] = _const(default) if isinstance(default, ast.Constant) else default
     return out
 
@@ -53,7 +39,7 @@ def launch_args() -> dict:
 @pytest.fixture(scope="module")
 def node_call() -> ast.Call:
     """The `node_args = dict(...)` both the plain Node and the LifecycleNode are built from."""
-    calls = [n.value for n in ast.walk(_tree(LAUNCH)) if isinstance(n, ast.Assign)
+    calls = [n.value for n in ast.walk(parse(LAUNCH)) if isinstance(n, ast.Assign)
              and getattr(n.targets[0], "id", None) == "node_args" and isinstance(n.value, ast.Call)]
     assert len(calls) == 1, "expected one `node_args = dict(...)` shared by Node and LifecycleNode"
     return calls[0]
@@ -61,24 +47,24 @@ def node_call() -> ast.Call:
 
 def test_launch_file_compiles(tmp_path):
     py_compile.compile(str(LAUNCH), cfile=str(tmp_path / "seg.launch.pyc"), doraise=True)
-    names = {n.name for n in _tree(LAUNCH).body if isinstance(n, ast.FunctionDef)}
+    names = {n.name for n in parse(LAUNCH).body if isinstance(n, ast.FunctionDef)}
     assert "generate_launch_description" in names
 
 
 def test_no_expression_is_pasted_together_from_strings():
     # A path with a quote once broke `PythonExpression(["'", dds_profile, "' != ''"])`; values are plain strings now.
-    names = {n.id for n in ast.walk(_tree(LAUNCH)) if isinstance(n, ast.Name)} | \
-        {a.name for n in ast.walk(_tree(LAUNCH)) if isinstance(n, ast.ImportFrom) for a in n.names}
+    names = {n.id for n in ast.walk(parse(LAUNCH)) if isinstance(n, ast.Name)} | \
+        {a.name for n in ast.walk(parse(LAUNCH)) if isinstance(n, ast.ImportFrom) for a in n.names}
     assert not names & {"PythonExpression", "eval", "exec"}, names
 
 
 def test_node_executable_is_installed_by_setup_py(node_call):
     source = LAUNCH.read_text()
-    assert _const(_kw(node_call, "package")) == "PACKAGE" or 'PACKAGE = "carla_seg_ros"' in source
+    assert _const(keyword(node_call, "package")) == "PACKAGE" or 'PACKAGE = "carla_seg_ros"' in source
     assert 'NODE_NAME = "seg_node"' in source
-    executable = _const(_kw(node_call, "executable"))
-    scripts = [_const(e) for call in _calls(_tree(REPO / "setup.py"), "setup")
-               for d in [_kw(call, "entry_points")] if isinstance(d, ast.Dict)
+    executable = _const(keyword(node_call, "executable"))
+    scripts = [_const(e) for call in calls(parse(REPO / "setup.py"), "setup")
+               for d in [keyword(call, "entry_points")] if isinstance(d, ast.Dict)
                for k, v in zip(d.keys, d.values) if _const(k) == "console_scripts" for e in v.elts]
     entry = [s for s in scripts if s.split("=")[0].strip() == executable]
     assert entry, f"setup.py installs no console script {executable!r} ({scripts})"
@@ -104,7 +90,7 @@ def test_launch_arguments_and_defaults(launch_args):
     assert "fastdds_large_frames.xml" in LAUNCH.read_text()
     assert "params_file" in launch_args
     from carla_seg_ros.runtime.backends import BACKEND_CHOICES
-    desc = [_const(_kw(c, "description")) for c in _calls(_tree(LAUNCH), "DeclareLaunchArgument")
+    desc = [_const(keyword(c, "description")) for c in calls(parse(LAUNCH), "DeclareLaunchArgument")
             if _const(c.args[0]) == "backend"][0]
     assert all(b in desc for b in BACKEND_CHOICES)
 
@@ -116,7 +102,7 @@ def test_params_file_exists_is_installed_and_matches_the_declared_parameters(lau
     assert PARAMS.is_file()
     assert "config/*.yaml" in (REPO / "setup.py").read_text()
 
-    from carla_seg_ros.ros.seg_node import NODE_NAME, PARAMETERS
+    from carla_seg_ros.ros.seg_node import PARAMETERS
     data = yaml.safe_load(PARAMS.read_text())
     assert list(data) == ["/**"], "seg.yaml must apply under any namespace"
     params = data["/**"]["ros__parameters"]
@@ -140,8 +126,8 @@ def _subscribed_topics() -> set[str]:
     """Topic literals of every create_subscription(...) in seg_node's modules (the default camera's topic)."""
     topics = set()
     for module in ("seg_node.py", "seg_camera.py"):
-        tree = _tree(REPO / "carla_seg_ros" / "ros" / module)
-        topics |= {_const(c.args[1]) for c in _calls(tree, "create_subscription")}
+        tree = parse(REPO / "carla_seg_ros" / "ros" / module)
+        topics |= {_const(c.args[1]) for c in calls(tree, "create_subscription")}
     source = (REPO / "carla_seg_ros" / "ros" / "seg_node.py").read_text()
     topics |= set(re.findall(r'\[\("", "(\w+)"\)\]', source))    # streams = ... or [("", "image")]
     from carla_seg_ros.ros.occupancy import camera_info_topic
@@ -149,7 +135,7 @@ def _subscribed_topics() -> set[str]:
 
 
 def test_remap_targets_the_carla_camera_topics_the_node_subscribes(node_call):
-    remaps = _kw(node_call, "remappings").elts
+    remaps = keyword(node_call, "remappings").elts
     assert [_const(r.elts[0]) for r in remaps] == ["image", "camera_info"]
     assert {"image", "camera_info"} <= _subscribed_topics()
     source = LAUNCH.read_text()
@@ -186,19 +172,19 @@ def test_dds_profile_is_valid_xml_and_installed():
 
 def test_managed_argument_starts_the_same_executable_as_a_lifecycle_node():
     from carla_seg_ros.ros.seg_node import MANAGED_FLAG
-    calls = _calls(_tree(LAUNCH), "LifecycleNode")
-    assert len(calls) == 1
-    assert [_const(e) for e in _kw(calls[0], "arguments").elts] == [MANAGED_FLAG]
-    assert any(kw.arg is None and getattr(kw.value, "id", None) == "node_args" for kw in calls[0].keywords), \
+    lifecycle = calls(parse(LAUNCH), "LifecycleNode")
+    assert len(lifecycle) == 1
+    assert [_const(e) for e in keyword(lifecycle[0], "arguments").elts] == [MANAGED_FLAG]
+    assert any(kw.arg is None and getattr(kw.value, "id", None) == "node_args" for kw in lifecycle[0].keywords), \
         "LifecycleNode must share node_args with the plain Node"
-    plain = [c for c in _calls(_tree(LAUNCH), "Node") if getattr(c.func, "id", None) == "Node"
+    plain = [c for c in calls(parse(LAUNCH), "Node") if getattr(c.func, "id", None) == "Node"
              and any(kw.arg is None for kw in c.keywords)]
     assert len(plain) == 1
 
 
 def test_node_setup_runs_in_an_opaque_function_with_the_launch_setup_helpers():
-    tree = _tree(LAUNCH)
-    assert _calls(tree, "OpaqueFunction")
+    tree = parse(LAUNCH)
+    assert calls(tree, "OpaqueFunction")
     imported = {a.name for n in ast.walk(tree) if isinstance(n, ast.ImportFrom)
                 and n.module == "carla_seg_ros.ros.launch_setup" for a in n.names}
     assert {"resolve_parameters", "camera_topics", "write_params_file", "write_rviz_config"} <= imported

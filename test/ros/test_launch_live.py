@@ -14,23 +14,12 @@ from pathlib import Path
 
 import pytest
 
+from launch_ast import calls, keyword, parse
+
 REPO = Path(__file__).resolve().parents[2]
 LIVE = REPO / "launch" / "carla_live.launch.py"
 SEG = REPO / "launch" / "seg.launch.py"
 OBJECTS = REPO / "config" / "carla_objects.json"
-
-
-def _tree(path: Path) -> ast.Module:
-    return ast.parse(path.read_text(), filename=str(path))
-
-
-def _calls(tree, name: str) -> list[ast.Call]:
-    return [n for n in ast.walk(tree) if isinstance(n, ast.Call)
-            and (getattr(n.func, "id", None) == name or getattr(n.func, "attr", None) == name)]
-
-
-def _kw(call: ast.Call, name: str):
-    return next((k.value for k in call.keywords if k.arg == name), None)
 
 
 @pytest.fixture(scope="module")
@@ -47,10 +36,10 @@ def defaults(live) -> dict:
 
 def test_compiles_and_uses_no_pasted_python_expressions(tmp_path):
     py_compile.compile(str(LIVE), cfile=str(tmp_path / "live.pyc"), doraise=True)
-    tree = _tree(LIVE)
+    tree = parse(LIVE)
     assert "generate_launch_description" in {n.name for n in tree.body if isinstance(n, ast.FunctionDef)}
-    assert not _calls(tree, "PythonExpression")
-    assert _calls(tree, "OpaqueFunction")
+    assert not calls(tree, "PythonExpression")
+    assert calls(tree, "OpaqueFunction")
     imported = {a.name for n in ast.walk(tree) if isinstance(n, ast.ImportFrom) and n.module ==
                 "carla_seg_ros.ros.live_launch" for a in n.names}
     assert imported == {"ARGUMENTS", "node_settings"}
@@ -59,8 +48,8 @@ def test_compiles_and_uses_no_pasted_python_expressions(tmp_path):
 def test_shares_seg_launch_arguments_and_defaults(live):
     ours = {name: default for name, default, _ in live.ARGUMENTS}
     theirs = {}
-    for call in _calls(_tree(SEG), "DeclareLaunchArgument"):
-        default = _kw(call, "default_value")
+    for call in calls(parse(SEG), "DeclareLaunchArgument"):
+        default = keyword(call, "default_value")
         theirs[call.args[0].value] = default.value if isinstance(default, ast.Constant) else None
     # One camera, one evaluator: seg.launch.py's multi-camera, managed and rviz arguments are not offered here.
     for name in ("role_name", "camera", "params_file", "backend", "namespace", "use_sim_time", "dds_profile"):
@@ -71,7 +60,7 @@ def test_shares_seg_launch_arguments_and_defaults(live):
 
 def test_nodes_are_installed_console_scripts():
     setup = (REPO / "setup.py").read_text()
-    executables = {_kw(c, "executable").value for c in _calls(_tree(LIVE), "Node")}
+    executables = {keyword(c, "executable").value for c in calls(parse(LIVE), "Node")}
     assert executables == {"seg_node", "seg_eval_node"}
     for exe in executables | {"carla-seg"}:
         assert f'"{exe} = carla_seg_ros.' in setup

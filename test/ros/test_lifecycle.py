@@ -9,7 +9,7 @@ import pytest
 
 pytest.importorskip("rclpy", reason="ROS 2 wheels (extra `ros`) are not installed")
 pytest.importorskip("lifecycle_msgs", reason="ros-kilted-lifecycle-msgs is not installed")
-from lifecycle_msgs.msg import State, Transition  # noqa: E402
+from lifecycle_msgs.msg import Transition  # noqa: E402
 from lifecycle_msgs.srv import ChangeState, GetState  # noqa: E402
 
 from seg_probe import Probe, start_node, stop_node, wait_for  # noqa: E402
