@@ -8,9 +8,11 @@ from carla_seg_ros.runtime.preprocess import resize_image
 
 
 @pytest.mark.parametrize("encoding", image_codec.ENCODINGS)
-def test_model_input_equals_resize_then_reorder(encoding):
+@pytest.mark.parametrize("frame_hw", [(600, 800), (150, 200)], ids=["shrink", "grow"])
+def test_model_input_equals_resize_then_reorder(encoding, frame_hw):
+    """Converting the colours before or after the resize must give the same pixels (area and bilinear alike)."""
     rng = np.random.default_rng(1)
-    rgb = rng.integers(0, 256, (600, 800, 3), np.uint8)
+    rgb = rng.integers(0, 256, (*frame_hw, 3), np.uint8)
     msg = image_codec.to_image(image_codec.from_rgb(rgb, encoding), encoding)
     native = image_codec.pixels(msg)
     expected = np.ascontiguousarray(image_codec.to_rgb(resize_image(native, (384, 288)), encoding))
