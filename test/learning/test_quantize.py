@@ -78,3 +78,14 @@ def test_quantize_is_a_carla_seg_command_with_help():
     out = subprocess.run([sys.executable, "-m", "carla_seg_ros.cli", "quantize", "--help"], capture_output=True,
                          text=True, timeout=60)
     assert out.returncode == 0 and "--calibration-every" in out.stdout
+
+
+def test_depthwise_convolutions_are_found_by_their_groups(model_path):
+    """What --keep-depthwise-float leaves in float: the convolutions whose filters see one input channel each."""
+    names = quantize.depthwise_convs(model_path)
+    graph = onnx.load(str(model_path)).graph
+    shapes = {t.name: tuple(t.dims) for t in graph.initializer}
+    one_channel = {n.name for n in graph.node if n.op_type == "Conv" and shapes.get(n.input[1], (0, 0))[1] == 1}
+    assert set(names) == one_channel and len(names) == len(set(names))
+    assert 0 < len(names) < sum(n.op_type == "Conv" for n in graph.node), \
+        "an EfficientNet encoder has depthwise and ordinary convolutions"
