@@ -21,20 +21,10 @@ import numpy as np
 from carla_seg_ros.datasets import find_pairs
 from carla_seg_ros.paths import default_data_dir, default_model
 from carla_seg_ros.runtime.backends import BACKEND_CHOICES
+from carla_seg_ros.tools.endurance import cpu_seconds
 
 CAMERA_TOPIC = "/bench/cam{}/image"
 SEG_NODE_MODULE = "carla_seg_ros.ros.seg_node"
-
-
-def cpu_seconds(pids: list[int]) -> float:
-    """utime + stime of the processes so far (Linux /proc)."""
-    tick = os.sysconf("SC_CLK_TCK")
-    total = 0
-    for pid in pids:
-        with open(f"/proc/{pid}/stat") as f:
-            fields = f.read().rsplit(")", 1)[1].split()
-        total += int(fields[11]) + int(fields[12])      # utime, stime (fields 14 and 15 of stat)
-    return total / tick
 
 
 def layouts(n: int, model: Path, node_params: dict) -> dict:

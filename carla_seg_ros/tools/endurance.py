@@ -23,6 +23,38 @@ def memory_mb(pid: int) -> dict:
     return out
 
 
+def cpu_seconds(pids: list[int]) -> float:
+    """utime + stime of the processes so far (Linux /proc)."""
+    tick = os.sysconf("SC_CLK_TCK")
+    total = 0
+    for pid in pids:
+        with open(f"/proc/{pid}/stat") as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+        total += int(fields[11]) + int(fields[12])      # utime, stime (fields 14 and 15 of stat)
+    return total / tick
+
+
+def host_cpu_ticks() -> tuple[int, int] | None:
+    """(all, steal) CPU ticks of the whole machine so far, from the first line of /proc/stat; None without it.
+
+    Steal is time the hypervisor gave this VM's CPUs to someone else: a benchmark that slows down while steal
+    rises was slowed from outside, not by the code under test.
+    """
+    try:
+        with open("/proc/stat") as f:
+            fields = [int(v) for v in f.readline().split()[1:]]
+    except (OSError, ValueError):
+        return None
+    return sum(fields[:8]), fields[7] if len(fields) > 7 else 0     # user..steal; guest is inside user already
+
+
+def steal_fraction(before: tuple[int, int] | None, after: tuple[int, int] | None) -> float | None:
+    """Share of the machine's CPU time stolen by the hypervisor between two host_cpu_ticks() readings."""
+    if before is None or after is None or after[0] <= before[0]:
+        return None
+    return (after[1] - before[1]) / (after[0] - before[0])
+
+
 def rss_mb(pid: int) -> float | None:
     """Resident set size of a process in MB (VmRSS of /proc/PID/status); None where there is no /proc."""
     return memory_mb(pid).get("VmRSS")
@@ -35,11 +67,11 @@ def note_memory(report: dict, pid: int, when: str) -> None:
     report[f"memory_{when}_mb"] = parts
 
 
-def note_end_of_run(report: dict, proc, player, diagnostics) -> None:
+def note_end_of_run(report: dict, proc, player, diagnostics, node: str = NODE_NAME) -> None:
     """After the last frame: the node must still be up; its memory and its last diagnostics go in the report."""
     proc.check()
     note_memory(report, proc.proc.pid, "end")
-    report["node_diagnostics"] = node_diagnostics(player, diagnostics)
+    report["node_diagnostics"] = node_diagnostics(player, diagnostics) if node == NODE_NAME else {}
 
 
 def add_node_options(parser) -> None:
@@ -55,8 +87,14 @@ def add_node_options(parser) -> None:
     parser.add_argument("--json", type=Path, default=None, help="write the figures here")
 
 
-def start(args, extra_params: dict | None = None):
-    """(player, node process, mask stream, diagnostics) with the configurations of ``args``; the caller closes."""
+NODE_MODULES = {"seg_node": "carla_seg_ros.ros.seg_node", "echo_node": "carla_seg_ros.ros.echo_node"}
+
+
+def start(args, extra_params: dict | None = None, node: str = NODE_NAME):
+    """(player, node process, mask stream, diagnostics) with the configurations of ``args``; the caller closes.
+
+    ``node`` is seg_node, or echo_node for the transport alone (same subscription, a mono8 copy back, no model).
+    """
     from diagnostic_msgs.msg import DiagnosticArray
     from sensor_msgs.msg import Image
 
@@ -64,12 +102,14 @@ def start(args, extra_params: dict | None = None):
 
     apply_in_this_process(args.publisher_dds)        # before this process's first participant
     player = Player(name="endurance_player")
-    masks = player.watch(f"/{NODE_NAME}/mask", Image)
+    masks = player.watch(f"/{node}/mask", Image)
     diagnostics = player.watch_latest("/diagnostics", DiagnosticArray)
-    params = {"backend": args.backend, **(extra_params or {})}
-    if args.model is not None:
-        params["model_path"] = str(Path(args.model).resolve())
-    proc = NodeProcess(NODE_NAME, node_argv("carla_seg_ros.ros.seg_node", NODE_NAME, params, {"image": CAMERA_TOPIC}),
+    params = {}
+    if node == NODE_NAME:
+        params = {"backend": args.backend, **(extra_params or {})}
+        if args.model is not None:
+            params["model_path"] = str(Path(args.model).resolve())
+    proc = NodeProcess(node, node_argv(NODE_MODULES[node], node, params, {"image": CAMERA_TOPIC}),
                        log_path=args.log, env=dds_env(args.node_dds, dict(os.environ, PYTHONUNBUFFERED="1")))
     return player, proc, masks, diagnostics
 
