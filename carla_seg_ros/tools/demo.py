@@ -150,6 +150,7 @@ def run(args) -> dict:
         player.close()
         recorder.close()
 
+    summary["interrupted"] = summary["interrupted"] or STOP_REQUESTED.is_set()
     summary.update(results(player, masks, overlays, label_info, diagnostics, recorder, hood, args.rate, out))
     (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")
     return summary
@@ -176,6 +177,8 @@ def play(player, proc, pairs, recorder, masks, diagnostics, args, summary: dict)
             player.send(player.image_message(frame.bgra), key)
             bar.update()
             bar.set_postfix(received=len(masks.received), refresh=False)
+            if STOP_REQUESTED.is_set():
+                raise KeyboardInterrupt
             if i % 10 == 0:
                 proc.check()
     player.drain(proc)
@@ -232,7 +235,14 @@ def print_summary(s: dict, out: Path) -> None:
         print(f"  recorder errors: {s['recorder_errors'][:3]}")
 
 
+# Set by Ctrl-C / SIGTERM as well as raising KeyboardInterrupt: a KeyboardInterrupt raised while Python runs a
+# destructor or a callback is printed as "Exception ignored" and lost, and the demo would then play on and exit 0.
+# The playing loop and the summary also look at the flag, so an interrupt is never lost.
+STOP_REQUESTED = threading.Event()
+
+
 def _interrupt(_signum, _frame):
+    STOP_REQUESTED.set()
     raise KeyboardInterrupt
 
 
@@ -272,7 +282,9 @@ def main(argv=None) -> int:
         print(f"carla-seg demo: {exc}\n\n{NO_DATA_HELP}", file=sys.stderr)
         return 2
 
+    STOP_REQUESTED.clear()
     if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGINT, _interrupt)
         signal.signal(signal.SIGTERM, _interrupt)   # `kill` gets the same clean stop and partial summary as Ctrl-C
     summary = run(args)
     print_summary(summary, args.out)
