@@ -42,8 +42,8 @@ def calibration_frames(data_dir, size_wh, every: int) -> list[np.ndarray]:
 
 
 def depthwise_convs(model_path: Path) -> list[str]:
-    """Names of the grouped (depthwise) Conv nodes: the ones EfficientNet/MobileNet encoders lose accuracy on when
-    their per-tensor uint8 activations must cover channels with very different ranges."""
+    """Names of the grouped (depthwise) Conv nodes, the usual suspects when an EfficientNet/MobileNet encoder loses
+    accuracy in int8 (for v2 they were not the cause: see --keep-depthwise-float)."""
     import onnx
     graph = onnx.load(str(model_path)).graph
     return [n.name for n in graph.node if n.op_type == "Conv"

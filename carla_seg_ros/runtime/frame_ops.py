@@ -5,11 +5,11 @@ Measured on the 2-core machine (800x600 bgra8 -> 384x288, profile of seg_node's 
 * OpenCV's own thread pool doubles the INTER_AREA resize (2.8 -> 6.0 ms) when it races the runtime's threads and
   the DDS threads for two cores, so ``single_threaded_opencv`` gives OpenCV one thread: the runtime already has
   the cores, and a frame's pre-/post-processing is a few ms of serial work between two inferences.
-* the area resize itself (2.8-3 ms) is kept: it is what training and evaluation use, and no exact faster path
+* the area resize itself (about 4 ms quiet for three channels) is kept: it is what training and evaluation use, and no exact faster path
   exists for the 2.083 scale (the integer-scale path is 0.2 ms, but 400x300 is not the model's input).
 * for four-channel frames (CARLA's bgra8) the colour conversion comes first: ``cv2.cvtColor`` BGRA -> RGB at full
   size is a 0.14 ms SIMD pass, and it leaves the area resize three channels instead of four (resize + reorder
-  4.6-7.9 ms, convert + resize 2.5-4.2 ms in interleaved runs on the busy 2-core machine; bitwise the same pixels).
+  5.9 ms, convert + resize 4.1 ms on a quiet machine; bitwise the same pixels).
 * ``np.bincount`` over the 480 k mask pixels took 1.1-1.5 ms; ``cv2.calcHist`` gives the same counts in 0.4 ms.
 
 Resizing stays ``preprocess.resize_image`` (area averaging, exactly what training and evaluation use).

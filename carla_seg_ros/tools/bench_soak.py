@@ -2,10 +2,10 @@
 
 Starts seg_node (or, with ``--node echo_node``, the transport-only echo) as its own process, plays ``--frames``
 800x600 bgra8 frames (dataset fullres frames cycled, or synthetic ones without a dataset) at ``--rate`` Hz like the
-CARLA bridge, and prints: frames answered, latency
-p50/p99 (stamp -> mask received, wall clock) of the first and the last ``--window`` frames, and the node's RSS
-(VmRSS) after the warm-up window and at the end, sampled along the way. Targets (printed, not enforced): RSS growth
-< 5 % warm-up -> end, last-window p50 within 10 % of the first window's.
+CARLA bridge, and prints: frames answered, latency p50/p99 (stamp -> mask received, wall clock) of the first and
+the last ``--window`` frames, and the node's RSS (VmRSS) after the warm-up window and at the end, sampled along
+the way. Targets (printed, not enforced): RSS growth < 5 % warm-up -> end, last-window p50 within 10 % of the
+first window's.
 
 A timeline follows: per ``--window`` frames, answered, p50/p99, the node's CPU and the share of the machine's CPU
 time the hypervisor stole. It tells the three causes of a slowdown apart: the node working harder per frame (its
