@@ -34,9 +34,8 @@ class TorchCudaBackend(Backend):
         torch.backends.cudnn.benchmark = True  # fixed input shape: pick the fastest conv algorithms once
         net, _ = load_model(weights_beside(self.model_path), device=self.device)
         self.net = net.half().to(memory_format=torch.channels_last).eval()
-        from carla_seg_ros.networks.normalization import MEAN, STD
-        # the network's own normalisation where it has one (pretrained encoders), as DeployModel applies
-        mean, std = getattr(net, "input_mean", MEAN), getattr(net, "input_std", STD)
+        from carla_seg_ros.networks.models import input_normalisation
+        mean, std = input_normalisation(net)     # the network's own where it has one, as DeployModel applies
         self.mean = torch.tensor(mean, dtype=torch.float32, device=self.device).view(1, 3, 1, 1)
         self.std = torch.tensor(std, dtype=torch.float32, device=self.device).view(1, 3, 1, 1)
         w, h = self.input_size
