@@ -56,12 +56,8 @@ def onnx_metadata(path: Path) -> dict:
     return {p.key: p.value for p in model.metadata_props}
 
 
-def int8_verdict(fp32: Path, int8: Path) -> str | None:
-    """None if ``int8`` may stand in for ``fp32``; otherwise why not."""
-    try:
-        meta8 = onnx_metadata(int8)
-    except ValueError as exc:
-        return str(exc)
+def int8_verdict(fp32: Path, meta8: dict) -> str | None:
+    """None if the int8 file whose metadata is ``meta8`` may stand in for ``fp32``; otherwise why not."""
     if QUANT_KEY in meta8:
         try:
             record = json.loads(meta8[QUANT_KEY])
@@ -97,10 +93,14 @@ def choose_model(backend: str, directory: Path | None = None) -> ModelChoice:
         return ModelChoice(fp32, f"fp32: no {INT8_MODEL_NAME} in {directory}")
     if not fp32.is_file():
         return ModelChoice(int8, f"int8: {backend} (no {DEFAULT_MODEL_NAME} to check it against)")
-    why_not = int8_verdict(fp32, int8)
+    try:
+        meta8 = onnx_metadata(int8)         # read once: the verdict and the reason both need it
+    except ValueError as exc:
+        return ModelChoice(fp32, f"fp32: {INT8_MODEL_NAME} not used: {exc}")
+    why_not = int8_verdict(fp32, meta8)
     if why_not is not None:
         return ModelChoice(fp32, f"fp32: {INT8_MODEL_NAME} not used: {why_not}")
-    verified = QUANT_KEY in onnx_metadata(int8)
+    verified = QUANT_KEY in meta8
     return ModelChoice(int8, f"int8: {backend} runs the int8 model "
                              + ("(val check recorded by carla-seg quantize)" if verified else
                                 "(unverified: no accuracy record, same metadata as the fp32 model)"))
