@@ -30,8 +30,7 @@ class ShutdownSignals:
     def __call__(self, signum, _frame) -> None:
         self.signal_name = self.signal_name or signal.Signals(signum).name
         self.event.set()
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            signal.signal(sig, signal.SIG_IGN)
+        ignore_late_signals()
 
 
 def spin_until_signal(executor, stop: ShutdownSignals) -> None:
