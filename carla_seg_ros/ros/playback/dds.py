@@ -34,9 +34,8 @@ def dds_overrides(config: str) -> dict:
     return values
 
 
-def dds_env(config: str, base: dict | None = None) -> dict:
-    """A child-process environment: ``base`` (default: this process's) with ``config`` selected."""
-    env = dict(os.environ if base is None else base)
+def _select(env, config: str):
+    """Set or unset ``config``'s variables in the mapping ``env`` (a dict or os.environ); returns it."""
     for key, value in dds_overrides(config).items():
         if value is None:
             env.pop(key, None)
@@ -45,10 +44,11 @@ def dds_env(config: str, base: dict | None = None) -> dict:
     return env
 
 
+def dds_env(config: str, base: dict | None = None) -> dict:
+    """A child-process environment: ``base`` (default: this process's) with ``config`` selected."""
+    return _select(dict(os.environ if base is None else base), config)
+
+
 def apply_in_this_process(config: str) -> None:
     """Select ``config`` for this process; only effective before its first DDS participant (rclpy.init)."""
-    for key, value in dds_overrides(config).items():
-        if value is None:
-            os.environ.pop(key, None)
-        else:
-            os.environ[key] = value
+    _select(os.environ, config)
