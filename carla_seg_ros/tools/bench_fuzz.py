@@ -22,8 +22,8 @@ from collections import Counter
 import numpy as np
 
 from carla_seg_ros.image_codec import REJECT_REASONS
-from carla_seg_ros.tools.endurance import (add_node_options, growth, memory_line, node_diagnostics, note_end_of_run,
-                                           note_memory, rss_mb, start, write_json)
+from carla_seg_ros.tools.endurance import (add_node_options, growth, memory_line, node_diagnostics, node_run,
+                                           note_end_of_run, note_memory, rss_mb, start, write_json)
 
 TARGET_RSS_GROWTH = 0.05
 W, H = 800, 600
@@ -94,7 +94,7 @@ def main(argv=None) -> int:
     from sensor_msgs.msg import Image
     from tqdm import tqdm
 
-    from carla_seg_ros.ros.playback import CAMERA_TOPIC, NodeFailed, paced
+    from carla_seg_ros.ros.playback import CAMERA_TOPIC, paced
     from carla_seg_ros.tools.bench_transport import synthetic_frames
 
     rng = np.random.default_rng(args.seed)
@@ -112,7 +112,7 @@ def main(argv=None) -> int:
     valid_sent = 0
     samples: list = []
     report: dict = {"malformed": args.malformed, "every": args.every}
-    try:
+    with node_run(report, proc, player):
         proc.start()
         valid = player.image_message(synthetic_frames(1)[0])
         report["ready_s"] = player.wait_ready(proc, valid, timeout=args.ready_timeout)
@@ -138,12 +138,6 @@ def main(argv=None) -> int:
         player.drain(proc)
         settle(player, diagnostics, valid_sent + sum(sent_reasons.values()))
         note_end_of_run(report, proc, player, diagnostics)
-    except NodeFailed as exc:
-        report["error"] = str(exc)
-    finally:
-        report["alive_at_end"] = proc.alive
-        proc.close()
-        player.close()
     report.update(rss_samples_mb=samples, valid_sent=valid_sent, valid_answered=len(masks.received),
                   sent_by_kind=dict(sent_kinds),
                   sent_by_reason=dict(sent_reasons))

@@ -22,7 +22,8 @@ import time
 from pathlib import Path
 
 from carla_seg_ros.tools.endurance import (add_node_options, cpu_seconds, growth, host_cpu_ticks, memory_line,
-                                           note_end_of_run, note_memory, rss_mb, start, steal_fraction, write_json)
+                                           node_run, note_end_of_run, note_memory, rss_mb, start, steal_fraction,
+                                           write_json)
 
 TARGET_RSS_GROWTH = 0.05
 TARGET_P50_DRIFT = 0.10
@@ -102,7 +103,7 @@ def main(argv=None) -> int:
         parser.error("need --window >= 10, --frames >= 2 x --window and --rate > 0")
     from tqdm import tqdm
 
-    from carla_seg_ros.ros.playback import NodeFailed, paced
+    from carla_seg_ros.ros.playback import paced
 
     bgra, source = frames_to_play(args.data)
     backend = args.backend if args.node == "seg_node" else "-"
@@ -115,7 +116,7 @@ def main(argv=None) -> int:
               "rss_samples_mb": []}
     keys: list[int] = []
     checkpoints: list[dict] = []
-    try:
+    with node_run(report, proc, player):
         proc.start()
         messages = [player.image_message(f) for f in bgra]
         report["ready_s"] = player.wait_ready(proc, messages[0], timeout=args.ready_timeout)
@@ -138,12 +139,6 @@ def main(argv=None) -> int:
         checkpoints.append(checkpoint(proc.proc.pid, len(keys)))
         player.drain(proc)
         note_end_of_run(report, proc, player, diagnostics, node=args.node)
-    except NodeFailed as exc:
-        report["error"] = str(exc)
-    finally:
-        report["alive_at_end"] = proc.alive
-        proc.close()
-        player.close()
     report["answered"] = len(masks.received)
     report["first"] = window_stats(player, masks, keys[:args.window])
     report["last"] = window_stats(player, masks, keys[-args.window:])

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import os
+from contextlib import contextmanager
 from pathlib import Path
 
 from carla_seg_ros.ros.playback.dds import DDS_CONFIGS, DEFAULT_DDS_CONFIG, apply_in_this_process, dds_env
@@ -112,6 +113,21 @@ def start(args, extra_params: dict | None = None, node: str = NODE_NAME):
     proc = NodeProcess(node, node_argv(NODE_MODULES[node], node, params, {"image": CAMERA_TOPIC}),
                        log_path=args.log, env=dds_env(args.node_dds, dict(os.environ, PYTHONUNBUFFERED="1")))
     return player, proc, masks, diagnostics
+
+
+@contextmanager
+def node_run(report: dict, proc, player):
+    """The body of a soak or fuzz run: a NodeFailed raised in it becomes ``report["error"]``; whatever happens,
+    ``report["alive_at_end"]`` says whether the node was still up, then the node and the player are closed."""
+    from carla_seg_ros.ros.playback import NodeFailed
+    try:
+        yield
+    except NodeFailed as exc:
+        report["error"] = str(exc)
+    finally:
+        report["alive_at_end"] = proc.alive
+        proc.close()
+        player.close()
 
 
 def node_diagnostics(player, diagnostics, timeout: float = 3.0) -> dict:

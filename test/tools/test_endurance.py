@@ -61,3 +61,32 @@ def test_late_frames_with_an_idle_node_are_called_a_transport_step():
     # the same latency step with the node working as hard as before is not blamed on arrival
     assert arrival_step(_run(late_from=30, cpu_late=1.0)) is None
     assert arrival_step(_run(late_from=99, cpu_late=0.5)) is None
+
+
+class _Closable:
+    """What node_run touches on the node process and the player: ``alive`` and ``close()``."""
+
+    def __init__(self, alive=True):
+        self.alive, self.closed = alive, False
+
+    def close(self):
+        self.closed = True
+
+
+def test_node_run_records_a_node_failure_and_always_closes():
+    import pytest
+
+    from carla_seg_ros.ros.playback import NodeFailed
+    from carla_seg_ros.tools.endurance import node_run
+
+    report, proc, player = {}, _Closable(alive=False), _Closable()
+    with node_run(report, proc, player):
+        raise NodeFailed("seg_node exited with code 1")
+    assert report == {"error": "seg_node exited with code 1", "alive_at_end": False}
+    assert proc.closed and player.closed
+
+    report, proc, player = {}, _Closable(), _Closable()
+    with pytest.raises(KeyboardInterrupt):          # anything else still propagates, after closing
+        with node_run(report, proc, player):
+            raise KeyboardInterrupt
+    assert report == {"alive_at_end": True} and proc.closed and player.closed
