@@ -5,8 +5,9 @@ Measured on the 2-core machine (800x600 bgra8 -> 384x288, profile of seg_node's 
 * OpenCV's own thread pool doubles the INTER_AREA resize (2.8 -> 6.0 ms) when it races the runtime's threads and
   the DDS threads for two cores, so ``single_threaded_opencv`` gives OpenCV one thread: the runtime already has
   the cores, and a frame's pre-/post-processing is a few ms of serial work between two inferences.
-* the area resize itself (about 4 ms quiet for three channels) is kept: it is what training and evaluation use, and no exact faster path
-  exists for the 2.083 scale (the integer-scale path is 0.2 ms, but 400x300 is not the model's input).
+* the area resize itself (about 4 ms quiet for three channels) is kept: it is what training and evaluation use,
+  and no exact faster path exists for the 2.083 scale (the integer-scale path is 0.2 ms, but 400x300 is not the
+  model's input).
 * for four-channel frames (CARLA's bgra8) the colour conversion comes first: ``cv2.cvtColor`` BGRA -> RGB at full
   size is a 0.14 ms SIMD pass, and it leaves the area resize three channels instead of four (resize + reorder
   5.9 ms, convert + resize 4.1 ms on a quiet machine; bitwise the same pixels).
@@ -21,6 +22,7 @@ import numpy as np
 
 from carla_seg_ros.image_codec import to_rgb, to_rgb_array
 from carla_seg_ros.runtime.preprocess import resize_image
+
 
 def single_threaded_opencv() -> None:
     cv2.setNumThreads(1)
