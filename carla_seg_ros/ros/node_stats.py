@@ -64,6 +64,12 @@ class LatencyWindow:
         return percentile(self._samples, q) if self._samples else None
 
 
+# The stages of a frame's processing (receive -> publish), timed one after the other on the steady clock, so
+# /diagnostics shows where the time goes: decoding and resizing to the model's input (subscription callback), the
+# wait until the inference thread runs it, the model call, and the mask resize plus every output published.
+STAGES = ("preprocess", "handoff", "inference", "publish")
+
+
 class NodeStats:
     """Everything /diagnostics reports, updated from several threads."""
 
@@ -80,7 +86,7 @@ class NodeStats:
         self.latency_wall = LatencyWindow(latency_window)      # input stamp -> publish, wall clock
         self.latency_ros = LatencyWindow(latency_window)       # input stamp -> publish, node clock (sim time)
         self.processing = LatencyWindow(latency_window)        # receive -> publish, steady clock
-        self.inference = LatencyWindow(latency_window)         # the model call alone, steady clock
+        self.stages = {stage: LatencyWindow(latency_window) for stage in STAGES}   # its parts (STAGES)
 
     def on_received(self, now: float) -> None:
         with self._lock:
@@ -102,7 +108,8 @@ class NodeStats:
             self.failed += 1
 
     def on_published(self, now: float, latency_wall: float | None, latency_ros: float | None,
-                     processing: float, inference: float | None = None) -> None:
+                     processing: float, stages: dict[str, float] | None = None) -> None:
+        """``stages``: seconds per STAGES name, any subset (the pipeline reports all four)."""
         with self._lock:
             self.processed += 1
             self.output_rate.add(now)
@@ -111,8 +118,8 @@ class NodeStats:
             if latency_ros is not None:
                 self.latency_ros.add(latency_ros)
             self.processing.add(processing)
-            if inference is not None:
-                self.inference.add(inference)
+            for stage, seconds in (stages or {}).items():
+                self.stages[stage].add(seconds)
 
     def snapshot(self, now: float) -> dict:
         """A consistent copy of every figure; latencies in milliseconds (None while no sample)."""
@@ -137,8 +144,7 @@ class NodeStats:
                 "latency_ros_p99_ms": ms(self.latency_ros, 99),
                 "processing_p50_ms": ms(self.processing, 50),
                 "processing_p99_ms": ms(self.processing, 99),
-                "inference_p50_ms": ms(self.inference, 50),
-                "inference_p99_ms": ms(self.inference, 99),
+                **{f"{stage}_p{q}_ms": ms(window, q) for stage, window in self.stages.items() for q in (50, 99)},
             }
 
 

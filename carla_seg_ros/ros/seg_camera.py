@@ -10,6 +10,9 @@ from __future__ import annotations
 
 import collections
 import time
+from dataclasses import dataclass
+
+import numpy as np
 
 from diagnostic_msgs.msg import DiagnosticStatus, KeyValue
 from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy
@@ -17,9 +20,11 @@ from sensor_msgs.msg import Image
 from std_msgs.msg import Float32MultiArray, String
 
 from carla_seg_ros import image_codec
-from carla_seg_ros.ros.node_stats import KeyedThrottle, NodeStats
+from carla_seg_ros.ros.node_stats import STAGES, KeyedThrottle, NodeStats
 from carla_seg_ros.ros.occupancy import OccupancyOutputs, camera_info_topic
 from carla_seg_ros.ros.seg_params import StartupError, declare_camera_mount
+
+STAGE_KEYS = tuple(f"{stage}_p" for stage in STAGES)     # handoff_p50_ms, handoff_p99_ms, ...
 
 LATCHED = QoSProfile(depth=1, durability=DurabilityPolicy.TRANSIENT_LOCAL, reliability=ReliabilityPolicy.RELIABLE)
 
@@ -29,6 +34,16 @@ def image_qos(p: dict) -> QoSProfile:
     return QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=p["qos_depth"], reliability=reliability)
 
 
+@dataclass(frozen=True)
+class Frame:
+    """An accepted camera frame waiting for the inference thread."""
+    msg: Image
+    native: np.ndarray          # (H, W, C) view of msg.data in the message's channel order
+    model_input: np.ndarray     # (1, h, w, 3) uint8 RGB at the model's input size
+    received: float             # steady clock: the callback started
+    parked: float               # steady clock: the frame was ready for the inference thread
+
+
 class CameraIO:
     """Publishers, subscription and mailbox of one camera; ``slot`` is the node's shared Condition."""
 
@@ -36,7 +51,7 @@ class CameraIO:
         self.node = node
         self.name = name
         self.slot = slot
-        self.pending = None          # (msg, native pixels view, steady receive time), guarded by ``slot``
+        self.pending = None          # a Frame, guarded by ``slot``
         p = node.p
         self.stats = NodeStats(p["rate_window"], p["stats_window"], image_codec.REJECT_REASONS)
         self.throttle = KeyedThrottle(p["warn_throttle"])
@@ -78,10 +93,23 @@ class CameraIO:
             self.stats.on_rejected(exc.reason)
             self.warn(exc.reason, f"rejected frame from {msg.header.frame_id or '?'} [{exc.reason}]: {exc.message}")
             return
+        # The resize to the model's input runs here, on the thread that has just deserialised the frame and still
+        # has it in its cache: 2.6 ms p50 here against 3.2 on the inference thread (2 OpenCV threads, 20 Hz).
+        try:
+            model_input = self.node.model_input(native, msg.encoding)
+        except Exception as exc:  # noqa: BLE001 - an exception here would end the executor's spin, and the node
+            self.stats.on_failed()
+            self.warn("preprocess_error", f"preprocessing failed on a {msg.width}x{msg.height} {msg.encoding} "
+                      f"frame: {type(exc).__name__}: {exc}", error=True)
+            return
+        frame = Frame(msg, native, model_input, received=now, parked=time.monotonic())
         with self.slot:
             replaced = self.pending is not None
-            self.pending = (msg, native, now)
+            self.pending = frame
             self.slot.notify()
+        # Hand the GIL over now: otherwise the woken inference thread waits for it until this thread's executor
+        # loop next blocks in rcl_wait, 0.8 ms p50 measured (0.1 ms with this yield).
+        time.sleep(0)
         self.stats.on_accepted(replaced)
 
     def take(self):
@@ -123,7 +151,8 @@ class CameraIO:
             "latency_ros_p50_ms": s["latency_ros_p50_ms"], "latency_ros_p99_ms": s["latency_ros_p99_ms"],
             "processing_p50_ms": s["processing_p50_ms"], "processing_p99_ms": s["processing_p99_ms"],
             **self.occupancy.diagnostics(),
-            "inference_p50_ms": s["inference_p50_ms"], "inference_p99_ms": s["inference_p99_ms"],
+            # processing's parts (node_stats.STAGES): handoff, preprocess, inference (the model call), publish
+            **{key: value for key, value in s.items() if key.startswith(STAGE_KEYS)},
         }
         level, message = DiagnosticStatus.OK, "ok"
         if s["failed"]:

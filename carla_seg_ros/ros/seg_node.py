@@ -16,9 +16,9 @@ each with the input message's exact header:
 With ``cameras: [a, b, ...]`` one process serves several cameras: it subscribes each (``a/image`` or the topic
 given) and publishes each camera's outputs under ``~/a/mask`` etc. (seg_camera.CameraIO).
 
-Threads: the executor thread runs the subscription callbacks, which validate the header (cheap) and park the
-message in the camera's one-slot mailbox; a frame arriving while the slot is full replaces it and counts as
-dropped. The inference thread takes the newest frame of every camera that has one, runs them as one batch and
+Threads: the executor thread runs the subscription callbacks, which validate the header, resize the frame to the
+model's input (while it is still in this thread's cache, 2-3 ms) and park it in the camera's one-slot mailbox; a
+frame arriving while the slot is full replaces it and counts as dropped. The inference thread takes the newest frame of every camera that has one, runs them as one batch and
 publishes. So nothing queues: latency stays one inference long however slow the backend is, and the subscriptions
 are drained at once, which keeps the DDS reader history empty.
 
@@ -76,7 +76,7 @@ class SegPipeline:
         else:
             choice = choose_model(self.p["backend"])
             model_path, self.model_choice = choice.path, choice.reason
-        frame_ops.single_threaded_opencv()      # the runtime owns the cores (see runtime/frame_ops.py)
+        frame_ops.set_opencv_threads(self.p["opencv_threads"])     # measured in runtime/frame_ops.py
         try:
             self.manager = BackendManager(self.p["backend"], model_path, allow_fallback=self.p["allow_fallback"],
                                           background_build=self.p["background_engine_build"],
@@ -182,37 +182,50 @@ class SegPipeline:
                     self._slot.wait()
                 if self._stopping:
                     return
-                batch = [(c, *item) for c in self.cameras if (item := c.take()) is not None]
+                batch = [(c, frame) for c in self.cameras if (frame := c.take()) is not None]
             try:
                 self._process(batch)
             except Exception as exc:  # noqa: BLE001 - one bad batch must not stop the node
-                for camera, msg, _, _ in batch:
+                for camera, frame in batch:
                     camera.stats.on_failed()
+                    msg = frame.msg
                     camera.warn("inference_error", f"inference failed on a {msg.width}x{msg.height} {msg.encoding} "
                                 f"frame: {type(exc).__name__}: {exc}", error=True)
 
+    def model_input(self, native: np.ndarray, encoding: str) -> np.ndarray:
+        """A frame's pixels -> the current backend's input (called in the subscription callback)."""
+        return frame_ops.model_input(native, encoding, self.manager.backend.input_size)
+
     def _process(self, batch: list) -> None:
-        """[(camera, msg, native, received)] -> one inference call -> each camera's outputs."""
+        """[(camera, Frame)] -> one inference call -> each camera's outputs."""
         backend = self.manager.backend       # per batch: the manager may switch to TensorRT at any time
-        small = [frame_ops.model_input(native, msg.encoding, backend.input_size) for _, msg, native, _ in batch]
+        w, h = backend.input_size
+        small = [f.model_input if f.model_input.shape[1:3] == (h, w) else self.model_input(f.native, f.msg.encoding)
+                 for _, f in batch]
         infer_start = time.monotonic()
         ids, conf = backend.infer(small[0] if len(small) == 1 else np.concatenate(small))
-        inference = time.monotonic() - infer_start
-        for i, (camera, msg, native, received) in enumerate(batch):
+        infer_end = time.monotonic()
+        for i, (camera, frame) in enumerate(batch):
+            stages = {"preprocess": frame.parked - frame.received, "handoff": infer_start - frame.parked,
+                      "inference": infer_end - infer_start}
             try:
-                self._publish_outputs(camera, msg, native, received, ids[i], conf[i], inference)
+                self._publish_outputs(camera, frame, ids[i], conf[i], stages)
             except Exception as exc:  # noqa: BLE001 - a camera's publishing error must not cost the others
                 camera.stats.on_failed()
                 camera.warn("publish_error", f"publishing failed: {type(exc).__name__}: {exc}", error=True)
 
-    def _publish_outputs(self, camera: CameraIO, msg, native: np.ndarray, received: float, ids: np.ndarray,
-                         conf: np.ndarray, inference: float | None = None) -> None:
+    def _publish_outputs(self, camera: CameraIO, frame, ids: np.ndarray, conf: np.ndarray,
+                         stages: dict | None = None) -> None:
+        """Every output of one camera's frame. ``stages``: the frame's stage times so far (node_stats.STAGES);
+        this adds "publish", its own time from start to the stats update."""
+        publish_start = time.monotonic()
+        msg, native = frame.msg, frame.native
         height, width = native.shape[:2]
         mask = resize_mask(ids, (width, height))
         header = msg.header
 
         camera.pub_mask.publish(image_codec.mono8(mask, header))
-        camera.pub_fractions.publish(self._fractions(mask))
+        camera.pub_fractions.publish(self._fractions(ids, (width, height)))
         want_color = camera.pub_color.get_subscription_count() > 0
         want_overlay = camera.pub_overlay.get_subscription_count() > 0
         if want_color or want_overlay:
@@ -232,14 +245,18 @@ class SegPipeline:
 
         stamp = header.stamp.sec + 1e-9 * header.stamp.nanosec
         ros_now = self.get_clock().now().nanoseconds * 1e-9
-        camera.stats.on_published(time.monotonic(), latency_wall=time.time() - stamp if stamp > 0 else None,
+        now = time.monotonic()
+        camera.stats.on_published(now, latency_wall=time.time() - stamp if stamp > 0 else None,
                                   latency_ros=ros_now - stamp if ros_now > 0 and stamp > 0 else None,
-                                  processing=time.monotonic() - received, inference=inference)
+                                  processing=now - frame.received,
+                                  stages={**(stages or {}), "publish": now - publish_start})
 
-    def _fractions(self, mask: np.ndarray) -> Float32MultiArray:
-        rows = int(round(self.p["ignore_rows_from"] * mask.shape[0]))
-        counts = frame_ops.class_counts(mask, rows, self.num_classes)
-        total = max(min(rows, mask.shape[0]) * mask.shape[1], 1)
+    def _fractions(self, ids: np.ndarray, size_wh: tuple[int, int]) -> Float32MultiArray:
+        """Class fractions of the input-size mask above ``ignore_rows_from``, counted on the model-size ids."""
+        width, height = size_wh
+        rows = min(int(round(self.p["ignore_rows_from"] * height)), height)
+        counts = frame_ops.class_counts(ids, size_wh, rows, self.num_classes)
+        total = max(rows * width, 1)
         msg = Float32MultiArray()
         msg.layout.dim = [MultiArrayDimension(label="class", size=self.num_classes, stride=self.num_classes)]
         msg.data = (counts / total).astype(np.float32).tolist()

@@ -61,6 +61,8 @@ PARAMETERS = (
           "carla_unet.onnx (runtime/model_choice.py)",
           constraints="an existing .onnx file exported by `carla-seg export`"),
     Param("threads", 0, "Intra-op threads of the CPU runtime (0 = the runtime's default)", 0, 256),
+    Param("opencv_threads", 0, "Threads OpenCV may use for the frame's resizes before and after the model (0 = "
+          "OpenCV's default, one per core; 1 = the inference thread alone)", 0, 256),
     Param("background_engine_build", True, "tensorrt/auto: serve frames with a CPU runtime while the TensorRT "
           "engine builds, then switch (false: block startup until the engine is built)"),
     Param("cameras", [], "Cameras this one process segments, batched into one inference call per round: camera "

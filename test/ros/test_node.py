@@ -339,6 +339,10 @@ def test_20hz_stream_nothing_lost_nothing_queued(probe, node, fullres):
     assert float(after["latency_ros_p50_ms"]) < 5000.0
     assert float(after["latency_wall_p50_ms"]) > 0.9 * SIM_OFFSET_S * 1000
     assert after["backend"] and after["model_file"].endswith(".onnx")
+    # Where the time went: every stage reported, the model call the largest, and the parts within the whole.
+    stages = {stage: float(after[f"{stage}_p50_ms"]) for stage in ("preprocess", "handoff", "inference", "publish")}
+    assert all(ms >= 0.0 for ms in stages.values()) and max(stages, key=stages.get) == "inference", stages
+    assert stages["inference"] <= float(after["processing_p50_ms"])
 
 
 def test_label_info_reaches_a_late_subscriber(probe, node):

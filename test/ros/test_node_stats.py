@@ -5,7 +5,7 @@ import threading
 
 import pytest
 
-from carla_seg_ros.ros.node_stats import KeyedThrottle, LatencyWindow, NodeStats, RateMeter, percentile
+from carla_seg_ros.ros.node_stats import STAGES, KeyedThrottle, LatencyWindow, NodeStats, RateMeter, percentile
 
 
 def test_percentile_nearest_rank():
@@ -63,6 +63,18 @@ def test_node_stats_counts_and_snapshot():
     assert snap["latency_wall_p50_ms"] == pytest.approx(29.0)
     assert snap["latency_wall_p99_ms"] == pytest.approx(38.0)
     assert snap["processing_p99_ms"] == pytest.approx(10.0)
+    assert all(snap[f"{stage}_p50_ms"] is None for stage in STAGES)      # no stage times reported here
+
+
+def test_node_stats_stage_percentiles():
+    stats = NodeStats(latency_window=100)
+    for i in range(10):
+        stats.on_published(float(i), latency_wall=None, latency_ros=None, processing=0.030,
+                           stages={"preprocess": 0.002, "handoff": 0.0001, "inference": 0.010 + 0.001 * i,
+                                   "publish": 0.003})
+    snap = stats.snapshot(10.0)
+    assert snap["preprocess_p50_ms"] == pytest.approx(2.0) and snap["publish_p99_ms"] == pytest.approx(3.0)
+    assert snap["inference_p50_ms"] == pytest.approx(14.0) and snap["inference_p99_ms"] == pytest.approx(19.0)
 
 
 def test_node_stats_is_thread_safe():

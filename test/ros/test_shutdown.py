@@ -30,6 +30,7 @@ def test_repeated_sigint_exits_cleanly(probe, tmp_path, signals, managed):
     proc = start_node(log, "-r", f"image:={TOPIC}", managed=managed)
     camera = probe.camera(TOPIC)
     stop = threading.Event()
+    streamer = None
     try:
         if managed:
             wait_for(lambda: "waiting in state unconfigured" in log.read_text(), 90, "the managed node", proc, log)
@@ -42,7 +43,8 @@ def test_repeated_sigint_exits_cleanly(probe, tmp_path, signals, managed):
                     camera.publish(probe.frame(320, 240, "cam", time.time_ns(), seed=i))
                     i += 1
                     time.sleep(0.03)
-            threading.Thread(target=stream, daemon=True).start()
+            streamer = threading.Thread(target=stream, daemon=True)
+            streamer.start()
             time.sleep(1.0)
         for _ in range(signals):
             os.killpg(proc.pid, signal.SIGINT)
@@ -50,6 +52,8 @@ def test_repeated_sigint_exits_cleanly(probe, tmp_path, signals, managed):
         rc = proc.wait(timeout=30)
     finally:
         stop.set()
+        if streamer is not None:
+            streamer.join(timeout=5.0)     # before its publisher goes: no publish on a destroyed handle
         if proc.poll() is None:
             proc.kill()
             proc.wait()

@@ -4,7 +4,7 @@ import pytest
 
 from carla_seg_ros import image_codec
 from carla_seg_ros.runtime.frame_ops import class_counts, model_input
-from carla_seg_ros.runtime.preprocess import resize_image
+from carla_seg_ros.runtime.preprocess import resize_image, resize_mask
 
 
 @pytest.mark.parametrize("encoding", image_codec.ENCODINGS)
@@ -29,9 +29,22 @@ def test_model_input_of_a_padded_frame():
     np.testing.assert_array_equal(model_input(view, "bgra8", (384, 288)), model_input(bgra, "bgra8", (384, 288)))
 
 
-@pytest.mark.parametrize("rows", [0, 1, 495, 600])
-def test_class_counts_equal_bincount(rows):
-    mask = np.random.default_rng(3).integers(0, 13, (600, 800), np.uint8)
-    mask[0, 0] = 200                                   # ids beyond the class table are not counted
-    expected = np.bincount(mask[:rows].ravel(), minlength=256)[:13]
-    np.testing.assert_array_equal(class_counts(mask, rows, 13), expected)
+@pytest.mark.parametrize("full_wh", [(800, 600), (384, 288), (200, 150), (13, 29), (1920, 1080)],
+                         ids=["carla", "same", "shrink", "odd", "hd"])
+@pytest.mark.parametrize("rows_fraction", [0.0, 0.001, 0.5, 0.825, 1.0, 1.2])
+def test_class_counts_equal_counting_the_full_size_mask(full_wh, rows_fraction):
+    """Counted on the model-size ids, the counts are those of the mask the node publishes, pixel for pixel."""
+    ids = np.random.default_rng(3).integers(0, 13, (288, 384), np.uint8)
+    ids[0, 0] = 200                                    # ids beyond the class table are not counted
+    ids[100:200, 50:300] = 7                           # and long runs of one id, as real masks have
+    rows = int(round(rows_fraction * full_wh[1]))
+    expected = np.bincount(resize_mask(ids, full_wh)[:rows].ravel(), minlength=256)[:13]
+    got = class_counts(ids, full_wh, rows, 13)
+    assert got.dtype == np.int64
+    np.testing.assert_array_equal(got, expected)
+
+
+def test_class_counts_of_a_tiny_mask():
+    ids = np.array([[1, 2], [3, 1]], np.uint8)
+    np.testing.assert_array_equal(class_counts(ids, (4, 4), 4, 4), [0, 8, 4, 4])
+    np.testing.assert_array_equal(class_counts(ids, (4, 4), 2, 4), [0, 4, 4, 0])

@@ -71,3 +71,21 @@ def test_occupancy_option_pairs_each_backend_with_a_grid_pipeline_and_reports_th
     assert "+4.0 ms (target <= 3 ms): MISSED" in lines[1]
     assert lines[2].startswith("occupancy over 2 pairs: median +2.8 ms") and lines[2].endswith("ok")
     assert results[1]["occupancy_added_ms"] == pytest.approx(1.5) and results[3]["targets"]["occupancy_added"] is False
+
+
+def test_stage_lines_say_what_lies_outside_the_model_call():
+    from carla_seg_ros.tools.bench_node import stage_lines
+
+    def result(label, processing, inference):
+        values = {"processing_p50_ms": processing, "preprocess_p50_ms": "2.5", "handoff_p50_ms": "0.1",
+                  "inference_p50_ms": inference, "publish_p50_ms": "1.9"}
+        return {"pipeline": label, "node": label, "targets": {}, "node_diagnostics": {"values": values}}
+    results = [result("fast", "22.5", "18.1"), result("slow", "27.0", "19.0"),
+               {"pipeline": "echo_node", "node": "echo", "is_echo": True, "targets": {}},
+               result("old node", "27.0", "n/a")]
+    lines = stage_lines(results)
+    assert len(lines) == 2                      # the echo node and a node without stage figures give no line
+    assert "preprocess 2.5 + handoff 0.1 + inference 18.1 + publish 1.9 ms" in lines[0]
+    assert lines[0].endswith("outside the model call 4.4 ms (target <= 5 ms): ok")
+    assert lines[1].endswith("outside the model call 8.0 ms (target <= 5 ms): MISSED")
+    assert results[0]["targets"]["outside_model"] is True and results[1]["targets"]["outside_model"] is False
