@@ -18,9 +18,10 @@ given) and publishes each camera's outputs under ``~/a/mask`` etc. (seg_camera.C
 
 Threads: the executor thread runs the subscription callbacks, which validate the header, resize the frame to the
 model's input (while it is still in this thread's cache, 2-3 ms) and park it in the camera's one-slot mailbox; a
-frame arriving while the slot is full replaces it and counts as dropped. The inference thread takes the newest frame of every camera that has one, runs them as one batch and
-publishes. So nothing queues: latency stays one inference long however slow the backend is, and the subscriptions
-are drained at once, which keeps the DDS reader history empty.
+frame arriving while the slot is full replaces it and counts as dropped. The inference thread takes the newest
+frame of every camera that has one, runs them as one batch and publishes. So nothing queues: latency stays one
+inference long however slow the backend is, and the subscriptions are drained at once, which keeps the DDS reader
+history empty.
 
 Run as a managed (lifecycle) node with ``--managed`` (ManagedSegNode): configure loads and warms the model,
 activate creates the subscriptions and publishers, deactivate destroys them, cleanup releases the backend. The
