@@ -19,3 +19,23 @@ def test_bench_model_times_further_models_in_one_run(tmp_path, model_path, capsy
     assert set(results) == {"openvino", "onnxruntime", "torch", "openvino [other_model]", "onnxruntime [other_model]"}
     assert all(r["p50_ms"] > 0 for r in results.values())
     assert "openvino [corrupt]: skipped" in printed and "vs torch" in printed      # a bad file costs one line
+
+
+def test_paced_calls_start_on_the_rate_grid():
+    """--rate: calls start 1/rate apart (the runtime idles in between), so N calls take about N/rate seconds."""
+    import time
+
+    import numpy as np
+    import pytest
+
+    class Backend:
+        def infer(self, batch):
+            time.sleep(0.002)
+
+    start = time.perf_counter()
+    ms = bench_model.time_backend(Backend(), np.zeros((1, 2, 2, 3), np.uint8), iters=10, warmup=0, rate=50.0)
+    elapsed = time.perf_counter() - start
+    assert len(ms) == 10 and (ms >= 2.0).all()
+    assert elapsed == pytest.approx(9 / 50.0 + 0.002, abs=0.05)      # 10 calls starting 20 ms apart
+    with pytest.raises(SystemExit):
+        bench_model.main(["--rate", "-1"])
