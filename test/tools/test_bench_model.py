@@ -19,6 +19,8 @@ def test_bench_model_times_further_models_in_one_run(tmp_path, model_path, capsy
     assert set(results) == {"openvino", "onnxruntime", "torch", "openvino [other_model]", "onnxruntime [other_model]"}
     assert all(r["p50_ms"] > 0 for r in results.values())
     assert "openvino [corrupt]: skipped" in printed and "vs torch" in printed      # a bad file costs one line
+    baseline = json.loads(out.read_text())["machine_baseline"]          # the machine's own jitter, same run
+    assert 0 < baseline["p50_ms"] <= baseline["p99_ms"] <= baseline["max_ms"] and "machine baseline" in printed
 
 
 def test_paced_calls_start_on_the_rate_grid():
