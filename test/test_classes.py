@@ -61,3 +61,15 @@ def test_model_coding_and_colorize():
 def test_unknown_coding_is_a_clear_error():
     with pytest.raises(ValueError, match="unknown CARLA coding"):
         classes.load_coding("tags99")
+
+
+@pytest.mark.parametrize("name", classes.CODINGS)
+def test_unmatched_colours_agree_with_the_decoder(name):
+    """palette_mismatch (coding auto-detection) counts without the lookup table; both must agree pixel for pixel."""
+    c = classes.load_coding(name)
+    rng = np.random.default_rng(5)
+    rgb = c.palette_lut()[rng.choice(np.asarray(c.ids, np.uint8), size=(40, 60))]
+    rgb[rng.random((40, 60)) < 0.1] = (1, 2, 3)                 # off-palette pixels
+    rgb[0, :5] = classes.load_coding("tags29").colors[:5]       # another coding's colours
+    ids, unmatched = c.colors_to_ids(rgb)
+    assert unmatched == c.unmatched_colors(rgb) == int((ids == classes.IGNORE_INDEX).sum()) > 0

@@ -34,7 +34,7 @@ def check_choice(name: str, value: str, choices: tuple) -> str:
 
 def palette_mismatch(rgb: np.ndarray) -> dict[str, int]:
     """Pixels whose colour is not in each coding's palette (0 = the frame is fully explained by that coding)."""
-    return {name: load_coding(name).colors_to_ids(rgb)[1] for name in AUTO_ORDER}
+    return {name: load_coding(name).unmatched_colors(rgb) for name in AUTO_ORDER}
 
 
 def resolved_format(gt_format: str, encoding: str) -> str:
