@@ -59,6 +59,7 @@ class Coding:
     def _color_lut(self) -> np.ndarray:
         lut = np.full(1 << 24, IGNORE_INDEX, np.uint8)    # tag ids are < 255, so IGNORE_INDEX means "no tag"
         lut[_pack(self.colors)] = np.asarray(self.ids, np.uint8)
+        lut.flags.writeable = False
         return lut
 
 
@@ -77,7 +78,10 @@ def _load(path: str) -> dict:
         return yaml.safe_load(f)
 
 
+@lru_cache(maxsize=None)
 def load_coding(name: str, path: Path | None = None) -> Coding:
+    """The coding ``name`` from classes.yaml; one shared (immutable) object per name, so its colour lookup table
+    is built once per process."""
     raw = _load(str(path or config_path("classes.yaml")))
     if name not in raw["codings"]:
         raise ValueError(f"unknown CARLA coding {name!r}; known: {sorted(raw['codings'])}")
@@ -86,8 +90,9 @@ def load_coding(name: str, path: Path | None = None) -> Coding:
     to_model = np.full(256, IGNORE_INDEX, np.uint8)
     for tag, cls in entry["to_model"].items():
         to_model[int(tag)] = int(cls)
-    return Coding(name, entry.get("description", ""), tuple(int(i) for i in ids), tuple(names),
-                  np.asarray(colors, np.uint8), to_model)
+    colors = np.asarray(colors, np.uint8)
+    colors.flags.writeable = to_model.flags.writeable = False     # shared by every caller
+    return Coding(name, entry.get("description", ""), tuple(int(i) for i in ids), tuple(names), colors, to_model)
 
 
 def model_coding() -> Coding:
