@@ -120,8 +120,7 @@ def main(argv=None) -> int:
     print(f"\nmodel {args.model.name}, input {w}x{h}, batch {args.batch}, {args.iters} iterations {pacing}, "
           f"{os.cpu_count()} CPUs ({platform.processor() or platform.machine()})")
     base = results.get("torch", {}).get("mean_ms")
-    width = max(12, *(len(label) for label in results))
-    width = max(width, len("machine baseline"))
+    width = max(len("machine baseline"), *(len(label) for label in results))
     print(f"{'backend':<{width}} {'p50 ms':>8} {'p99 ms':>8} {'max ms':>8} {'p99/p50':>8} {'fps':>8} {'vs torch':>9}")
     for label, r in results.items():
         ratio = f"{base / r['mean_ms']:.2f}x" if base else "-"
