@@ -68,6 +68,9 @@ class LatencyWindow:
 # /diagnostics shows where the time goes: decoding and resizing to the model's input (subscription callback), the
 # wait until the inference thread runs it, the model call, and the mask resize plus every output published.
 STAGES = ("preprocess", "handoff", "inference", "publish")
+STAGE_PERCENTILES = (50, 99)
+# The snapshot's (and /diagnostics') keys for them: preprocess_p50_ms, preprocess_p99_ms, handoff_p50_ms, ...
+STAGE_KEYS = tuple(f"{stage}_p{q}_ms" for stage in STAGES for q in STAGE_PERCENTILES)
 
 
 class NodeStats:
@@ -144,7 +147,8 @@ class NodeStats:
                 "latency_ros_p99_ms": ms(self.latency_ros, 99),
                 "processing_p50_ms": ms(self.processing, 50),
                 "processing_p99_ms": ms(self.processing, 99),
-                **{f"{stage}_p{q}_ms": ms(window, q) for stage, window in self.stages.items() for q in (50, 99)},
+                **{f"{stage}_p{q}_ms": ms(window, q) for stage, window in self.stages.items()
+                   for q in STAGE_PERCENTILES},
             }
 
 

@@ -20,11 +20,9 @@ from sensor_msgs.msg import Image
 from std_msgs.msg import Float32MultiArray, String
 
 from carla_seg_ros import image_codec
-from carla_seg_ros.ros.node_stats import STAGES, KeyedThrottle, NodeStats
+from carla_seg_ros.ros.node_stats import STAGE_KEYS, KeyedThrottle, NodeStats
 from carla_seg_ros.ros.occupancy import OccupancyOutputs, camera_info_topic
 from carla_seg_ros.ros.seg_params import StartupError, declare_camera_mount
-
-STAGE_KEYS = tuple(f"{stage}_p" for stage in STAGES)     # preprocess_p50_ms, preprocess_p99_ms, ...
 
 LATCHED = QoSProfile(depth=1, durability=DurabilityPolicy.TRANSIENT_LOCAL, reliability=ReliabilityPolicy.RELIABLE)
 
@@ -153,7 +151,7 @@ class CameraIO:
             "processing_p50_ms": s["processing_p50_ms"], "processing_p99_ms": s["processing_p99_ms"],
             **self.occupancy.diagnostics(),
             # processing's parts (node_stats.STAGES): preprocess, handoff, inference (the model call), publish
-            **{key: value for key, value in s.items() if key.startswith(STAGE_KEYS)},
+            **{key: s[key] for key in STAGE_KEYS},
         }
         level, message = DiagnosticStatus.OK, "ok"
         if s["failed"]:
