@@ -9,6 +9,8 @@ import sys
 
 COMMANDS = {
     "train": ("carla_seg_ros.learning.train", "train a segmentation network"),
+    "self-train": ("carla_seg_ros.learning.self_train",
+                   "adapt a trained model to unlabelled frames (mean teacher, pseudo-labels, boxes)"),
     "evaluate": ("carla_seg_ros.evaluation.evaluate", "metrics of a model on a dataset split"),
     "export": ("carla_seg_ros.learning.export", "trained weights -> ONNX with a parity check"),
     "quantize": ("carla_seg_ros.learning.quantize",

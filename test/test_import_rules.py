@@ -2,7 +2,7 @@
 
 The folders follow the data flow (message -> pixels -> model -> mask -> outputs / metrics):
 
-* shared (classes, paths, datasets, image_codec): the vocabulary every stage uses; imports no subpackage;
+* shared (classes, paths, datasets, unlabelled, image_codec): the vocabulary every stage uses; imports no subpackage;
 * networks/: the PyTorch network definitions, their input normalisation and safetensors weights; shared only;
 * runtime/: preprocessing, model metadata, the inference backends and the TensorRT engine tooling; shared, and
   networks (only the two PyTorch backends, which run the network itself, inside their constructors);
@@ -21,7 +21,7 @@ import pytest
 
 PACKAGE = "carla_seg_ros"
 PACKAGE_DIR = Path(__file__).resolve().parent.parent / PACKAGE
-SHARED = {"classes", "paths", "datasets", "image_codec"}
+SHARED = {"classes", "paths", "datasets", "image_codec", "unlabelled"}
 ALLOWED = {
     "shared": {"shared"},
     "networks": {"shared", "networks"},

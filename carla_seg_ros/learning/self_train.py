@@ -1,0 +1,406 @@
+"""`carla-seg self-train`: adapt a trained model to unlabelled CARLA frames with a mean teacher (model v3's recipe).
+
+Example (model v3: from the committed v2 weights, the labelled train+val frames and the unlabelled training pool):
+    carla-seg self-train --init models/carla_unet.safetensors --unlabelled ../shared/data/carla_unlabelled \\
+        --out runs/v3
+    carla-seg export --weights runs/v3/teacher.safetensors --out models/carla_unet.onnx
+
+Every step (DACS / DAFormer style, sized for two CPU cores):
+1. a labelled batch: crops of the model height and a width drawn per step (4:3 to 20:9), copy-paste, mostly
+   gentle and sometimes strong colour / weather jitter; class-weighted cross-entropy + 0.5 Dice;
+2. an unlabelled batch of the same crop size from the training pool of ``--unlabelled``: the teacher (an
+   exponential moving average of the student, starting as the initial model) labels the clean crop; a pixel is
+   taught only when the teacher's confidence reaches its class's threshold (the running median confidence of the
+   class, clipped to [0.5, 0.9], so rare and hard classes are not starved); boxes guide it where a frame has them:
+   inside a vehicle box a non-Car label needs 0.99 and a Car label only 0.5, and far from every box Car is never
+   taught; half the crops get ClassMix (half of a labelled crop's classes pasted on, labels and all); the student
+   sees the result after strong colour jitter and simulated night / fog / rain; plain cross-entropy;
+3. one AdamW step on the sum, then the teacher moves towards the student (``--ema``).
+The held-out block of the unlabelled frames (``carla_seg_ros.unlabelled.split_unlabelled``) is never trained on:
+it is scored against its boxes every ``--eval-every`` steps, next to val.
+"""
+from __future__ import annotations
+
+import argparse
+import copy
+import csv
+import json
+import math
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from carla_seg_ros import classes
+from carla_seg_ros.datasets import HoodRule
+from carla_seg_ros.evaluation import metrics
+from carla_seg_ros.evaluation.boxes import BoxScores
+from carla_seg_ros.learning.augment import PASTE_CLASSES, copy_paste, photometric
+from carla_seg_ros.learning.target_augment import class_mix, crop_width, random_crop, strong_photometric
+from carla_seg_ros.learning.train import class_weights, load_splits, segmentation_loss
+from carla_seg_ros.networks.models import input_normalisation, normalize_uint8
+from carla_seg_ros.networks.weights import load_model, read_metadata, save_weights
+from carla_seg_ros.paths import default_data_dir, models_dir
+from carla_seg_ros.runtime.preprocess import resize_image
+from carla_seg_ros.unlabelled import (HELD_OUT, POOL, VEHICLE_BOX_CLASSES, frames_of, read_frame, read_unlabelled,
+                                      split_unlabelled)
+
+MODEL_HEIGHT = 288
+TARGET_STORE = (512, 384)     # unlabelled frames are held in memory at this size (800x600 sources: 1.04 GB less)
+IN_VEHICLE, NEAR_BOX, BOXED = 1, 2, 4    # bits of a box map
+GUIDE_BOX_CLASSES = VEHICLE_BOX_CLASSES + ("motorbike", "bicycle")   # CARLA renders two-wheelers as vehicles
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="carla-seg self-train", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--init", type=Path, default=models_dir() / "carla_unet.safetensors",
+                   help="trained weights to start from (student and teacher); default: %(default)s")
+    p.add_argument("--data", type=Path, default=default_data_dir(), help="labelled dataset folder")
+    p.add_argument("--train-splits", type=lambda t: [v for v in t.split(",") if v], default=["train", "val"],
+                   help="labelled splits to keep learning (default: train,val, the data of the initial model)")
+    p.add_argument("--unlabelled", type=Path, required=True, help="folder of unlabelled frames (rgb/, boxes.csv)")
+    p.add_argument("--out", type=Path, default=Path("runs/self_train"))
+    p.add_argument("--steps", type=int, default=1500)
+    p.add_argument("--batch", type=int, default=4, help="labelled frames per step; as many unlabelled (default 4)")
+    p.add_argument("--lr", type=float, default=1e-3, help="peak lr of the decoder and head")
+    p.add_argument("--encoder-lr", type=float, default=1e-4, help="peak lr of the encoder")
+    p.add_argument("--weight-decay", type=float, default=1e-4)
+    p.add_argument("--ema", type=float, default=0.999, help="teacher = ema * teacher + (1 - ema) * student")
+    p.add_argument("--target-weight", type=float, default=1.0, help="weight of the pseudo-label loss")
+    p.add_argument("--threshold-max", type=float, default=0.9, help="upper clip of the per-class thresholds")
+    p.add_argument("--threshold-min", type=float, default=0.5, help="lower clip of the per-class thresholds")
+    p.add_argument("--classmix", type=float, default=0.5, help="probability of ClassMix per unlabelled crop")
+    p.add_argument("--strong-source", type=float, default=0.3,
+                   help="probability that a labelled crop gets the strong jitter and weather")
+    p.add_argument("--no-boxes", dest="boxes", action="store_false", help="ignore boxes.csv (no box guidance)")
+    p.add_argument("--eval-every", type=int, default=250)
+    p.add_argument("--checkpoint-every", type=int, default=50)
+    p.add_argument("--seed", type=int, default=1337)
+    p.add_argument("--limit-images", type=int, help="use only the first N frames of each set (smoke tests)")
+    p.add_argument("--device", default="auto", help="auto (CUDA when present), cpu or cuda")
+    p.add_argument("--threads", type=int, default=0, help="torch CPU threads (0 = all cores)")
+    p.add_argument("--resume", action="store_true", help="continue from OUT/last.pt")
+    return p
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# data
+# ---------------------------------------------------------------------------------------------------------------
+def box_map(frame, size_wh: tuple[int, int], image_wh: tuple[int, int]) -> np.ndarray:
+    """uint8 map at size_wh: IN_VEHICLE inside a vehicle box, NEAR_BOX within any box grown by half its size,
+    BOXED everywhere on a frame whose source boxes its objects."""
+    w, h = size_wh
+    sx, sy = w / image_wh[0], h / image_wh[1]
+    out = np.zeros((h, w), np.uint8)
+    if not frame.has_boxes:
+        return out
+    out[:] = BOXED
+    for box in frame.boxes:
+        rows, cols = box.grown(0.5, *image_wh).pixel_slices(sx, sy)
+        out[rows, cols] |= NEAR_BOX
+        if box.cls in GUIDE_BOX_CLASSES:
+            rows, cols = box.pixel_slices(sx, sy)
+            out[rows, cols] |= IN_VEHICLE
+    return out
+
+
+def load_unlabelled(args):
+    """(pool images, pool box maps) at TARGET_STORE and the held-out frames (images at 384x288, frame records)."""
+    frames = read_unlabelled(args.unlabelled)
+    split = split_unlabelled(frames)
+    pool, held = frames_of(frames, split, POOL)[:args.limit_images], frames_of(frames, split, HELD_OUT)[:args.limit_images]
+    from tqdm import tqdm
+    images, maps = [], []
+    for fr in tqdm(pool, desc="unlabelled pool", leave=False, disable=None):
+        rgb = read_frame(fr)
+        images.append(resize_image(rgb, TARGET_STORE))
+        maps.append(box_map(fr, TARGET_STORE, (rgb.shape[1], rgb.shape[0])) if args.boxes else
+                    np.zeros(TARGET_STORE[::-1], np.uint8))
+    held_images = [resize_image(read_frame(fr), (384, MODEL_HEIGHT)) for fr in held]
+    return np.stack(images), np.stack(maps), held, held_images
+
+
+def source_batch(images, labels, width, args, paste_ids, rng):
+    xs, ys = [], []
+    for j in rng.integers(0, len(images), args.batch):
+        img, label = images[j], labels[j]
+        if rng.random() < 0.5:
+            donor = rng.integers(len(images))
+            img, label = copy_paste(img, label, images[donor], labels[donor], paste_ids, rng)
+        img, (label,) = random_crop(img, [label], (width, MODEL_HEIGHT), (0.8, 1.35), rng)
+        img = strong_photometric(img, rng, 0.5) if rng.random() < args.strong_source else photometric(img, rng)
+        xs.append(img)
+        ys.append(label)
+    return np.stack(xs), np.stack(ys)
+
+
+def target_crops(images, maps, width, args, rng):
+    """Clean crops (the teacher's view) and their box maps."""
+    xs, ms = [], []
+    for j in rng.integers(0, len(images), args.batch):
+        img, (bmap,) = random_crop(images[j], [maps[j]], (width, MODEL_HEIGHT), (1.0, 1.5), rng, pad_value=0)
+        xs.append(img)
+        ms.append(bmap)
+    return np.stack(xs), np.stack(ms)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# pseudo-labels
+# ---------------------------------------------------------------------------------------------------------------
+class ClassThresholds:
+    """Per-class confidence thresholds: the running median of the teacher's confidence on the pixels it gives
+    each class, clipped to [low, high]. A fixed 0.9 kept 58 % of the pixels in the first trial, almost none of
+    them pole, sign or night-time car pixels; the median keeps about half of every class at least."""
+
+    def __init__(self, num_classes: int, low: float, high: float, momentum: float = 0.98):
+        self.median = torch.full((num_classes,), high)
+        self.low, self.high, self.momentum = low, high, momentum
+
+    def update(self, conf: torch.Tensor, label: torch.Tensor) -> None:
+        for c in torch.unique(label).tolist():
+            vals = conf[label == c]
+            if vals.numel() > 50:
+                sample = vals[torch.randint(0, vals.numel(), (min(vals.numel(), 20000),))]
+                self.median[c] = self.momentum * self.median[c] + (1 - self.momentum) * sample.median()
+
+    def thresholds(self) -> torch.Tensor:
+        return self.median.clamp(self.low, self.high)
+
+
+def pseudo_labels(probs: torch.Tensor, bmap: torch.Tensor, thresholds: ClassThresholds, car_id: int) -> torch.Tensor:
+    """Teacher probabilities (N, C, H, W) and box maps (N, H, W) -> labels with IGNORE where not taught."""
+    conf, label = probs.max(1)
+    thresholds.update(conf, label)
+    thr = thresholds.thresholds()[label]
+    in_vehicle = (bmap & IN_VEHICLE) > 0
+    is_car = label == car_id
+    thr = torch.where(in_vehicle & is_car, torch.full_like(thr, 0.5), thr)
+    thr = torch.where(in_vehicle & ~is_car, torch.full_like(thr, 0.99), thr)
+    keep = conf >= thr
+    keep &= ~(((bmap & BOXED) > 0) & ((bmap & NEAR_BOX) == 0) & is_car)
+    return torch.where(keep, label, torch.full_like(label, classes.IGNORE_INDEX))
+
+
+@torch.no_grad()
+def ema_update(teacher: torch.nn.Module, student: torch.nn.Module, ema: float) -> None:
+    for t, s in zip(teacher.state_dict().values(), student.state_dict().values()):
+        if t.dtype.is_floating_point:
+            t.mul_(ema).add_(s.detach(), alpha=1 - ema)
+        else:
+            t.copy_(s)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# evaluation
+# ---------------------------------------------------------------------------------------------------------------
+@torch.no_grad()
+def predict(model, images: np.ndarray, device, batch: int = 8) -> np.ndarray:
+    model.eval()
+    out = []
+    for i in range(0, len(images), batch):
+        x = normalize_uint8(torch.from_numpy(np.ascontiguousarray(images[i:i + batch])).to(device),
+                            *input_normalisation(model))
+        out.append(model(x).argmax(1).to(torch.uint8).cpu().numpy())
+    model.train()
+    return np.concatenate(out)
+
+
+def evaluate(model, val, held, held_images, device, car_id) -> dict:
+    cm = np.zeros((classes.num_classes(),) * 2, np.int64)
+    for p, l in zip(predict(model, val[0], device), val[1]):
+        cm += metrics.confusion_matrix(l, p, classes.num_classes())
+    scores = BoxScores(car_id)
+    for fr, pred in zip(held, predict(model, np.stack(held_images), device)):
+        scores.add(pred, fr, image_size=(800, 600))
+    box = scores.result()["overall"]
+    return {"val_pixel_acc": metrics.pixel_accuracy(cm), "val_miou": metrics.mean_iou(cm),
+            "held_out_box_recall": box["recall"], "held_out_car_precision": box["car_precision"]}
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# main loop
+# ---------------------------------------------------------------------------------------------------------------
+LOG_FIELDS = ["step", "lr", "source_loss", "target_loss", "kept_fraction", "val_pixel_acc", "val_miou",
+              "held_out_box_recall", "held_out_car_precision", "seconds"]
+
+
+def lr_at(step: int, total: int, peak: float) -> float:
+    """Linear warm-up over 5 % of the steps, then cosine decay to 5 % of the peak."""
+    warmup = max(1, total // 20)
+    if step < warmup:
+        return peak * (step + 1) / warmup
+    t = (step - warmup) / max(1, total - warmup)
+    return peak * (0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * t)))
+
+
+def plot_log(rows: list[dict], path: Path) -> None:
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    fig, ax = plt.subplots(1, 2, figsize=(11, 4))
+    tr = [r for r in rows if r["source_loss"] != ""]
+    steps = [r["step"] for r in tr]
+    ax[0].plot(steps, [r["source_loss"] for r in tr], label="labelled loss")
+    ax[0].plot(steps, [r["target_loss"] for r in tr], label="pseudo-label loss")
+    ax[0].plot(steps, [r["kept_fraction"] for r in tr], label="pseudo-labelled fraction")
+    ax[0].set_xlabel("step"); ax[0].legend(); ax[0].grid(alpha=.3)
+    ev = [r for r in rows if r["val_miou"] != ""]
+    for key, label in (("val_miou", "val mIoU (fit)"), ("held_out_box_recall", "held-out box recall"),
+                       ("held_out_car_precision", "held-out Car precision")):
+        ax[1].plot([r["step"] for r in ev], [r[key] for r in ev], "o-", label=label)
+    ax[1].set_xlabel("step"); ax[1].set_ylim(0, 1); ax[1].legend(); ax[1].grid(alpha=.3)
+    fig.suptitle(path.parent.name)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def format_row(row: dict) -> str:
+    return "  ".join(f"{k} {v:.4f}" if isinstance(v, float) else f"{k} {v}" for k, v in row.items()
+                     if k != "step" and v != "")
+
+
+def main(argv=None) -> int:
+    args = build_parser().parse_args(argv)
+    from tqdm import tqdm
+
+    device = torch.device("cuda" if args.device == "auto" and torch.cuda.is_available() else
+                          ("cpu" if args.device == "auto" else args.device))
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    torch.manual_seed(args.seed)
+    rng = np.random.default_rng(args.seed)
+    args.out.mkdir(parents=True, exist_ok=True)
+
+    student, meta = load_model(args.init, device)
+    model_config = meta["model_config"]
+    init_info = meta.get("run_info", {})
+    hood = HoodRule(init_info.get("hood_mode", "background"), init_info.get("hood_row_fraction", 495 / 600))
+    student = student.to(memory_format=torch.channels_last).train()
+    teacher = copy.deepcopy(student).eval()
+    names = classes.class_names()
+    car_id = names.index("Car")
+
+    t_load = time.time()
+    src_x, src_y = load_splits(args.data, args.train_splits, (400, 300), hood, args.limit_images)
+    val = load_splits(args.data, ["val"], (384, MODEL_HEIGHT), hood, args.limit_images)
+    tgt_x, tgt_maps, held, held_images = load_unlabelled(args)
+    print(f"data: {len(src_x)} labelled frames ({'+'.join(args.train_splits)}), {len(tgt_x)} unlabelled pool frames, "
+          f"{len(held)} held-out unlabelled frames ({time.time() - t_load:.0f}s)", flush=True)
+
+    weights = class_weights(src_y, classes.num_classes()).to(device)
+    paste_ids = np.array([names.index(n) for n in PASTE_CLASSES], np.uint8)
+    enc = list(student.encoder.parameters())
+    enc_ids = {id(q) for q in enc}
+    optimizer = torch.optim.AdamW(
+        [{"params": enc, "lr_scale": args.encoder_lr / args.lr},
+         {"params": [q for q in student.parameters() if id(q) not in enc_ids], "lr_scale": 1.0}],
+        lr=args.lr, weight_decay=args.weight_decay)
+    thresholds = ClassThresholds(classes.num_classes(), args.threshold_min, args.threshold_max)
+    mean_std = input_normalisation(student)
+
+    step, elapsed, rows = 0, 0.0, []
+    last = args.out / "last.pt"
+    if args.resume and last.is_file():
+        ckpt = torch.load(last, map_location=device, weights_only=True)
+        student.load_state_dict(ckpt["student"])
+        teacher.load_state_dict(ckpt["teacher"])
+        optimizer.load_state_dict(ckpt["optimizer"])
+        thresholds.median = ckpt["thresholds"]
+        step, elapsed = int(ckpt["step"]), float(ckpt["elapsed"])
+        rng = np.random.default_rng([args.seed, step])
+        torch.manual_seed(args.seed + step)
+        with open(args.out / "log.csv") as f:
+            rows = [{k: ("" if v == "" else float(v)) for k, v in r.items()} for r in csv.DictReader(f)]
+        print(f"resumed from {last} at step {step}")
+
+    run_info = {"model": model_config, "input_size": [384, MODEL_HEIGHT], "hood_mode": hood.mode,
+                "hood_row_fraction": hood.row_fraction, "init": str(args.init), "recipe": "self-train",
+                "args": {k: str(v) for k, v in vars(args).items()}}
+    (args.out / "config.json").write_text(json.dumps(run_info, indent=2))
+
+    def save(model, name):
+        save_weights(model, model_config, args.out / name, extra={**run_info, "step": step})
+
+    if step == 0:
+        row = {k: "" for k in LOG_FIELDS} | {"step": 0, "seconds": 0.0}
+        row.update(evaluate(student, val, held, held_images, device, car_id))
+        rows.append(row)
+        print(f"step 0 (initial model): {format_row(row)}", flush=True)
+
+    t0 = time.time() - elapsed
+    bar = tqdm(range(step, args.steps), initial=step, total=args.steps, desc="self-train", disable=None,
+               dynamic_ncols=True)
+    window = []
+    for step in bar:
+        width = crop_width(rng)
+        sx, sy = source_batch(src_x, src_y, width, args, paste_ids, rng)
+        tx, tmap = target_crops(tgt_x, tgt_maps, width, args, rng)
+        with torch.no_grad():
+            probs = F.softmax(teacher(normalize_uint8(torch.from_numpy(tx).to(device), *mean_std)).float(), dim=1)
+            plabel = pseudo_labels(probs, torch.from_numpy(tmap).to(device), thresholds, car_id).cpu().numpy()
+        mixed_x, mixed_y = [], []
+        for k in range(args.batch):
+            img, lab = tx[k], plabel[k].astype(np.uint8)
+            if rng.random() < args.classmix:
+                img, lab = class_mix(img, lab, sx[k], sy[k], rng)
+            mixed_x.append(strong_photometric(img, rng))
+            mixed_y.append(lab)
+        x = normalize_uint8(torch.from_numpy(np.concatenate([sx, np.stack(mixed_x)])).to(device), *mean_std)
+        x = x.contiguous(memory_format=torch.channels_last)
+        y_src = torch.from_numpy(sy).long().to(device)
+        y_tgt = torch.from_numpy(np.stack(mixed_y)).long().to(device)
+        lr = lr_at(step, args.steps, args.lr)
+        for g in optimizer.param_groups:
+            g["lr"] = lr * g["lr_scale"]
+        logits = student(x)
+        loss_src = segmentation_loss(logits[:args.batch], y_src, logits.shape[1], weights, dice_weight=0.5)
+        kept = (y_tgt != classes.IGNORE_INDEX).float().mean().item()
+        loss_tgt = (segmentation_loss(logits[args.batch:], y_tgt, logits.shape[1]) if kept > 0
+                    else logits.sum() * 0.0)
+        loss = loss_src + args.target_weight * loss_tgt
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        ema_update(teacher, student, args.ema)
+        window.append((loss_src.item(), loss_tgt.item(), kept))
+        bar.set_postfix(src=f"{loss_src.item():.3f}", tgt=f"{loss_tgt.item():.3f}", kept=f"{kept:.2f}", w=width)
+
+        done = step + 1
+        if done % args.checkpoint_every == 0 or done == args.steps:
+            means = np.mean(window, axis=0)
+            window = []
+            row = {k: "" for k in LOG_FIELDS} | {"step": done, "lr": lr, "source_loss": means[0],
+                                                 "target_loss": means[1], "kept_fraction": means[2],
+                                                 "seconds": round(time.time() - t0, 1)}
+            if done % args.eval_every == 0 or done == args.steps:
+                row.update(evaluate(student, val, held, held_images, device, car_id))
+                print(f"step {done}: {format_row(row)}", flush=True)
+            rows.append(row)
+            with open(args.out / "log.csv", "w", newline="") as f:
+                w = csv.DictWriter(f, fieldnames=LOG_FIELDS)
+                w.writeheader()
+                w.writerows(rows)
+            plot_log(rows, args.out / "curves.png")
+            torch.save({"student": student.state_dict(), "teacher": teacher.state_dict(),
+                        "optimizer": optimizer.state_dict(), "thresholds": thresholds.median, "step": done,
+                        "elapsed": time.time() - t0}, last)
+
+    step = args.steps
+    save(student, "student.safetensors")
+    save(teacher, "teacher.safetensors")
+    final = {"student": evaluate(student, val, held, held_images, device, car_id),
+             "teacher": evaluate(teacher, val, held, held_images, device, car_id),
+             "class_thresholds": dict(zip(names, [round(float(v), 4) for v in thresholds.thresholds()])),
+             "minutes": round((time.time() - t0) / 60, 1)}
+    (args.out / "final.json").write_text(json.dumps(final, indent=2))
+    print(json.dumps(final, indent=2))
+    print(f"done in {final['minutes']} min; weights: {args.out}/student.safetensors, teacher.safetensors")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
