@@ -100,21 +100,16 @@ def declare_parameters(node, specs=None) -> dict:
     """Declare every parameter of ``specs`` (default: seg_node's table; seg_eval_node passes its own) on ``node``
     (a Node or LifecycleNode) once; name -> validated value. StartupError names a bad one."""
     import rclpy
-    from rclpy.parameter import Parameter
 
     values = {}
     for spec in PARAMETERS if specs is None else specs:
-        # An empty list has no element type, so rclpy would guess BYTE_ARRAY: declare the array type instead
-        # (an unset or `[]` value then reads as None).
-        default = Parameter.Type.STRING_ARRAY if isinstance(spec.default, list) else spec.default
         try:
             if node.has_parameter(spec.name):      # a lifecycle node configured a second time
-                try:
-                    value = node.get_parameter(spec.name).value
-                except rclpy.exceptions.ParameterUninitializedException:   # an unset array: see above
-                    value = None
+                value = node.get_parameter(spec.name).value
+            elif isinstance(spec.default, list):
+                value = _declare_string_array(node, spec)
             else:
-                value = node.declare_parameter(spec.name, default, spec.descriptor()).value
+                value = node.declare_parameter(spec.name, spec.default, spec.descriptor()).value
         except rclpy.exceptions.InvalidParameterTypeException as exc:
             strict = isinstance(spec.default, float)
             hint = " (write 1.0, not 1: ROS parameters are strictly typed)" if strict else ""
@@ -130,6 +125,27 @@ def declare_parameters(node, specs=None) -> dict:
     if "cameras" in values:
         values["cameras"] = camera_streams(values["cameras"])
     return values
+
+
+def _declare_string_array(node, spec: Param) -> list:
+    """Declare a string-array parameter whose value is always set, so the parameter services can return it.
+
+    rclpy infers BYTE_ARRAY from an empty list, and a parameter declared by type alone stays unset when nothing
+    overrides it (YAML ``[]`` included), which get_parameters answers with no values at all. So: declare the type,
+    writable, give an unset one a typed empty value, then apply the real (read-only) descriptor.
+    """
+    from rclpy.parameter import Parameter
+
+    descriptor = spec.descriptor()
+    writable = spec.descriptor()
+    writable.read_only = False
+    node.declare_parameter(spec.name, Parameter.Type.STRING_ARRAY, writable)
+    if node.get_parameter_or(spec.name).type_ == Parameter.Type.NOT_SET:
+        (result,) = node.set_parameters([Parameter(spec.name, Parameter.Type.STRING_ARRAY, [])])
+        if not result.successful:
+            raise StartupError(f"parameter {spec.name}: cannot set its empty default ({result.reason})")
+    node.set_descriptor(spec.name, descriptor)
+    return list(node.get_parameter(spec.name).value)
 
 
 _NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_]*$")

@@ -186,30 +186,43 @@ def test_rviz_gets_a_config_for_role_camera_and_namespace(monkeypatch, given, to
 
 
 # ------------------------------------------------------------------ a real node under a namespace
-def _get_parameters(node_name: str, names: list[str], proc, timeout: float = 90.0) -> dict:
+def _ask(node_name: str, requests: list, proc, timeout: float = 90.0) -> list:
+    """Call ``node_name``'s services in turn, each (service type, service name, request), from a client node over
+    DDS; their responses. Fails when the node exits or a service does not come up within ``timeout``."""
     import rclpy
-    from rcl_interfaces.srv import GetParameters
     from rclpy.executors import SingleThreadedExecutor
-    from rclpy.parameter import parameter_value_to_python
 
     context = rclpy.Context()
     rclpy.init(context=context, domain_id=DOMAIN_ID)
     node = rclpy.create_node("launch_params_probe", context=context)
+    executor = SingleThreadedExecutor(context=context)
+    executor.add_node(node)
     try:
-        client = node.create_client(GetParameters, f"{node_name}/get_parameters")
-        deadline = time.monotonic() + timeout
-        while not client.wait_for_service(timeout_sec=0.5):
-            assert proc.poll() is None, f"seg_node exited with {proc.returncode}"
-            assert time.monotonic() < deadline, f"no {node_name}/get_parameters service"
-        future = client.call_async(GetParameters.Request(names=names))
-        executor = SingleThreadedExecutor(context=context)
-        executor.add_node(node)
-        executor.spin_until_future_complete(future, timeout_sec=20.0)
-        executor.shutdown()
-        return dict(zip(names, (parameter_value_to_python(v) for v in future.result().values)))
+        responses = []
+        for srv_type, service, request in requests:
+            client = node.create_client(srv_type, f"{node_name}/{service}")
+            deadline = time.monotonic() + timeout
+            while not client.wait_for_service(timeout_sec=0.5):
+                assert proc.poll() is None, f"{node_name} exited with {proc.returncode}"
+                assert time.monotonic() < deadline, f"no {node_name}/{service} service"
+            future = client.call_async(request)
+            executor.spin_until_future_complete(future, timeout_sec=20.0)
+            assert future.done(), f"{node_name}/{service} did not answer"
+            responses.append(future.result())
+        return responses
     finally:
+        executor.shutdown()
         node.destroy_node()
         rclpy.try_shutdown(context=context)
+
+
+def _get_parameters(node_name: str, names: list[str], proc, timeout: float = 90.0) -> dict:
+    from rcl_interfaces.srv import GetParameters
+    from rclpy.parameter import parameter_value_to_python
+
+    (response,) = _ask(node_name, [(GetParameters, "get_parameters", GetParameters.Request(names=names))], proc,
+                       timeout)
+    return dict(zip(names, (parameter_value_to_python(v) for v in response.values)))
 
 
 @pytest.mark.parametrize("style", ["shipped_seg_yaml", "launch_generated"])
@@ -237,4 +250,55 @@ def test_real_node_under_a_namespace_takes_the_params_file(tmp_path, style):
     assert values["overlay_alpha"] == 0.25, log.read_text()
     assert values["qos_depth"] == 10
     assert values["use_sim_time"] is (style == "launch_generated"), values
+    assert proc.returncode == 0, log.read_text()
+
+
+@pytest.mark.parametrize("module", ["seg_node", "seg_eval_node"])
+def test_every_declared_parameter_is_readable_through_the_parameter_services(tmp_path, module):
+    """`ros2 param get` asks get_parameters; one unset parameter (cameras at its default []) made it answer nothing,
+    for that name and for any request naming it."""
+    pytest.importorskip("rclpy", reason="ROS 2 wheels (extra `ros`) are not installed")
+    from rcl_interfaces.msg import ParameterType
+    from rcl_interfaces.srv import DescribeParameters, GetParameters, ListParameters
+    from rclpy.parameter import parameter_value_to_python
+
+    table = importlib.import_module(f"carla_seg_ros.ros.{module}").PARAMETERS
+    namespace = "/param_services"
+    cmd = [sys.executable, "-m", f"carla_seg_ros.ros.{module}", "--ros-args", "-r", f"__ns:={namespace}"]
+    if module == "seg_eval_node":      # its report, written on shutdown, goes to the test's folder
+        cmd += ["-p", f"output_dir:={tmp_path}"]
+    env = dict(os.environ, ROS_DOMAIN_ID=str(DOMAIN_ID), PYTHONUNBUFFERED="1")
+    log = tmp_path / "node.log"
+    with open(log, "w") as out:
+        proc = subprocess.Popen(cmd, env=env, stdout=out, stderr=subprocess.STDOUT)
+    full = f"{namespace}/{module}"
+    try:
+        (listed,) = _ask(full, [(ListParameters, "list_parameters", ListParameters.Request())], proc)
+        names = list(listed.result.names)
+        assert {p.name for p in table} <= set(names), log.read_text()
+        singles = [GetParameters.Request(names=[name]) for name in names]
+        got_all, described, *got_each = _ask(
+            full, [(GetParameters, "get_parameters", GetParameters.Request(names=names)),
+                   (DescribeParameters, "describe_parameters", DescribeParameters.Request(names=names))] +
+            [(GetParameters, "get_parameters", r) for r in singles], proc)
+    finally:
+        proc.send_signal(2)
+        proc.wait(timeout=30)
+    assert len(got_all.values) == len(names), f"get_parameters of all {len(names)} answered {len(got_all.values)}"
+    for name, value, each in zip(names, got_all.values, got_each):
+        assert value.type != ParameterType.PARAMETER_NOT_SET, name
+        assert len(each.values) == 1 and each.values[0] == value, name
+    values = dict(zip(names, (parameter_value_to_python(v) for v in got_all.values)))
+    descriptors = dict(zip(names, described.descriptors))
+    for spec in table:
+        if module == "seg_eval_node" and spec.name == "output_dir":
+            continue
+        assert values[spec.name] == spec.default and type(values[spec.name]) is type(spec.default), spec.name
+        expected = spec.descriptor()
+        got = descriptors[spec.name]
+        assert (got.type, got.read_only, got.description) == (expected.type, expected.read_only,
+                                                                expected.description), spec.name
+    if module == "seg_node":     # [] as a typed, read-only string array
+        cameras = descriptors["cameras"]
+        assert cameras.type == ParameterType.PARAMETER_STRING_ARRAY and cameras.read_only and values["cameras"] == []
     assert proc.returncode == 0, log.read_text()
