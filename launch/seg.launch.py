@@ -29,7 +29,7 @@ from launch.actions import DeclareLaunchArgument, OpaqueFunction
 from launch.substitutions import LaunchConfiguration
 from launch_ros.actions import LifecycleNode, Node
 
-from carla_seg_ros.ros.launch_setup import (camera_topics, full_name, parse_bool, resolve_parameters,
+from carla_seg_ros.ros.launch_setup import (camera_topics, full_name, parse_bool, require_rviz, resolve_parameters,
                                             write_params_file, write_rviz_config)
 
 PACKAGE = "carla_seg_ros"
@@ -43,6 +43,11 @@ def _launch_setup(context):
     def arg(name):
         return LaunchConfiguration(name).perform(context)
 
+    # Every check before any action exists: an exception here starts nothing, while one raised when an action
+    # runs (launch_ros's own rviz2 lookup) left the seg_node started before it running without a parent.
+    rviz = parse_bool("rviz", arg("rviz"))
+    if rviz:
+        require_rviz()
     namespace = arg("namespace")
     params = resolve_parameters(arg("params_file"), {"backend": arg("backend"), "use_sim_time": arg("use_sim_time")},
                                 namespace=namespace, node_name=NODE_NAME)
@@ -62,7 +67,7 @@ def _launch_setup(context):
         actions = [LifecycleNode(arguments=["--managed"], **node_args)]
     else:
         actions = [Node(**node_args)]
-    if parse_bool("rviz", arg("rviz")):
+    if rviz:
         views = cameras or [("", single_topic)]
         config = write_rviz_config(os.path.join(share, "config", "seg.rviz"), views, full_name(namespace, NODE_NAME),
                                    directory=params_path.parent)

@@ -22,6 +22,9 @@ LAUNCH_DEFAULTS = {"use_sim_time": True}          # when neither the params file
 BOOL_ARGS = ("use_sim_time",)
 OVERRIDABLE = ("backend", "use_sim_time")          # launch arguments that map to node parameters
 _TRUE, _FALSE = ("true", "1", "yes", "on"), ("false", "0", "no", "off")
+RVIZ_PACKAGE = "rviz2"
+RVIZ_MISSING = ("rviz:=true, but the package rviz2 is not installed: install it (sudo apt install "
+                "ros-$ROS_DISTRO-rviz2) or launch with rviz:=false")
 
 
 def parse_bool(name: str, text: str) -> bool:
@@ -96,6 +99,21 @@ def camera_topics(cameras: str, role_name: str) -> list[tuple[str, str]]:
         elif entry:
             out.append((entry, f"/carla/{role_name}/{entry}/image"))
     return out
+
+
+def require_rviz(get_package_prefix=None) -> None:
+    """Raise RuntimeError(RVIZ_MISSING) when the ament index has no rviz2 package.
+
+    Called before the launch file returns any action: launch_ros looks rviz2 up only when it starts it, after
+    seg_node is running, and that failure left seg_node behind without a parent. ``get_package_prefix`` is
+    ament_index_python's (the lookup launch_ros does) unless one is given.
+    """
+    if get_package_prefix is None:
+        from ament_index_python.packages import get_package_prefix
+    try:
+        get_package_prefix(RVIZ_PACKAGE)
+    except LookupError:                   # ament_index_python's PackageNotFoundError is a KeyError
+        raise RuntimeError(RVIZ_MISSING) from None
 
 
 def write_params_file(params: dict, directory: str | Path | None = None) -> Path:

@@ -187,4 +187,4 @@ def test_node_setup_runs_in_an_opaque_function_with_the_launch_setup_helpers():
     assert calls(tree, "OpaqueFunction")
     imported = {a.name for n in ast.walk(tree) if isinstance(n, ast.ImportFrom)
                 and n.module == "carla_seg_ros.ros.launch_setup" for a in n.names}
-    assert {"resolve_parameters", "camera_topics", "write_params_file", "write_rviz_config"} <= imported
+    assert {"resolve_parameters", "camera_topics", "write_params_file", "write_rviz_config", "require_rviz"} <= imported

@@ -3,8 +3,9 @@
 `launch`/`launch_ros` are not installable here, so the launch file's OpaqueFunction is run against minimal
 stand-ins of their classes that only record the actions it returns (what a real launch would start); everything the
 launch file computes (precedence, params file, remaps, environment, rviz config) is the real code in
-carla_seg_ros.ros.launch_setup. A real seg_node then gets the generated and the shipped params file under a
-namespace, over DDS, and its parameters are read back through its parameter services.
+carla_seg_ros.ros.launch_setup; other packages (rviz2) are looked up in a real ament index the tests lay out. A real
+seg_node then gets the generated and the shipped params file under a namespace, over DDS, and its parameters are
+read back through its parameter services, as are every declared parameter of seg_node and seg_eval_node.
 """
 from __future__ import annotations
 
@@ -30,8 +31,11 @@ DOMAIN_ID = 42
 
 # ------------------------------------------------------------------ the launch file, run with recording stand-ins
 class _Recorded:
+    made: list = []        # every action constructed, in order (reset for each launch)
+
     def __init__(self, *args, **kwargs):
         self.args, self.kwargs = args, kwargs
+        _Recorded.made.append(self)
 
 
 class _LaunchConfiguration:
@@ -57,8 +61,13 @@ def _stub_modules(monkeypatch):
     module("launch.substitutions", LaunchConfiguration=_LaunchConfiguration)
     module("launch_ros")
     module("launch_ros.actions", Node=kinds["Node"], LifecycleNode=kinds["LifecycleNode"])
+    # The package's share folder is the source tree; every other package is looked up in the real ament index
+    # (AMENT_PREFIX_PATH), as launch_ros does, so the `rviz2` fixture installs rviz2 by making an index entry.
+    from ament_index_python.packages import get_package_prefix
     module("ament_index_python")
-    module("ament_index_python.packages", get_package_share_directory=lambda package: str(REPO))
+    module("ament_index_python.packages", get_package_share_directory=lambda package: str(REPO),
+           get_package_prefix=get_package_prefix)
+    monkeypatch.setattr(_Recorded, "made", [])
 
 
 def run_launch(monkeypatch, **given) -> list:
@@ -76,6 +85,25 @@ def run_launch(monkeypatch, **given) -> list:
     opaque = [e for e in entities if type(e).__name__ == "OpaqueFunction"]
     assert len(opaque) == 1
     return opaque[0].kwargs["function"](context)
+
+
+def ament_prefix(root: Path, *packages: str) -> Path:
+    """An install prefix whose ament index lists ``packages`` (what `colcon build` / apt install leave)."""
+    index = root / "share" / "ament_index" / "resource_index" / "packages"
+    index.mkdir(parents=True)
+    for package in packages:
+        (index / package).touch()
+    return root
+
+
+@pytest.fixture
+def rviz2(monkeypatch, tmp_path):
+    monkeypatch.setenv("AMENT_PREFIX_PATH", str(ament_prefix(tmp_path / "ros", "rviz2", "rclpy")))
+
+
+@pytest.fixture
+def no_rviz2(monkeypatch, tmp_path):
+    monkeypatch.setenv("AMENT_PREFIX_PATH", str(ament_prefix(tmp_path / "ros", "rclpy")))
 
 
 def node_params(action) -> dict:
@@ -174,7 +202,7 @@ def test_cameras_map_to_carla_topics(monkeypatch):
       "/seg_node/front/occupancy", "/carla/ego_vehicle/left/image", "/seg_node/left/overlay",
       "/seg_node/left/mask_color", "/seg_node/left/occupancy"]),
 ])
-def test_rviz_gets_a_config_for_role_camera_and_namespace(monkeypatch, given, topics):
+def test_rviz_gets_a_config_for_role_camera_and_namespace(monkeypatch, rviz2, given, topics):
     node, rviz = run_launch(monkeypatch, rviz="true", **given)
     assert rviz.kwargs["executable"] == "rviz2" and rviz.kwargs["arguments"][0] == "-d"
     config = yaml.safe_load(Path(rviz.kwargs["arguments"][1]).read_text())
@@ -183,6 +211,32 @@ def test_rviz_gets_a_config_for_role_camera_and_namespace(monkeypatch, given, to
     assert set(config["Window Geometry"]) >= {d["Name"] for d in displays}
     # The occupancy grids are in the vehicle frame: the role's frame, which the bridge publishes.
     assert config["Visualization Manager"]["Global Options"]["Fixed Frame"] == given.get("role_name", "ego_vehicle")
+
+
+@pytest.mark.parametrize("given", [{}, {"managed": "true"}, {"cameras": "front,left"}])
+def test_rviz_without_rviz2_stops_before_starting_anything(monkeypatch, no_rviz2, given):
+    """launch_ros looked rviz2 up only when starting it, after seg_node: the launch failed, seg_node lived on."""
+    with pytest.raises(RuntimeError) as failure:
+        run_launch(monkeypatch, rviz="true", **given)
+    assert str(failure.value) == launch_setup.RVIZ_MISSING
+    assert "\n" not in str(failure.value) and "apt install ros-$ROS_DISTRO-rviz2" in str(failure.value)
+    assert "rviz:=false" in str(failure.value)
+    started = [type(a).__name__ for a in _Recorded.made if type(a).__name__ in ("Node", "LifecycleNode")]
+    assert started == [], "a failed launch must not have made any process action"
+    (node,) = run_launch(monkeypatch, rviz="false", **given)        # the way out the message names
+    assert node.kwargs["executable"] == "seg_node"
+
+
+def test_rviz2_lookup_is_the_ament_index(monkeypatch, tmp_path):
+    monkeypatch.setenv("AMENT_PREFIX_PATH", str(ament_prefix(tmp_path / "a", "rclpy")))
+    with pytest.raises(RuntimeError, match="rviz:=false"):
+        launch_setup.require_rviz()
+    with_rviz2 = ament_prefix(tmp_path / "b", "rviz2")
+    monkeypatch.setenv("AMENT_PREFIX_PATH", os.pathsep.join([str(tmp_path / "a"), str(with_rviz2)]))
+    launch_setup.require_rviz()
+    asked = []
+    launch_setup.require_rviz(lambda package: asked.append(package) or "/opt/ros/x")
+    assert asked == ["rviz2"]
 
 
 # ------------------------------------------------------------------ a real node under a namespace
