@@ -69,8 +69,7 @@ def _launch_setup(context):
         actions = [Node(**node_args)]
     if rviz:
         views = cameras or [("", single_topic)]
-        config = write_rviz_config(os.path.join(share, "config", "seg.rviz"), views, full_name(namespace, NODE_NAME),
-                                   directory=params_path.parent)
+        config = write_rviz_config(os.path.join(share, "config", "seg.rviz"), views, full_name(namespace, NODE_NAME))
         actions.append(Node(package="rviz2", executable="rviz2", name="seg_rviz", arguments=["-d", str(config)],
                             parameters=[{"use_sim_time": params.get("use_sim_time", True)}], output="screen"))
     return actions

@@ -8,9 +8,15 @@ Params file sections are matched like rcl does (``/**``, ``/**/seg_node``, ``/ns
 wildcards), except that a key without a leading ``/`` (``seg_node:``, seg.yaml's old style) is taken relative to the
 launch namespace, so a file written for ``/seg_node`` keeps working under ``namespace:=/perception``. The merged
 result goes to the node as one generated ``/**`` params file.
+
+Generated files (params, RViz config) go to one per-user cache folder (``launch_cache_dir``) under names made from
+a hash of their text: a launch with the same arguments overwrites its own files, one with other arguments writes
+others beside them, and nothing piles up in the temp directory.
 """
 from __future__ import annotations
 
+import hashlib
+import os
 import re
 import tempfile
 from pathlib import Path
@@ -116,12 +122,35 @@ def require_rviz(get_package_prefix=None) -> None:
         raise RuntimeError(RVIZ_MISSING) from None
 
 
+def launch_cache_dir() -> Path:
+    """$XDG_CACHE_HOME/carla_seg_ros/launch (default ~/.cache/...): one folder per user for generated files."""
+    base = os.environ.get("XDG_CACHE_HOME", "")
+    return (Path(base) if os.path.isabs(base) else Path.home() / ".cache") / "carla_seg_ros" / "launch"
+
+
+def _write_generated(text: str, name: str, directory: str | Path | None) -> Path:
+    """``text`` as ``directory/name``; without a directory, in launch_cache_dir() as ``<stem>-<hash><suffix>``
+    (the same text: the same file, rewritten; other text: another file, so concurrent launches never clobber each
+    other). Written to a temporary name and renamed, so a node never reads a half-written file."""
+    if directory:
+        out_dir, path_name = Path(directory), name
+    else:
+        stem, suffix = os.path.splitext(name)
+        path_name = f"{stem}-{hashlib.sha256(text.encode()).hexdigest()[:16]}{suffix}"
+        out_dir = launch_cache_dir()      # (ros2 launch itself needs a writable home, for ~/.ros/log)
+        out_dir.mkdir(parents=True, exist_ok=True)
+    path = out_dir / path_name
+    handle, scratch = tempfile.mkstemp(prefix=f".{path_name}.", suffix=".tmp", dir=out_dir)
+    with os.fdopen(handle, "w") as out:
+        out.write(text)
+    os.replace(scratch, path)
+    return path
+
+
 def write_params_file(params: dict, directory: str | Path | None = None) -> Path:
     """One ``/**`` section (applies under any namespace); the file the node is started with."""
-    out_dir = Path(directory) if directory else Path(tempfile.mkdtemp(prefix="carla_seg_launch_"))
-    path = out_dir / f"{NODE_NAME}_params.yaml"
-    path.write_text(yaml.safe_dump({"/**": {"ros__parameters": params}}, sort_keys=False))
-    return path
+    text = yaml.safe_dump({"/**": {"ros__parameters": params}}, sort_keys=False)
+    return _write_generated(text, f"{NODE_NAME}_params.yaml", directory)
 
 
 def rviz_config(template: str, cameras: list[tuple[str, str]], node_ns: str) -> str:
@@ -154,7 +183,4 @@ def rviz_config(template: str, cameras: list[tuple[str, str]], node_ns: str) -> 
 
 def write_rviz_config(template_path: str | Path, cameras: list[tuple[str, str]], node_ns: str,
                       directory: str | Path | None = None) -> Path:
-    out_dir = Path(directory) if directory else Path(tempfile.mkdtemp(prefix="carla_seg_launch_"))
-    path = out_dir / "seg.rviz"
-    path.write_text(rviz_config(Path(template_path).read_text(), cameras, node_ns))
-    return path
+    return _write_generated(rviz_config(Path(template_path).read_text(), cameras, node_ns), "seg.rviz", directory)

@@ -13,6 +13,7 @@ import importlib.util
 import os
 import subprocess
 import sys
+import tempfile
 import time
 import types
 from pathlib import Path
@@ -85,6 +86,13 @@ def run_launch(monkeypatch, **given) -> list:
     opaque = [e for e in entities if type(e).__name__ == "OpaqueFunction"]
     assert len(opaque) == 1
     return opaque[0].kwargs["function"](context)
+
+
+@pytest.fixture(autouse=True)
+def launch_cache(monkeypatch, tmp_path) -> Path:
+    """The per-user folder the launch files write to, here the test's own."""
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg_cache"))
+    return tmp_path / "xdg_cache" / "carla_seg_ros" / "launch"
 
 
 def ament_prefix(root: Path, *packages: str) -> Path:
@@ -214,7 +222,7 @@ def test_rviz_gets_a_config_for_role_camera_and_namespace(monkeypatch, rviz2, gi
 
 
 @pytest.mark.parametrize("given", [{}, {"managed": "true"}, {"cameras": "front,left"}])
-def test_rviz_without_rviz2_stops_before_starting_anything(monkeypatch, no_rviz2, given):
+def test_rviz_without_rviz2_stops_before_starting_anything(monkeypatch, no_rviz2, launch_cache, given):
     """launch_ros looked rviz2 up only when starting it, after seg_node: the launch failed, seg_node lived on."""
     with pytest.raises(RuntimeError) as failure:
         run_launch(monkeypatch, rviz="true", **given)
@@ -223,6 +231,7 @@ def test_rviz_without_rviz2_stops_before_starting_anything(monkeypatch, no_rviz2
     assert "rviz:=false" in str(failure.value)
     started = [type(a).__name__ for a in _Recorded.made if type(a).__name__ in ("Node", "LifecycleNode")]
     assert started == [], "a failed launch must not have made any process action"
+    assert not launch_cache.exists(), "nor written any file"
     (node,) = run_launch(monkeypatch, rviz="false", **given)        # the way out the message names
     assert node.kwargs["executable"] == "seg_node"
 
@@ -237,6 +246,48 @@ def test_rviz2_lookup_is_the_ament_index(monkeypatch, tmp_path):
     asked = []
     launch_setup.require_rviz(lambda package: asked.append(package) or "/opt/ros/x")
     assert asked == ["rviz2"]
+
+
+def test_repeated_launches_leave_nothing_behind(monkeypatch, rviz2, launch_cache, tmp_path):
+    temp = tmp_path / "tmp"
+    temp.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(temp))
+    monkeypatch.setenv("TMPDIR", str(temp))
+
+    def files(actions) -> list[Path]:
+        node, rviz = actions
+        return [Path(node.kwargs["parameters"][0]), Path(rviz.kwargs["arguments"][1])]
+
+    runs = [files(run_launch(monkeypatch, rviz="true")) for _ in range(5)]
+    assert not list(temp.iterdir())
+    assert all(run == runs[0] for run in runs)
+    assert sorted(launch_cache.iterdir()) == sorted(runs[0]), "one params file and one RViz config, reused"
+    first = {path: path.read_text() for path in runs[0]}
+    # Other arguments (another launch, maybe at the same time) get their own files; the first ones stay as they were.
+    other = files(run_launch(monkeypatch, rviz="true", role_name="hero", backend="openvino"))
+    assert not set(other) & set(first)
+    assert {path: path.read_text() for path in runs[0]} == first
+    assert node_params(run_launch(monkeypatch, rviz="false", role_name="hero", backend="openvino")[0])["backend"] \
+        == "openvino"
+    assert len(list(launch_cache.iterdir())) == 4 and not list(temp.iterdir())
+
+    # carla_live.launch.py's seg_node params go to the same place: by default the very file seg.launch.py wrote
+    from carla_seg_ros.ros.live_launch import ARGUMENTS, node_settings
+    values = {name: default for name, default, _ in ARGUMENTS}
+    values.update(params_file=str(SEG_YAML), dds_profile="")
+    for _ in range(3):
+        path = launch_setup.write_params_file(node_settings(values)["seg_node"])
+    assert path == runs[0][0] and len(list(launch_cache.iterdir())) == 4 and not list(temp.iterdir())
+
+
+def test_concurrent_launches_do_not_clobber_each_other(launch_cache):
+    from concurrent.futures import ThreadPoolExecutor
+    variants = [{"backend": "onnxruntime"}, {"backend": "openvino"}, {"backend": "onnxruntime"}] * 8
+    with ThreadPoolExecutor(6) as pool:
+        paths = list(pool.map(launch_setup.write_params_file, variants))
+    for params, path in zip(variants, paths):
+        assert node_params(types.SimpleNamespace(kwargs={"parameters": [path]})) == params
+    assert len(set(paths)) == 2 and sorted(launch_cache.iterdir()) == sorted(set(paths)), "no scratch files left"
 
 
 # ------------------------------------------------------------------ a real node under a namespace
