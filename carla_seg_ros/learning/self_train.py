@@ -63,7 +63,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="labelled splits to keep learning (default: train,val, the data of the initial model)")
     p.add_argument("--unlabelled", type=Path, required=True, help="folder of unlabelled frames (rgb/, boxes.csv)")
     p.add_argument("--out", type=Path, default=Path("runs/self_train"))
-    p.add_argument("--steps", type=int, default=1500)
+    p.add_argument("--steps", type=int, default=800)
     p.add_argument("--batch", type=int, default=4, help="labelled frames per step; as many unlabelled (default 4)")
     p.add_argument("--lr", type=float, default=1e-3, help="peak lr of the decoder and head")
     p.add_argument("--encoder-lr", type=float, default=1e-4, help="peak lr of the encoder")
@@ -108,7 +108,8 @@ def box_map(frame, size_wh: tuple[int, int], image_wh: tuple[int, int]) -> np.nd
 
 
 def load_unlabelled(args):
-    """(pool images, pool box maps) at TARGET_STORE and the held-out frames (images at 384x288, frame records)."""
+    """(pool images, pool box maps) at TARGET_STORE and the held-out frames ((record, size) pairs, images at
+    384x288: every held-out frame of this data is 4:3)."""
     frames = read_unlabelled(args.unlabelled)
     split = split_unlabelled(frames)
     pool, held = frames_of(frames, split, POOL)[:args.limit_images], frames_of(frames, split, HELD_OUT)[:args.limit_images]
@@ -119,8 +120,12 @@ def load_unlabelled(args):
         images.append(resize_image(rgb, TARGET_STORE))
         maps.append(box_map(fr, TARGET_STORE, (rgb.shape[1], rgb.shape[0])) if args.boxes else
                     np.zeros(TARGET_STORE[::-1], np.uint8))
-    held_images = [resize_image(read_frame(fr), (384, MODEL_HEIGHT)) for fr in held]
-    return np.stack(images), np.stack(maps), held, held_images
+    held_images, held_sizes = [], []
+    for fr in held:
+        rgb = read_frame(fr)
+        held_images.append(resize_image(rgb, (384, MODEL_HEIGHT)))
+        held_sizes.append((rgb.shape[1], rgb.shape[0]))
+    return np.stack(images), np.stack(maps), list(zip(held, held_sizes)), held_images
 
 
 def source_batch(images, labels, width, args, paste_ids, rng):
@@ -213,8 +218,8 @@ def evaluate(model, val, held, held_images, device, car_id) -> dict:
     for p, l in zip(predict(model, val[0], device), val[1]):
         cm += metrics.confusion_matrix(l, p, classes.num_classes())
     scores = BoxScores(car_id)
-    for fr, pred in zip(held, predict(model, np.stack(held_images), device)):
-        scores.add(pred, fr, image_size=(800, 600))
+    for (fr, size), pred in zip(held, predict(model, np.stack(held_images), device)):
+        scores.add(pred, fr, image_size=size)
     box = scores.result()["overall"]
     return {"val_pixel_acc": metrics.pixel_accuracy(cm), "val_miou": metrics.mean_iou(cm),
             "held_out_box_recall": box["recall"], "held_out_car_precision": box["car_precision"]}
@@ -250,7 +255,8 @@ def plot_log(rows: list[dict], path: Path) -> None:
     ev = [r for r in rows if r["val_miou"] != ""]
     for key, label in (("val_miou", "val mIoU (fit)"), ("held_out_box_recall", "held-out box recall"),
                        ("held_out_car_precision", "held-out Car precision")):
-        ax[1].plot([r["step"] for r in ev], [r[key] for r in ev], "o-", label=label)
+        ax[1].plot([r["step"] for r in ev], [np.nan if r[key] in ("", None) else float(r[key]) for r in ev], "o-",
+                   label=label)
     ax[1].set_xlabel("step"); ax[1].set_ylim(0, 1); ax[1].legend(); ax[1].grid(alpha=.3)
     fig.suptitle(path.parent.name)
     fig.tight_layout()

@@ -1,0 +1,152 @@
+"""Self-training: pseudo-label rules (thresholds, box guidance), augmentation shapes, the EMA teacher, and a short
+real run of `carla-seg self-train` on real frames that resumes where it stopped."""
+from __future__ import annotations
+
+import csv
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from carla_seg_ros import classes
+from carla_seg_ros.learning import self_train as st
+from carla_seg_ros.learning.target_augment import (WEATHERS, class_mix, crop_width, random_crop,
+                                                   strong_photometric)
+from carla_seg_ros.paths import models_dir
+from carla_seg_ros.unlabelled import Box, UnlabelledFrame
+
+CAR = classes.class_names().index("Car")
+ROAD = classes.class_names().index("Road")
+IGNORE = classes.IGNORE_INDEX
+UNLABELLED = Path(__file__).resolve().parents[3] / "shared" / "data" / "carla_unlabelled"
+
+
+def probs_for(label: np.ndarray, conf: float) -> torch.Tensor:
+    """(1, C, H, W) probabilities whose argmax is ``label`` with max probability ``conf``."""
+    c = classes.num_classes()
+    p = np.full((c,) + label.shape, (1 - conf) / (c - 1), np.float32)
+    for k in range(c):
+        p[k][label == k] = conf
+    return torch.from_numpy(p)[None]
+
+
+def frame_with(boxes, has_boxes=True):
+    return UnlabelledFrame("relke_000001.jpg", Path("x"), "relke", 1, "", tuple(boxes), has_boxes)
+
+
+def test_box_map_bits():
+    fr = frame_with([Box("car", 10, 10, 20, 20), Box("person", 40, 10, 44, 20)])
+    m = st.box_map(fr, (64, 32), (64, 32))
+    assert (m & st.BOXED).all()
+    assert m[15, 15] & st.IN_VEHICLE and not m[15, 42] & st.IN_VEHICLE   # a person box is no vehicle box
+    assert m[15, 42] & st.NEAR_BOX and m[15, 7] & st.NEAR_BOX           # grown by half the box's size
+    assert not m[15, 30] & st.NEAR_BOX and not m[2, 2] & st.NEAR_BOX
+    assert not st.box_map(frame_with([], has_boxes=False), (64, 32), (64, 32)).any()
+
+
+def test_pseudo_labels_box_guidance():
+    label = np.full((16, 32), ROAD, np.int64)
+    label[4:8, 4:8] = CAR      # Car inside a vehicle box
+    label[4:8, 24:28] = CAR    # Car far from every box
+    bmap = np.full((16, 32), st.BOXED, np.uint8)
+    bmap[2:10, 2:12] |= st.NEAR_BOX
+    bmap[3:9, 3:10] |= st.IN_VEHICLE          # road pixels inside the vehicle box too
+    thresholds = st.ClassThresholds(classes.num_classes(), 0.5, 0.9)
+    out = st.pseudo_labels(probs_for(label, 0.7), torch.from_numpy(bmap)[None], thresholds, CAR)[0].numpy()
+    assert (out[4:8, 4:8] == CAR).all()             # Car in a vehicle box needs only 0.5
+    assert (out[4:8, 24:28] == IGNORE).all()        # Car far from every box is never taught
+    assert (out[3:9, 8:10] == IGNORE).all()         # non-Car inside a vehicle box needs 0.99
+    assert (out[12:, :] == IGNORE).all()            # 0.7 < 0.9: the start threshold of every class
+    out = st.pseudo_labels(probs_for(label, 0.995), torch.from_numpy(bmap)[None], thresholds, CAR)[0].numpy()
+    assert (out[3:9, 8:10] == ROAD).all() and (out[12:, :] == ROAD).all()
+
+
+def test_pseudo_labels_without_boxes_teach_car_anywhere():
+    label = np.full((8, 8), CAR, np.int64)
+    thresholds = st.ClassThresholds(classes.num_classes(), 0.5, 0.9)
+    out = st.pseudo_labels(probs_for(label, 0.95), torch.zeros((1, 8, 8), dtype=torch.uint8), thresholds, CAR)
+    assert (out == CAR).all()
+
+
+def test_class_thresholds_follow_the_median_within_bounds():
+    t = st.ClassThresholds(3, 0.5, 0.9, momentum=0.0)
+    label = torch.tensor([0] * 100 + [1] * 100 + [2] * 100)
+    conf = torch.cat([torch.full((100,), 0.99), torch.full((100,), 0.7), torch.full((100,), 0.2)])
+    t.update(conf, label)
+    assert torch.allclose(t.thresholds(), torch.tensor([0.9, 0.7, 0.5]))
+
+
+def test_ema_update_moves_teacher_towards_student():
+    student, teacher = torch.nn.BatchNorm2d(2), torch.nn.BatchNorm2d(2)
+    with torch.no_grad():
+        student.weight.fill_(1.0)
+        teacher.weight.fill_(0.0)
+    student.num_batches_tracked.fill_(7)
+    st.ema_update(teacher, student, 0.9)
+    assert torch.allclose(teacher.weight, torch.full((2,), 0.1))
+    assert int(teacher.num_batches_tracked) == 7
+
+
+@pytest.mark.parametrize("size", [(400, 300), (1382, 512), (200, 100)])
+def test_random_crop_gives_the_crop_size_and_keeps_maps_aligned(size):
+    rng = np.random.default_rng(0)
+    w, h = size
+    img = np.zeros((h, w, 3), np.uint8)
+    img[:, : w // 2] = 200
+    label = np.zeros((h, w), np.uint8)
+    label[:, : w // 2] = 5
+    for width in (384, 512, 640):
+        out, (lab,) = random_crop(img, [label], (width, 288), (0.8, 1.35), rng)
+        assert out.shape == (288, width, 3) and lab.shape == (288, width)
+        valid = lab != IGNORE
+        assert ((out[..., 0][valid] > 100) == (lab[valid] == 5)).mean() > 0.98
+
+
+def test_crop_widths_are_multiples_of_32():
+    rng = np.random.default_rng(0)
+    assert all(crop_width(rng) % 32 == 0 for _ in range(50))
+
+
+def test_strong_photometric_and_weathers_keep_shape_and_range():
+    rng = np.random.default_rng(1)
+    img = np.random.default_rng(2).integers(0, 255, (288, 384, 3), dtype=np.uint8)
+    for _ in range(10):
+        out = strong_photometric(img, rng, weather_p=1.0)
+        assert out.shape == img.shape and out.dtype == np.uint8
+    for weather in WEATHERS:
+        assert weather(img.astype(np.float32), rng).shape == img.shape
+
+
+def test_class_mix_pastes_half_of_the_source_classes():
+    rng = np.random.default_rng(0)
+    tgt_img, tgt_lab = np.zeros((4, 4, 3), np.uint8), np.full((4, 4), IGNORE, np.uint8)
+    src_img = np.full((4, 4, 3), 9, np.uint8)
+    src_lab = np.array([[1, 1, 2, 2], [1, 1, 2, 2], [3, 3, 4, 4], [IGNORE] * 4], np.uint8)
+    img, lab = class_mix(tgt_img, tgt_lab, src_img, src_lab, rng)
+    pasted = set(np.unique(lab)) - {IGNORE}
+    assert len(pasted) == 2 and pasted <= {1, 2, 3, 4}
+    assert ((img[..., 0] == 9) == np.isin(lab, list(pasted))).all()
+    assert (lab[3] == IGNORE).all()
+
+
+@pytest.mark.skipif(not UNLABELLED.is_dir(), reason="needs ../shared/data/carla_unlabelled beside the checkout")
+def test_self_train_runs_resumes_and_writes_weights(tmp_path):
+    out = tmp_path / "run"
+    argv = ["--unlabelled", str(UNLABELLED), "--out", str(out), "--limit-images", "6", "--batch", "2",
+            "--eval-every", "2", "--checkpoint-every", "2", "--threads", "2",
+            "--init", str(models_dir() / "carla_unet.safetensors")]
+    assert st.main(argv + ["--steps", "2"]) == 0
+    assert st.main(argv + ["--steps", "4", "--resume"]) == 0
+    with open(out / "log.csv") as f:
+        steps = [int(float(r["step"])) for r in csv.DictReader(f)]
+    assert steps == [0, 2, 4] or steps == [0, 2, 2, 4]   # resumed after step 2, not from scratch
+    final = json.loads((out / "final.json").read_text())
+    assert set(final) >= {"student", "teacher", "class_thresholds"}
+    from carla_seg_ros.networks.weights import load_model
+    model, meta = load_model(out / "teacher.safetensors")
+    assert meta["run_info"]["recipe"] == "self-train"
+    x = torch.zeros(1, 3, 288, 512)
+    assert model(x).shape == (1, classes.num_classes(), 288, 512)
