@@ -39,6 +39,11 @@ class Box:
     def area(self) -> float:
         return max(0.0, self.x1 - self.x0) * max(0.0, self.y1 - self.y0)
 
+    def clipped(self, width: int, height: int) -> "Box":
+        """The part of the box inside the image (boxes of near vehicles often reach past the frame's edge)."""
+        return Box(self.cls, min(max(0.0, self.x0), float(width)), min(max(0.0, self.y0), float(height)),
+                   max(0.0, min(float(width), self.x1)), max(0.0, min(float(height), self.y1)))
+
     def grown(self, fraction: float, width: int, height: int) -> "Box":
         """The box grown by ``fraction`` of its size on every side, clipped to the image."""
         dx, dy = fraction * (self.x1 - self.x0), fraction * (self.y1 - self.y0)
@@ -75,6 +80,21 @@ def sequence_and_number(name: str) -> tuple[str, int]:
     return m["sequence"].rstrip("_"), int(m["number"])
 
 
+def _parse_box(row: dict, where: str) -> Box:
+    """One boxes.csv row -> Box; a missing, empty or non-numeric field, a short row or a non-finite or inverted
+    box is a ValueError naming the line (a short row leaves None in DictReader's dict: float(None) is a TypeError)."""
+    try:
+        if not row.get("name") or not row.get("cls"):
+            raise ValueError("empty name or cls")
+        coords = [float(row[k]) for k in ("xmin", "ymin", "xmax", "ymax")]
+    except (KeyError, ValueError, TypeError) as exc:
+        raise ValueError(f"{where}: bad box row {row} ({type(exc).__name__}: {exc})") from None
+    x0, y0, x1, y1 = coords
+    if not all(np.isfinite(coords)) or x1 < x0 or y1 < y0:
+        raise ValueError(f"{where}: bad box row {row} (coordinates must be finite with xmin <= xmax, ymin <= ymax)")
+    return Box(row["cls"], x0, y0, x1, y1)
+
+
 def read_unlabelled(data_dir: str | Path) -> list[UnlabelledFrame]:
     """Every frame of the folder in (sequence, frame number) order, with its weather and boxes."""
     data_dir = Path(data_dir)
@@ -84,15 +104,16 @@ def read_unlabelled(data_dir: str | Path) -> list[UnlabelledFrame]:
     weather, boxed = {}, set()
     if (data_dir / "manifest.csv").is_file():
         with open(data_dir / "manifest.csv", newline="") as f:
-            weather = {r["name"]: r.get("weather", "") or "" for r in csv.DictReader(f)}
+            reader = csv.DictReader(f)
+            if "name" not in (reader.fieldnames or ()):
+                raise ValueError(f"{data_dir / 'manifest.csv'}: no 'name' column (header {reader.fieldnames})")
+            weather = {r["name"]: r.get("weather", "") or "" for r in reader}
     boxes: dict[str, list[Box]] = {}
     if (data_dir / "boxes.csv").is_file():
         with open(data_dir / "boxes.csv", newline="") as f:
-            for r in csv.DictReader(f):
-                try:
-                    box = Box(r["cls"], float(r["xmin"]), float(r["ymin"]), float(r["xmax"]), float(r["ymax"]))
-                except (KeyError, ValueError) as exc:
-                    raise ValueError(f"{data_dir / 'boxes.csv'}: bad row {r} ({exc})") from None
+            reader = csv.DictReader(f)
+            for r in reader:
+                box = _parse_box(r, f"{data_dir / 'boxes.csv'} line {reader.line_num}")
                 boxes.setdefault(r["name"], []).append(box)
         # A source either boxes all its frames or none: a frame of a boxed source without a row has no object.
         boxed = {sequence_and_number(n)[0].split("_")[0] for n in boxes}
