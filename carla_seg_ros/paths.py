@@ -60,3 +60,16 @@ def default_modern_data_dir() -> Path | None:
         return None
     candidate = base.parent / "carla_seg_modern"
     return candidate if candidate.is_dir() else None
+
+
+def default_unlabelled_dir() -> Path | None:
+    """`$CARLA_SEG_UNLABELLED`, else `carla_unlabelled` beside the labelled dataset, else
+    `../shared/data/carla_unlabelled` beside the source checkout or the working directory, if it exists."""
+    env = os.environ.get("CARLA_SEG_UNLABELLED")
+    if env:
+        return Path(env)
+    base = default_data_dir()
+    candidates = [base.parent / "carla_unlabelled"] if base is not None else []
+    candidates += [_SOURCE_ROOT.parent / "shared" / "data" / "carla_unlabelled",
+                   Path.cwd().parent / "shared" / "data" / "carla_unlabelled"]
+    return next((c for c in candidates if c.is_dir()), None)

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from carla_seg_ros.paths import default_data_dir, default_model, default_modern_data_dir
+from carla_seg_ros.paths import default_data_dir, default_model, default_modern_data_dir, default_unlabelled_dir
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -26,6 +26,15 @@ def data_dir() -> Path:
 @pytest.fixture(scope="session")
 def modern_dir() -> Path:
     return _require(default_modern_data_dir(), "modern CARLA set (carla_seg_modern)")
+
+
+@pytest.fixture(scope="session")
+def unlabelled_dir() -> Path:
+    path = default_unlabelled_dir()
+    if path is None or not (Path(path) / "rgb").is_dir():
+        pytest.skip("unlabelled frames not found: set CARLA_SEG_UNLABELLED or place them at "
+                    "../shared/data/carla_unlabelled")
+    return Path(path)
 
 
 @pytest.fixture(scope="session")
