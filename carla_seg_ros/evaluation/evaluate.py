@@ -84,16 +84,7 @@ class Evaluation:
         return len(self.samples) < self.num_samples
 
     def timing(self) -> dict:
-        """Frames per second of the whole pipeline (resize + inference + resize back), from the timed calls."""
-        if not self.batch_seconds:
-            return {"fps": None, "ms_per_frame": None, "latency_ms": []}
-        seconds = sum(s for s, _ in self.batch_seconds)
-        frames = sum(n for _, n in self.batch_seconds)
-        per_frame_ms = [1000.0 * s / n for s, n in self.batch_seconds for _ in range(n)]
-        return {"fps": frames / seconds if seconds else None, "ms_per_frame": 1000.0 * seconds / frames,
-                "ms_per_frame_p50": float(np.percentile(per_frame_ms, 50)),
-                "ms_per_frame_p90": float(np.percentile(per_frame_ms, 90)),
-                "latency_ms": per_frame_ms}
+        return pipeline_timing(self.batch_seconds)
 
     def result(self) -> dict:
         timing = self.timing()
@@ -106,6 +97,20 @@ class Evaluation:
             "latency_ms": timing["latency_ms"],
             "per_frame": self.per_frame,
         }
+
+
+def pipeline_timing(batch_seconds: list[tuple[float, int]]) -> dict:
+    """Frames per second of the whole pipeline (resize + inference + resize back), from (seconds, frames) of the
+    timed calls."""
+    if not batch_seconds:
+        return {"fps": None, "ms_per_frame": None, "latency_ms": []}
+    seconds = sum(s for s, _ in batch_seconds)
+    frames = sum(n for _, n in batch_seconds)
+    per_frame_ms = [1000.0 * s / n for s, n in batch_seconds for _ in range(n)]
+    return {"fps": frames / seconds if seconds else None, "ms_per_frame": 1000.0 * seconds / frames,
+            "ms_per_frame_p50": float(np.percentile(per_frame_ms, 50)),
+            "ms_per_frame_p90": float(np.percentile(per_frame_ms, 90)),
+            "latency_ms": per_frame_ms}
 
 
 def _finite(value: float) -> float | None:
@@ -153,16 +158,19 @@ def model_summary(backend: Backend) -> dict:
             "input_size": [info.input_width, info.input_height]}
 
 
-def add_inference_arguments(p: argparse.ArgumentParser) -> None:
-    """Options shared with `carla-seg bag-eval`: the same defaults are part of "same frames, same numbers"."""
+def add_inference_arguments(p: argparse.ArgumentParser, hood: bool = True) -> None:
+    """Options shared with `carla-seg bag-eval` and `evaluate-boxes`: the same defaults are part of "same frames,
+    same numbers". ``hood=False`` leaves out the hood options, which only apply to labels."""
     p.add_argument("--model", type=Path, default=default_model(), help="exported .onnx (default: %(default)s)")
     p.add_argument("--backend", choices=BACKEND_CHOICES, default="onnxruntime",
                    help="inference runtime (default: %(default)s, the reference)")
     p.add_argument("--threads", type=int, default=0, help="runtime CPU threads (0 = runtime default)")
     p.add_argument("--batch-size", type=int, default=4, help="frames per inference call")
-    p.add_argument("--hood", choices=HOOD_MODES + ("auto",), default="auto",
-                   help="ego-hood rule for 13-tag labels; auto = the rule stored in the model (default)")
-    p.add_argument("--hood-row", type=float, help="first hood row as a fraction of the height (default: the model's)")
+    if hood:
+        p.add_argument("--hood", choices=HOOD_MODES + ("auto",), default="auto",
+                       help="ego-hood rule for 13-tag labels; auto = the rule stored in the model (default)")
+        p.add_argument("--hood-row", type=float,
+                       help="first hood row as a fraction of the height (default: the model's)")
     p.add_argument("--samples", type=int, default=DEFAULT_SAMPLES, help="sample overlays in the report")
 
 
