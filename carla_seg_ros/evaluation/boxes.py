@@ -1,8 +1,8 @@
 """Scores of a mask against 2D object boxes, for frames that have boxes but no semantic labels.
 
 * **Vehicle box recall**: a car or truck box with at least ``min_area`` pixels inside the image counts as found when
-  at least ``coverage`` of those pixels are predicted Car. Boxes hold road and background too (a box is not a mask), so the
-  threshold is a fraction, not a majority.
+  at least ``coverage`` of those pixels are predicted Car. Boxes hold road and background too (a box is not a mask),
+  so the threshold is a fraction, not a majority.
 * **Car precision**: the share of predicted Car pixels that fall inside some box (any class: motorbikes, bicycles
   and their riders are CARLA vehicles too) grown by ``grow`` of its size on every side. Only frames of a source
   that boxes its objects count; Car pixels far from every box are cars the model made up, or (rarely) unboxed
@@ -57,8 +57,8 @@ class Tally:
         return self.car_in_boxes / self.car_pixels if self.car_pixels else None
 
     def as_dict(self) -> dict:
-        return {"frames": self.frames, "boxed_frames": self.boxed_frames, "vehicle_boxes": self.boxes, "found": self.found, "recall": self.recall,
-                "car_pixels": self.car_pixels, "car_pixels_in_boxes": self.car_in_boxes,
+        return {"frames": self.frames, "boxed_frames": self.boxed_frames, "vehicle_boxes": self.boxes,
+                "found": self.found, "recall": self.recall, "car_pixels": self.car_pixels, "car_pixels_in_boxes": self.car_in_boxes,
                 "car_precision": self.precision}
 
 
