@@ -12,6 +12,8 @@ COMMANDS = {
     "self-train": ("carla_seg_ros.learning.self_train",
                    "adapt a trained model to unlabelled frames (mean teacher, pseudo-labels, boxes)"),
     "evaluate": ("carla_seg_ros.evaluation.evaluate", "metrics of a model on a dataset split"),
+    "evaluate-boxes": ("carla_seg_ros.evaluation.box_eval",
+                       "box scores on unlabelled frames: vehicle box recall, Car precision, per group"),
     "export": ("carla_seg_ros.learning.export", "trained weights -> ONNX with a parity check"),
     "quantize": ("carla_seg_ros.learning.quantize",
                  "fp32 ONNX -> int8 ONNX for the CPU runtimes, with an accuracy check"),
@@ -27,7 +29,7 @@ COMMANDS = {
 
 def usage() -> str:
     lines = ["usage: carla-seg COMMAND [options]   (carla-seg COMMAND --help for its options)", "", "commands:"]
-    lines += [f"  {name:<13} {desc}" for name, (_, desc) in COMMANDS.items()]
+    lines += [f"  {name:<14} {desc}" for name, (_, desc) in COMMANDS.items()]
     return "\n".join(lines)
 
 
