@@ -130,20 +130,21 @@ def format_summary(result: dict) -> str:
     o, rule, t = result["overall"], result["rule"], result["timing"]
 
     def pct(v):
-        return "  n/a  " if v is None else f"{100 * v:5.1f} %"
+        return "    n/a" if v is None else f"{100 * v:5.1f} %"
 
     lines = [f"frames {result['frames_scored']} scored ({result['part']} of {result['data']})"
              + (f", {result['unreadable']['count']} unreadable skipped" if result["unreadable"]["count"] else "")
              + (f"  {t['fps']:.1f} FPS ({result['model']['backend']})" if t.get("fps") else ""),
              f"vehicle box recall {pct(o['recall'])}  found {o['found']}/{o['vehicle_boxes']} boxes "
-             f"(coverage >= {rule['coverage']}, >= {rule['min_area_px']:g} px)   "
-             f"Car precision {pct(o['car_precision'])} (boxes grown {rule['grow']:g}, "
-             f"{o['boxed_frames']} boxed frames)",
-             f"  {'group':<22} {'frames':>6}  {'recall':>7}  {'found/boxes':>11}  {'Car precision':>13}"]
+             f"(coverage >= {rule['coverage']:g}, >= {rule['min_area_px']:g} px)",
+             f"Car precision {pct(o['car_precision'])}  (Car pixels in boxes grown by {rule['grow']:g}, "
+             f"{o['boxed_frames']} boxed frames)   Car share {pct(o['car_share'])} of all pixels",
+             f"  {'group':<22} {'frames':>6}  {'recall':>7}  {'found/boxes':>11}  {'Car precision':>13}  "
+             f"{'Car share':>9}"]
     order = {"source": 0, "weather": 1, "lighting": 2}
     for key, g in sorted(result["groups"].items(), key=lambda kv: (order.get(kv[0].split("=")[0], 3), kv[0])):
         lines.append(f"  {key:<22} {g['frames']:>6}  {pct(g['recall'])}  {g['found']:>5}/{g['vehicle_boxes']:<5}  "
-                     f"{pct(g['car_precision']):>13}")
+                     f"{pct(g['car_precision']):>13}  {pct(g['car_share']):>9}")
     if result["unreadable"]["count"]:
         lines.append(f"unreadable images skipped: {', '.join(result['unreadable']['names'][:5])}"
                      + (" ..." if result["unreadable"]["count"] > 5 else ""))

@@ -137,12 +137,13 @@ def write_figures(result: dict, samples: list[dict], out_dir: Path, prefix: str 
 # Markdown / HTML
 # ---------------------------------------------------------------------------------------------------------------
 GROUP_HEADER = ("group", "frames", "boxed frames", "vehicle boxes", "found", "recall", "Car pixels",
-                "in grown boxes", "Car precision")
+                "in grown boxes", "Car precision", "Car share (all frames)")
 
 
 def _tally_row(name: str, t: dict) -> tuple:
     return (name, t["frames"], t["boxed_frames"], t["vehicle_boxes"], t["found"], _fmt(t["recall"], pct=True),
-            t["car_pixels"], t["car_pixels_in_boxes"], _fmt(t["car_precision"], pct=True))
+            t["car_pixels"], t["car_pixels_in_boxes"], _fmt(t["car_precision"], pct=True),
+            _fmt(t["car_share"], pct=True))
 
 
 def _summary_rows(result: dict) -> list[tuple[str, str]]:
@@ -152,6 +153,7 @@ def _summary_rows(result: dict) -> list[tuple[str, str]]:
                                    f"boxes; coverage >= {rule['coverage']:g}, >= {rule['min_area_px']:g} visible px)"),
             ("Car precision", f"{_fmt(o['car_precision'], pct=True)} ({o['car_pixels_in_boxes']} of {o['car_pixels']}"
                               f" Car pixels in boxes grown by {rule['grow']:g}; {o['boxed_frames']} boxed frames)"),
+            ("Car share", f"{_fmt(o['car_share'], pct=True)} of all pixels of the {o['frames']} frames"),
             ("unreadable images skipped", str(result["unreadable"]["count"]))]
     if t.get("fps"):
         rows += [("FPS (whole pipeline)", f"{t['fps']:.1f}"), ("ms per frame (mean / p50 / p90)",

@@ -7,7 +7,8 @@
   and their riders are CARLA vehicles too) grown by ``grow`` of its size on every side. Only frames of a source
   that boxes its objects count; Car pixels far from every box are cars the model made up, or (rarely) unboxed
   far-away cars, so this is a lower bound of the true precision.
-Both are reported overall and per group (source, weather, lighting), so a weak night or fog shows by itself.
+Both are reported overall and per group (source, weather, lighting), so a weak night or fog shows by itself; so is
+the **Car share** (predicted Car pixels / all pixels, on every frame), the one number for sources without boxes.
 The coverage of every scored box is kept, so the recall at other coverage thresholds and per box size follows.
 """
 from __future__ import annotations
@@ -39,6 +40,8 @@ class Tally:
     car_in_boxes: int = 0
     frames: int = 0
     boxed_frames: int = 0     # frames of a source that boxes its objects: the frames Car precision counts
+    pixels: int = 0           # mask pixels of every frame, boxed or not,
+    car_pixels_all: int = 0   # and those predicted Car: the Car share shows a night or fog that invents cars
 
     def add(self, other: "Tally") -> None:
         self.boxes += other.boxes
@@ -47,6 +50,8 @@ class Tally:
         self.car_in_boxes += other.car_in_boxes
         self.frames += other.frames
         self.boxed_frames += other.boxed_frames
+        self.pixels += other.pixels
+        self.car_pixels_all += other.car_pixels_all
 
     @property
     def recall(self) -> float | None:
@@ -59,7 +64,8 @@ class Tally:
     def as_dict(self) -> dict:
         return {"frames": self.frames, "boxed_frames": self.boxed_frames, "vehicle_boxes": self.boxes,
                 "found": self.found, "recall": self.recall, "car_pixels": self.car_pixels, "car_pixels_in_boxes": self.car_in_boxes,
-                "car_precision": self.precision}
+                "car_precision": self.precision,
+                "car_share": self.car_pixels_all / self.pixels if self.pixels else None}
 
 
 def lighting(rgb: np.ndarray) -> str:
@@ -96,7 +102,7 @@ def score_frame(pred_ids: np.ndarray, frame: UnlabelledFrame, car_id: int, rule:
     iw, ih = image_size or (w, h)
     sx, sy = w / iw, h / ih
     car = pred_ids == car_id
-    tally = Tally(frames=1)
+    tally = Tally(frames=1, pixels=int(car.size), car_pixels_all=int(car.sum()))
     coverages = []
     for box in scored_boxes(frame, rule, (iw, ih)):
         rows, cols = box.pixel_slices(sx, sy)

@@ -74,6 +74,7 @@ def test_all_frames_against_direct_inference(tmp_path, folder, model_path, capsy
             assert per_frame[name]["car_pixels"] == per_frame[name]["car_pixels_in_boxes"] == int((ids == 10).sum())
         else:
             assert per_frame[name]["car_pixels"] == 0 and per_frame[name]["coverages"] == []
+            assert per_frame[name]["car_share"] == pytest.approx(car_share[name])
     o = r["overall"]
     assert o["boxed_frames"] == 10 and o["car_precision"] in (1.0, None)
     assert o["vehicle_boxes"] == 10 + len(per_frame[RELKE[0]]["coverages"]) - 1

@@ -79,6 +79,9 @@ def test_frames_of_an_unboxed_source_do_not_count_in_precision():
     assert r["overall"]["frames"] == 2 and r["overall"]["car_precision"] == 0.0
     assert r["groups"]["weather=night"]["car_precision"] is None
     assert r["groups"]["source=ahvmousavi"]["car_pixels"] == 0
+    # The Car share counts every frame, boxed or not: 100 Car pixels of 20000 in each frame.
+    assert r["groups"]["weather=night"]["car_share"] == pytest.approx(100 / 20000)
+    assert r["overall"]["car_share"] == pytest.approx(200 / 40000)
 
 
 def test_mask_of_another_size_is_scaled():
