@@ -63,8 +63,8 @@ class Tally:
 
     def as_dict(self) -> dict:
         return {"frames": self.frames, "boxed_frames": self.boxed_frames, "vehicle_boxes": self.boxes,
-                "found": self.found, "recall": self.recall, "car_pixels": self.car_pixels, "car_pixels_in_boxes": self.car_in_boxes,
-                "car_precision": self.precision,
+                "found": self.found, "recall": self.recall, "car_pixels": self.car_pixels,
+                "car_pixels_in_boxes": self.car_in_boxes, "car_precision": self.precision,
                 "car_share": self.car_pixels_all / self.pixels if self.pixels else None}
 
 
