@@ -10,7 +10,8 @@ Scores (``evaluation/boxes.py``, docs/evaluation.md "Box scores on unlabelled fr
   vehicle box recall   share of car/truck boxes with >= --min-area visible pixels whose pixels are at least
                        --coverage predicted Car;
   Car precision        share of predicted Car pixels inside some box (any class) grown by --grow on every side,
-                       on frames of sources that box their objects (a lower bound: far cars are often unboxed).
+                       on frames of sources that box their objects (a lower bound: far cars are often unboxed);
+  Car share            predicted Car pixels / all pixels, on every frame (the one number for unboxed sources).
 Both overall and per group: source=, weather= (where the manifest names it) and lighting= (dark: mean grey < 40).
 
 --part: the held-out split of ``unlabelled.split_unlabelled`` (every fifth block of each recording, guard frames on
