@@ -63,7 +63,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="labelled splits to keep learning (default: train,val, the data of the initial model)")
     p.add_argument("--unlabelled", type=Path, required=True, help="folder of unlabelled frames (rgb/, boxes.csv)")
     p.add_argument("--out", type=Path, default=Path("runs/self_train"))
-    p.add_argument("--steps", type=int, default=800)
+    p.add_argument("--steps", type=int, default=500)
     p.add_argument("--batch", type=int, default=4, help="labelled frames per step; as many unlabelled (default 4)")
     p.add_argument("--lr", type=float, default=1e-3, help="peak lr of the decoder and head")
     p.add_argument("--encoder-lr", type=float, default=1e-4, help="peak lr of the encoder")

@@ -21,7 +21,6 @@ from carla_seg_ros.unlabelled import Box, UnlabelledFrame
 CAR = classes.class_names().index("Car")
 ROAD = classes.class_names().index("Road")
 IGNORE = classes.IGNORE_INDEX
-UNLABELLED = Path(__file__).resolve().parents[3] / "shared" / "data" / "carla_unlabelled"
 
 
 def probs_for(label: np.ndarray, conf: float) -> torch.Tensor:
@@ -132,10 +131,9 @@ def test_class_mix_pastes_half_of_the_source_classes():
     assert (lab[3] == IGNORE).all()
 
 
-@pytest.mark.skipif(not UNLABELLED.is_dir(), reason="needs ../shared/data/carla_unlabelled beside the checkout")
-def test_self_train_runs_resumes_and_writes_weights(tmp_path):
+def test_self_train_runs_resumes_and_writes_weights(tmp_path, data_dir, unlabelled_dir):
     out = tmp_path / "run"
-    argv = ["--unlabelled", str(UNLABELLED), "--out", str(out), "--limit-images", "6", "--batch", "2",
+    argv = ["--unlabelled", str(unlabelled_dir), "--data", str(data_dir), "--out", str(out), "--limit-images", "6", "--batch", "2",
             "--eval-every", "2", "--checkpoint-every", "2", "--threads", "2",
             "--init", str(models_dir() / "carla_unet.safetensors")]
     assert st.main(argv + ["--steps", "2"]) == 0
