@@ -1,10 +1,23 @@
-"""Frames of any size in, masks at the same size out: the resize around a backend, shared by node and tools."""
+"""Frames of any size in, masks at the same size out: the resize around a backend, shared by node and tools.
+
+Each frame is resized to the size the model's policy gives for its own aspect (runtime/input_size.py: the camera's
+aspect at the model's height for keep_aspect models, the model's fixed size otherwise). Frames that map to the same
+size run as one batch; a batch mixing sizes makes one inference call per size, in order of first appearance.
+"""
 from __future__ import annotations
 
 import numpy as np
 
 from carla_seg_ros.runtime.backends import Backend
 from carla_seg_ros.runtime.preprocess import resize_image, resize_mask
+
+
+def group_by_size(sizes: list) -> dict:
+    """{size: [indices with that size]}, sizes in order of first appearance."""
+    groups: dict = {}
+    for i, size in enumerate(sizes):
+        groups.setdefault(size, []).append(i)
+    return groups
 
 
 class Segmenter:
@@ -17,12 +30,13 @@ class Segmenter:
         return ids[0], conf[0]
 
     def segment_batch(self, frames: list[np.ndarray]) -> tuple[list[np.ndarray], list[np.ndarray]]:
-        size = self.backend.input_size
-        batch = np.stack([resize_image(f, size) for f in frames])
-        ids, conf = self.backend.infer(batch)
-        out_ids, out_conf = [], []
-        for f, i, c in zip(frames, ids, conf):
-            hw = (f.shape[1], f.shape[0])
-            out_ids.append(resize_mask(i, hw))
-            out_conf.append(resize_mask(c, hw))
+        sizes = [self.backend.input_size_for((f.shape[1], f.shape[0])) for f in frames]
+        out_ids: list = [None] * len(frames)
+        out_conf: list = [None] * len(frames)
+        for size, indices in group_by_size(sizes).items():
+            ids, conf = self.backend.infer(np.stack([resize_image(frames[i], size) for i in indices]))
+            for i, frame_ids, frame_conf in zip(indices, ids, conf):
+                hw = (frames[i].shape[1], frames[i].shape[0])
+                out_ids[i] = resize_mask(frame_ids, hw)
+                out_conf[i] = resize_mask(frame_conf, hw)
         return out_ids, out_conf

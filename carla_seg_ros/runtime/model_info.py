@@ -8,6 +8,8 @@ import json
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from carla_seg_ros.runtime.input_size import check_policy
+
 METADATA_KEY = "carla_seg"
 INPUT_NAME = "image"
 OUTPUT_NAMES = ("class_ids", "confidence")
@@ -26,6 +28,12 @@ class ModelInfo:
     hood_row_fraction: float = 495 / 600
     arch: str = ""
     training: dict = field(default_factory=dict)
+    # Input size policy (runtime/input_size.py). Files without these fields (exported before keep_aspect) are
+    # "fixed": every frame is resized to input_width x input_height, as they always were.
+    input_policy: str = "fixed"      # fixed | keep_aspect
+    min_width: int = 0               # keep_aspect: widths min_width..max_width in steps of width_multiple
+    max_width: int = 0
+    width_multiple: int = 32
 
     @property
     def input_size(self) -> tuple[int, int]:
@@ -42,7 +50,9 @@ class ModelInfo:
     def from_json(cls, text: str) -> "ModelInfo":
         data = json.loads(text)
         known = {k: v for k, v in data.items() if k in cls.__dataclass_fields__}
-        return cls(**known)
+        info = cls(**known)
+        check_policy(info)
+        return info
 
 
 def read_onnx_info(path: str | Path) -> ModelInfo:

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import numpy as np
 
+from carla_seg_ros.runtime.input_size import accepts, input_size_for
 from carla_seg_ros.runtime.model_info import ModelInfo, read_onnx_info
 
 
@@ -28,16 +29,24 @@ class Backend:
 
     @property
     def input_size(self) -> tuple[int, int]:
+        """The model's own (width, height): what a 4:3 frame runs at, and every frame of a fixed-shape model."""
         return self.info.input_size
+
+    def input_size_for(self, frame_wh: tuple[int, int]) -> tuple[int, int]:
+        """(width, height) a frame of ``frame_wh`` runs at: the model's policy (runtime/input_size.py)."""
+        return input_size_for(frame_wh, self.info)
 
     @property
     def description(self) -> str:
         return self.name
 
     def infer(self, images: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        w, h = self.input_size
-        if images.dtype != np.uint8 or images.ndim != 4 or images.shape[1:] != (h, w, 3):
-            raise ValueError(f"{self.name}: expected uint8 (N, {h}, {w}, 3), got {images.dtype} {images.shape}")
+        if images.dtype != np.uint8 or images.ndim != 4 or images.shape[3] != 3 \
+                or not accepts((images.shape[2], images.shape[1]), self.info):
+            w, h = self.input_size
+            widths = f"{w}" if self.info.input_policy != "keep_aspect" else \
+                f"W ({self.info.min_width}..{self.info.max_width}, multiple of {self.info.width_multiple})"
+            raise ValueError(f"{self.name}: expected uint8 (N, {h}, {widths}, 3), got {images.dtype} {images.shape}")
         return self._infer(np.ascontiguousarray(images))
 
     def _infer(self, images: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
