@@ -5,9 +5,9 @@ precision split where it matters: the uint8 -> normalised conversion runs in fp3
 then cast to fp16 (values are within about +-3, where fp16 has 3 decimal digits), the network runs in fp16, and the
 softmax/confidence run in fp32 so confidence bytes match the CPU backends to within rounding.
 
-Batch 1 is captured once into a CUDA graph with static input/output buffers: a frame is one host->device copy,
-one graph replay (no per-kernel launch overhead) and two device->host copies into pinned buffers. Other batch
-sizes run eagerly.
+Batch 1 at the model's own size is captured once into a CUDA graph with static input/output buffers: a frame is
+one host->device copy, one graph replay (no per-kernel launch overhead) and two device->host copies into pinned
+buffers. Other batch sizes and the other widths of a keep_aspect model (runtime/input_size.py) run eagerly.
 """
 from __future__ import annotations
 
@@ -31,7 +31,7 @@ class TorchCudaBackend(Backend):
         from carla_seg_ros.networks.weights import load_model
         self.torch = torch
         self.device = torch.device(device)
-        torch.backends.cudnn.benchmark = True  # fixed input shape: pick the fastest conv algorithms once
+        torch.backends.cudnn.benchmark = True  # the fastest conv algorithms, picked once per input shape
         net, _ = load_model(weights_beside(self.model_path), device=self.device)
         self.net = net.half().to(memory_format=torch.channels_last).eval()
         from carla_seg_ros.networks.models import input_normalisation
@@ -77,7 +77,7 @@ class TorchCudaBackend(Backend):
 
     def _infer(self, images: np.ndarray):
         torch = self.torch
-        if self.graph is not None and len(images) == 1:
+        if self.graph is not None and images.shape == tuple(self.host_in.shape):
             self.host_in.numpy()[:] = images
             self.static_in.copy_(self.host_in, non_blocking=True)
             self.graph.replay()
