@@ -5,6 +5,12 @@
 The graph contains the normalisation, softmax and argmax (see models.DeployModel), and the ONNX metadata holds the
 class table, input size and normalisation, so a runtime needs nothing but the .onnx file. The weights are copied
 beside it (same stem, .safetensors) for the PyTorch backends.
+
+Input policy (``--input-policy``, runtime/input_size.py): ``keep_aspect`` (default) exports a graph whose width axis
+is dynamic (height fixed at the model's, batch dynamic) and states in the metadata that frames run at their own
+aspect: widths from the model's own (4:3) to the 8:3 width (768 at height 288; ``--max-aspect``), multiples of 32.
+``fixed`` exports the model's size only, every frame squashed to it (what every export before keep_aspect did).
+The parity check then runs at the model's width and at the 16:9 and largest widths too.
 """
 from __future__ import annotations
 
@@ -19,6 +25,8 @@ import torch
 
 from carla_seg_ros import classes
 from carla_seg_ros.datasets import find_pairs, read_rgb
+from carla_seg_ros.runtime.input_size import (FIXED, KEEP_ASPECT, MAX_ASPECT, POLICIES, check_policy,
+                                              keep_aspect_fields, width_for_aspect, width_range)
 from carla_seg_ros.runtime.model_info import INPUT_NAME, METADATA_KEY, OUTPUT_NAMES, ModelInfo
 from carla_seg_ros.networks.models import DeployModel, input_normalisation, normalize_uint8
 from carla_seg_ros.paths import default_data_dir
@@ -29,29 +37,42 @@ OPSET = 17
 PARITY_MIN = 0.999
 
 
-def model_info_from_weights(meta: dict, net: torch.nn.Module) -> ModelInfo:
+def model_info_from_weights(meta: dict, net: torch.nn.Module, input_policy: str = KEEP_ASPECT,
+                            max_aspect: float = MAX_ASPECT) -> ModelInfo:
+    """The metadata of the export. keep_aspect needs a model size in multiples of 32 (the network's stride, at which
+    every width of the range gives the same padding and skip shapes); a model of another size is exported fixed."""
     run = meta.get("run_info", {})
     w, h = run.get("input_size", [384, 288])
+    policy = {}
+    if input_policy == KEEP_ASPECT:
+        if int(w) % 32 or int(h) % 32:
+            print(f"input size {w}x{h} is not a multiple of 32: exported with input_policy fixed", file=sys.stderr)
+        else:
+            policy = keep_aspect_fields(int(w), int(h), max_aspect)
     training = {k: run["args"][k] for k in ("preset", "epochs", "seed", "lr", "encoder_lr", "crop", "loss",
                                              "train_splits") if k in run.get("args", {})}
     mean, std = input_normalisation(net)  # the network's own (pretrained encoders) or the dataset's
     return ModelInfo(input_width=int(w), input_height=int(h), classes=classes.class_table(), mean=list(mean),
                      std=list(std), hood_mode=run.get("hood_mode", "background"),
                      hood_row_fraction=float(run.get("hood_row_fraction", 495 / 600)),
-                     arch=meta["model_config"]["arch"], training=training)
+                     arch=meta["model_config"]["arch"], training=training, **policy)
 
 
 def export_onnx(net: torch.nn.Module, info: ModelInfo, out: Path) -> None:
     import onnx
+    check_policy(info)
     deploy = DeployModel(net).eval()
     dummy = torch.zeros(1, info.input_height, info.input_width, 3, dtype=torch.uint8)
     out.parent.mkdir(parents=True, exist_ok=True)
+    # Batch always dynamic; keep_aspect: the width too (NHWC input axis 2, (N, H, W) output axis 2).
+    image_axes = {0: "batch", 2: "width"} if info.input_policy == KEEP_ASPECT else {0: "batch"}
+    mask_axes = {0: "batch", 2: "width"} if info.input_policy == KEEP_ASPECT else {0: "batch"}
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         torch.onnx.export(deploy, dummy, str(out), opset_version=OPSET, input_names=[INPUT_NAME],
-                          output_names=list(OUTPUT_NAMES), dynamic_axes={INPUT_NAME: {0: "batch"},
-                                                                         OUTPUT_NAMES[0]: {0: "batch"},
-                                                                         OUTPUT_NAMES[1]: {0: "batch"}},
+                          output_names=list(OUTPUT_NAMES), dynamic_axes={INPUT_NAME: image_axes,
+                                                                         OUTPUT_NAMES[0]: mask_axes,
+                                                                         OUTPUT_NAMES[1]: mask_axes},
                           dynamo=False)
     model = onnx.load(str(out))
     model.producer_name = "carla_seg_ros"
@@ -83,30 +104,51 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--data", type=Path, default=default_data_dir(), help="dataset for the parity check")
     p.add_argument("--split", default="val", help="split for the parity check (default: %(default)s)")
     p.add_argument("--no-parity", action="store_true", help="skip the parity check (not recommended)")
+    p.add_argument("--input-policy", choices=POLICIES, default=KEEP_ASPECT,
+                   help="keep_aspect: dynamic width, frames run at their own aspect (default); fixed: the model's "
+                        "size only, every frame squashed to it")
+    p.add_argument("--max-aspect", type=float, default=MAX_ASPECT,
+                   help="keep_aspect: widest aspect run as it is (default: 8:3, 768 at height 288)")
     return p
+
+
+def parity_widths(info: ModelInfo) -> list[int]:
+    """The widths the parity check runs at: the model's own and, for keep_aspect, 16:9 and the largest."""
+    if info.input_policy != KEEP_ASPECT:
+        return [info.input_width]
+    lo, hi = width_range(info)
+    wide = min(max(width_for_aspect(info.input_height, 16 / 9, info.width_multiple), lo), hi)
+    return list(dict.fromkeys([info.input_width, wide, hi]))
 
 
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
     net, meta = load_model(args.weights)
-    info = model_info_from_weights(meta, net)
+    info = model_info_from_weights(meta, net, args.input_policy, args.max_aspect)
     export_onnx(net, info, args.out)
     weights_copy = args.out.with_suffix(".safetensors")
     if args.weights.resolve() != weights_copy.resolve():
         shutil.copyfile(args.weights, weights_copy)
-    print(f"wrote {args.out} ({args.out.stat().st_size / 1e6:.2f} MB, opset {OPSET}, input "
-          f"{info.input_width}x{info.input_height}) and {weights_copy}")
+    lo, hi = width_range(info)
+    shape = f"{info.input_width}x{info.input_height}" if info.input_policy == FIXED else \
+        f"{lo}..{hi}x{info.input_height} (keep_aspect, widths in steps of {info.width_multiple})"
+    print(f"wrote {args.out} ({args.out.stat().st_size / 1e6:.2f} MB, opset {OPSET}, input {shape}) and "
+          f"{weights_copy}")
     if args.no_parity:
         return 0
     if args.data is None:
         print("parity check needs --data (no dataset found)", file=sys.stderr)
         return 2
     pairs = find_pairs(args.data, args.split)
-    images = np.stack([resize_image(read_rgb(p.rgb), info.input_size) for p in pairs])
-    agreement = parity(net, args.out, images)
-    ok = agreement >= PARITY_MIN
-    print(f"parity on {args.split} ({len(pairs)} frames): argmax agreement {agreement * 100:.4f} % "
-          f"(required >= {PARITY_MIN * 100:.1f} %) -> {'OK' if ok else 'FAILED'}")
+    frames = [read_rgb(p.rgb) for p in pairs]
+    ok = True
+    for width in parity_widths(info):
+        images = np.stack([resize_image(f, (width, info.input_height)) for f in frames])
+        agreement = parity(net, args.out, images)
+        ok &= agreement >= PARITY_MIN
+        print(f"parity on {args.split} ({len(pairs)} frames) at {width}x{info.input_height}: argmax agreement "
+              f"{agreement * 100:.4f} % (required >= {PARITY_MIN * 100:.1f} %) -> "
+              f"{'OK' if agreement >= PARITY_MIN else 'FAILED'}")
     return 0 if ok else 1
 
 
