@@ -60,7 +60,7 @@ def pipeline_ms(backend, messages: list, iters: int, warmup: int) -> np.ndarray:
 
     def one(msg):
         native = pixels(msg)
-        small = to_rgb(resize_image(native, backend.input_size), msg.encoding)
+        small = to_rgb(resize_image(native, backend.input_size_for((msg.width, msg.height))), msg.encoding)
         ids, conf = backend.infer(np.ascontiguousarray(small)[None])
         return resize_mask(ids[0], (msg.width, msg.height)), resize_mask(conf[0], (msg.width, msg.height))
 
@@ -136,7 +136,8 @@ def main(argv=None) -> int:
             print(f"{name}: skipped ({exc})")
             results["backends"][name] = {"skipped": str(exc)}
             continue
-        frames = np.stack([resize_image(rgb, backend.input_size) for rgb in cameras])
+        size = backend.input_size_for((cameras[0].shape[1], cameras[0].shape[0]))    # the frames share one size
+        frames = np.stack([resize_image(rgb, size) for rgb in cameras])
         fps1 = model_fps(backend, frames, 1, args.iters, args.warmup)
         fps8 = model_fps(backend, frames, 8, max(args.iters // 8, 10), max(args.warmup // 8, 3))
         lat = pipeline_ms(backend, messages, args.iters, args.warmup)

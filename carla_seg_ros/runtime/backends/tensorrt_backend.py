@@ -2,9 +2,11 @@
 
 * named I/O tensors (``engine.get_tensor_name`` / ``get_tensor_mode``), never binding indices;
 * ``execute_async_v3`` on a dedicated CUDA stream;
-* device buffers for the largest batch of the engine's profile and pinned host buffers, allocated once: a frame
-  costs two async copies in, one launch, two async copies out and one stream synchronisation. Tensor addresses are
-  set once (a smaller batch uses the front of the same buffers), only the input shape changes with the batch.
+* device buffers for the largest batch and width of the engine's profile and pinned host buffers, allocated once:
+  a frame costs two async copies in, one launch, two async copies out and one stream synchronisation. Tensor
+  addresses are set once (a smaller batch or a narrower keep_aspect frame uses the front of the same contiguous
+  buffers); only the input shape, set with ``context.set_input_shape`` when the batch or the width changes, follows
+  the call. The output shapes follow from it.
 
 CUDA memory and streams come from PyTorch (the CUDA library this project already depends on), so neither pycuda
 nor cuda-python is needed. Importing this module never imports TensorRT: ``tensorrt_usable`` and the constructor do.
@@ -72,21 +74,22 @@ class TensorRTBackend(Backend):
 
         _, _, max_shape = self.engine.get_tensor_profile_shape(INPUT_NAME, 0)
         self.max_batch = int(max_shape[0])
-        w, h = self.input_size
+        h, max_w = int(max_shape[1]), int(max_shape[2])      # the profile's largest frame (max_width, keep_aspect)
+        w = self.input_size[0]
         self.torch = torch
         self.stream = torch.cuda.Stream()
-        self.device_in = torch.empty((self.max_batch, h, w, 3), dtype=torch.uint8, device="cuda")
-        self.device_out = {n: torch.empty((self.max_batch, h, w), dtype=torch.uint8, device="cuda")
-                           for n in OUTPUT_NAMES}
-        self.host_in = torch.empty((self.max_batch, h, w, 3), dtype=torch.uint8).pin_memory()
-        self.host_out = {n: torch.empty((self.max_batch, h, w), dtype=torch.uint8).pin_memory()
-                         for n in OUTPUT_NAMES}
+        # Flat buffers of the largest batch x frame: a call of shape (n, h, w) uses the first n*h*w(*3) bytes.
+        in_bytes, out_bytes = self.max_batch * h * max_w * 3, self.max_batch * h * max_w
+        self.device_in = torch.empty(in_bytes, dtype=torch.uint8, device="cuda")
+        self.device_out = {n: torch.empty(out_bytes, dtype=torch.uint8, device="cuda") for n in OUTPUT_NAMES}
+        self.host_in = torch.empty(in_bytes, dtype=torch.uint8).pin_memory()
+        self.host_out = {n: torch.empty(out_bytes, dtype=torch.uint8).pin_memory() for n in OUTPUT_NAMES}
         self.host_in_np = self.host_in.numpy()
         self.host_out_np = {n: t.numpy() for n, t in self.host_out.items()}
         self.context.set_tensor_address(INPUT_NAME, self.device_in.data_ptr())
         for n in OUTPUT_NAMES:
             self.context.set_tensor_address(n, self.device_out[n].data_ptr())
-        self._batch = None
+        self._shape = None
         self._infer(np.zeros((1, h, w, 3), dtype=np.uint8))  # first launch allocates TensorRT's lazy resources
 
     @property
@@ -100,18 +103,21 @@ class TensorRTBackend(Backend):
             parts = [self._infer(images[i:i + self.max_batch]) for i in range(0, n, self.max_batch)]
             return np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts])
         torch = self.torch
-        if n != self._batch:
-            h, w = images.shape[1:3]
-            if not self.context.set_input_shape(INPUT_NAME, (n, h, w, 3)):
-                raise BackendError(f"TensorRT rejected input shape {(n, h, w, 3)}")
-            self._batch = n
-        self.host_in_np[:n] = images
+        shape = images.shape
+        if shape != self._shape:
+            if not self.context.set_input_shape(INPUT_NAME, shape):
+                raise BackendError(f"TensorRT rejected input shape {shape} (outside the engine's profile?)")
+            self._shape = shape
+        n_in, n_out = images.size, images.size // 3
+        self.host_in_np[:n_in] = images.reshape(-1)
         with torch.cuda.stream(self.stream):
-            self.device_in[:n].copy_(self.host_in[:n], non_blocking=True)
+            self.device_in[:n_in].copy_(self.host_in[:n_in], non_blocking=True)
             if not self.context.execute_async_v3(self.stream.cuda_stream):
                 raise BackendError("TensorRT execute_async_v3 failed (see the TensorRT log)")
             for name in OUTPUT_NAMES:
-                self.host_out[name][:n].copy_(self.device_out[name][:n], non_blocking=True)
+                self.host_out[name][:n_out].copy_(self.device_out[name][:n_out], non_blocking=True)
         self.stream.synchronize()
         # Copies: the pinned buffers are overwritten by the next frame while the caller may still hold these.
-        return self.host_out_np[OUTPUT_NAMES[0]][:n].copy(), self.host_out_np[OUTPUT_NAMES[1]][:n].copy()
+        mask_shape = shape[:3]
+        return (self.host_out_np[OUTPUT_NAMES[0]][:n_out].reshape(mask_shape).copy(),
+                self.host_out_np[OUTPUT_NAMES[1]][:n_out].reshape(mask_shape).copy())

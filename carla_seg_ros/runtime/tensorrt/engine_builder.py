@@ -7,7 +7,9 @@
 The node builds the same engine on first start (in the background, see backend_manager); running this beforehand
 just moves the minutes of building out of the node's start-up. The engine is built from a copy of the ONNX graph
 rewritten so uint8 tensors are only network I/O (trt_graph.py), with one optimisation profile over the batch
-dimension, a workspace limit, and a persistent timing cache (later builds on the same GPU and TensorRT reuse the
+dimension and, for a keep_aspect model, the width (``profile_shapes``: the model's height, widths from its
+min_width to its max_width, 4:3 to 8:3 at 384x288, so 16:9 and 21:9 cameras run at their own aspect; opt = the
+4:3 width of CARLA's default camera, or ``--opt-width``), a workspace limit, and a persistent timing cache (later builds on the same GPU and TensorRT reuse the
 layer timings). Written against the TensorRT 10 Python API; TensorRT itself could not be run for this project.
 """
 from __future__ import annotations
@@ -24,6 +26,7 @@ from carla_seg_ros.runtime.backends.base import BackendError
 from carla_seg_ros.runtime.backends.base import require_cuda as _require_cuda
 from carla_seg_ros.runtime.tensorrt.engine_cache import (CACHE_ENV, PRECISIONS, EngineCache, EngineKey, LoadResult,
                                                          PlatformFacts, atomic_write, default_cache_dir, gpu_tag)
+from carla_seg_ros.runtime.input_size import KEEP_ASPECT, tensorrt_width_profile
 from carla_seg_ros.runtime.model_info import INPUT_NAME, ModelInfo, read_onnx_info
 from carla_seg_ros.paths import default_data_dir, default_model
 
@@ -40,6 +43,7 @@ class EngineOptions:
     min_batch: int = 1
     opt_batch: int = 1            # the node runs batch 1: tune kernels for it
     max_batch: int = 8
+    opt_width: int | None = None  # keep_aspect models: the width kernels are tuned for (default: the model's, 4:3)
     cache_dir: str | None = None
     timing_cache: str | None = None   # default: one file per TensorRT version + GPU in the cache dir
     calib_data: str | None = None
@@ -95,6 +99,15 @@ def detect_facts(trt, device: int = 0) -> PlatformFacts:
                          compute_capability=f"{major}.{minor}")
 
 
+def profile_shapes(info: ModelInfo, options: EngineOptions) -> tuple[tuple, tuple, tuple]:
+    """The (min, opt, max) NHWC input shapes of the engine's optimisation profile: the batch profile and, for a
+    keep_aspect model, the width profile (input_size.tensorrt_width_profile) at the model's height."""
+    lo_w, opt_w, hi_w = tensorrt_width_profile(info, options.opt_width)
+    lo, opt, hi = options.batch_profile
+    h = info.input_height
+    return (lo, h, lo_w, 3), (opt, h, opt_w, 3), (hi, h, hi_w, 3)
+
+
 def calibration_frames(options: EngineOptions) -> list[Path]:
     from carla_seg_ros.runtime.tensorrt.calibration import select_frames
     from carla_seg_ros.datasets import find_pairs
@@ -110,8 +123,9 @@ def engine_key(model_path: Path, info: ModelInfo, options: EngineOptions, facts:
     if options.precision == "int8":
         from carla_seg_ros.runtime.tensorrt.calibration import calibration_id
         calibration = calibration_id(calib_paths or [], options.calib_batch, "pad")
+    widths = tensorrt_width_profile(info, options.opt_width) if info.input_policy == KEEP_ASPECT else ()
     return EngineKey.create(model_path, facts, options.precision, (info.input_height, info.input_width, 3),
-                            options.batch_profile, calibration=calibration)
+                            options.batch_profile, calibration=calibration, width_profile=widths)
 
 
 def timing_cache_path(options: EngineOptions, facts: PlatformFacts) -> Path:
@@ -173,10 +187,8 @@ def build_serialized_engine(trt, logger, model_path: Path, info: ModelInfo, opti
 
     config = builder.create_builder_config()
     config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, options.workspace_mb << 20)
-    h, w = info.input_height, info.input_width
     profile = builder.create_optimization_profile()
-    lo, opt, hi = options.batch_profile
-    profile.set_shape(INPUT_NAME, (lo, h, w, 3), (opt, h, w, 3), (hi, h, w, 3))
+    profile.set_shape(INPUT_NAME, *profile_shapes(info, options))
     config.add_optimization_profile(profile)
 
     if options.precision in ("fp16", "int8"):
@@ -291,6 +303,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--min-batch", type=int, default=1, help="smallest batch of the profile (default: %(default)s)")
     p.add_argument("--opt-batch", type=int, default=1, help="batch the kernels are tuned for (default: %(default)s)")
     p.add_argument("--max-batch", type=int, default=8, help="largest batch of the profile (default: %(default)s)")
+    p.add_argument("--opt-width", type=int, default=None,
+                   help="keep_aspect models: the input width kernels are tuned for (default: the model's own, 4:3; "
+                        "e.g. 512 for 16:9 cameras at height 288)")
     p.add_argument("--cache-dir", type=Path, default=None,
                    help=f"engine cache (default: ${CACHE_ENV} or {default_cache_dir()})")
     p.add_argument("--timing-cache", type=Path, default=None,
@@ -309,7 +324,8 @@ def main(argv=None) -> int:
         return 0
     try:
         options = EngineOptions(precision=args.precision, workspace_mb=args.workspace_mb, min_batch=args.min_batch,
-                                opt_batch=args.opt_batch, max_batch=args.max_batch, cache_dir=str(cache_dir),
+                                opt_batch=args.opt_batch, max_batch=args.max_batch, opt_width=args.opt_width,
+                                cache_dir=str(cache_dir),
                                 timing_cache=str(args.timing_cache) if args.timing_cache else None,
                                 calib_data=str(args.calib_data) if args.calib_data else None,
                                 calib_split=args.calib_split, calib_frames=args.calib_frames,

@@ -78,6 +78,7 @@ class EngineKey:
     model_stem: str = "model"
     builder_version: int = BUILDER_VERSION
     calibration: str = ""        # identity of the INT8 calibration set; "" for fp16/fp32
+    width_profile: tuple = ()    # (min, opt, max) input width of a keep_aspect model's profile; () = fixed shape
 
     def __post_init__(self):
         if self.precision not in PRECISIONS:
@@ -88,15 +89,16 @@ class EngineKey:
         # JSON round trips give lists; keep tuples so keys compare equal after a round trip.
         object.__setattr__(self, "input_shape", tuple(int(v) for v in self.input_shape))
         object.__setattr__(self, "batch_profile", tuple(int(v) for v in self.batch_profile))
+        object.__setattr__(self, "width_profile", tuple(int(v) for v in self.width_profile))
 
     @classmethod
     def create(cls, onnx_path: str | Path, facts: PlatformFacts, precision: str, input_shape, batch_profile,
-               calibration: str = "") -> "EngineKey":
+               calibration: str = "", width_profile=()) -> "EngineKey":
         onnx_path = Path(onnx_path)
         return cls(onnx_sha256=sha256_file(onnx_path), tensorrt_version=facts.tensorrt_version,
                    gpu_name=facts.gpu_name, compute_capability=facts.compute_capability, precision=precision,
                    input_shape=tuple(input_shape), batch_profile=tuple(batch_profile), model_stem=onnx_path.stem,
-                   calibration=calibration)
+                   calibration=calibration, width_profile=tuple(width_profile))
 
     def to_dict(self) -> dict:
         return {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(self).items()}
@@ -104,7 +106,7 @@ class EngineKey:
     @classmethod
     def from_dict(cls, data: dict) -> "EngineKey":
         names = {f.name for f in fields(cls)}
-        missing = names - set(data) - {"model_stem", "builder_version", "calibration"}
+        missing = names - set(data) - {"model_stem", "builder_version", "calibration", "width_profile"}
         if missing:
             raise ValueError(f"engine key lacks {sorted(missing)}")
         return cls(**{k: v for k, v in data.items() if k in names})
@@ -127,7 +129,8 @@ class EngineKey:
         stem = re.sub(r"[^A-Za-z0-9_.-]+", "_", self.model_stem)
         calib = f".cal-{hashlib.sha256(self.calibration.encode()).hexdigest()[:8]}" if self.calibration else ""
         gpu = gpu_tag(self.gpu_name, self.compute_capability)
-        return f"{stem}.{self.precision}.{w}x{h}.b{lo}-{opt}-{hi}.{gpu}{calib}"
+        size = f"w{'-'.join(map(str, self.width_profile))}x{h}" if self.width_profile else f"{w}x{h}"
+        return f"{stem}.{self.precision}.{size}.b{lo}-{opt}-{hi}.{gpu}{calib}"
 
 
 def gpu_tag(gpu_name: str, compute_capability: str) -> str:
