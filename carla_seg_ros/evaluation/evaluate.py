@@ -5,8 +5,9 @@ Examples:
     carla-seg evaluate --split fullres --json runs/eval/fullres.json          # 800x600, predictions upsampled
     carla-seg evaluate --data ../shared/data/carla_seg_modern --json runs/eval/modern.json   # 23/29 tags remapped
 
-Every frame goes through ``inference.Segmenter`` (resize to the model's input, inference, nearest-neighbour resize
-of the prediction back to the frame's size), exactly as in the node. The ``Evaluation`` accumulator below is shared
+Every frame goes through ``inference.Segmenter`` (resize to the model's input at the frame's aspect for a
+keep_aspect model, runtime/input_size.py, inference, nearest-neighbour resize of the prediction back to the frame's
+size), exactly as in the node. The ``Evaluation`` accumulator below is shared
 with `carla-seg bag-eval`, so a bag made from a split by `carla-seg make-bag` gives the same numbers to the last digit
 (only the measured timings differ).
 """
@@ -27,6 +28,7 @@ from carla_seg_ros.runtime.backends import BACKEND_CHOICES, Backend, create_back
 from carla_seg_ros.classes import CODINGS, IGNORE_INDEX
 from carla_seg_ros.datasets import HOOD_MODES, HoodRule, find_pairs, read_label, read_rgb
 from carla_seg_ros.runtime.inference import Segmenter
+from carla_seg_ros.runtime.input_size import width_range
 from carla_seg_ros.runtime.model_info import ModelInfo
 from carla_seg_ros.paths import default_data_dir, default_model
 from carla_seg_ros.runtime.preprocess import resize_mask
@@ -155,7 +157,8 @@ def format_summary(result: dict) -> str:
 def model_summary(backend: Backend) -> dict:
     info = backend.info
     return {"path": str(backend.model_path), "backend": backend.name, "arch": info.arch,
-            "input_size": [info.input_width, info.input_height]}
+            "input_size": [info.input_width, info.input_height], "input_policy": info.input_policy,
+            "input_widths": list(width_range(info))}
 
 
 def add_inference_arguments(p: argparse.ArgumentParser, hood: bool = True) -> None:

@@ -210,6 +210,9 @@ def _context_rows(result: dict) -> list[tuple[str, str]]:
     model = result.get("model", {})
     if model:
         size = "x".join(str(v) for v in model.get("input_size", []))
+        if model.get("input_policy") == "keep_aspect":
+            lo, hi = model.get("input_widths", ["?", "?"])
+            size += f", other aspects at widths {lo}-{hi}"
         rows.append(("model", f"{model.get('path')} ({model.get('arch')}, input {size}), backend {model.get('backend')}"))
     for key in ("data", "split", "bag", "image_topic", "mask_topic", "gt_topic", "gt_format", "coding", "codings",
                 "batch_size"):

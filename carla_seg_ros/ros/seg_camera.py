@@ -37,7 +37,7 @@ class Frame:
     """An accepted camera frame waiting for the inference thread."""
     msg: Image
     native: np.ndarray          # (H, W, C) view of msg.data in the message's channel order
-    model_input: np.ndarray     # (1, h, w, 3) uint8 RGB at the model's input size
+    model_input: np.ndarray     # (1, h, w, 3) uint8 RGB at the model's input size for this frame's aspect
     received: float             # steady clock: the callback started
     parked: float               # steady clock: the frame was ready for the inference thread
 

@@ -17,9 +17,11 @@ With ``cameras: [a, b, ...]`` one process serves several cameras: it subscribes 
 given) and publishes each camera's outputs under ``~/a/mask`` etc. (seg_camera.CameraIO).
 
 Threads: the executor thread runs the subscription callbacks, which validate the header, resize the frame to the
-model's input (while it is still in this thread's cache, 2-3 ms) and park it in the camera's one-slot mailbox; a
+model's input (while it is still in this thread's cache, 2-3 ms; at the camera's aspect for a keep_aspect model,
+runtime/input_size.py) and park it in the camera's one-slot mailbox; a
 frame arriving while the slot is full replaces it and counts as dropped. The inference thread takes the newest
-frame of every camera that has one, runs them as one batch and publishes. So nothing queues: latency stays one
+frame of every camera that has one, runs them as one batch per input size (cameras of one aspect share a call)
+and publishes. So nothing queues: latency stays one
 inference long however slow the backend is, and the subscriptions are drained at once, which keeps the DDS reader
 history empty.
 
@@ -53,6 +55,8 @@ from carla_seg_ros.ros.seg_params import (NODE_NAME, PARAMETERS, PARAMETERS_BY_N
 from carla_seg_ros.ros.shutdown import run_node
 from carla_seg_ros.runtime.backend_manager import BackendManager
 from carla_seg_ros.runtime import frame_ops, memory
+from carla_seg_ros.runtime.inference import group_by_size
+from carla_seg_ros.runtime.input_size import width_range
 from carla_seg_ros.runtime.model_choice import choose_model
 from carla_seg_ros.runtime.preprocess import resize_mask
 
@@ -170,7 +174,9 @@ class SegPipeline:
 
     @staticmethod
     def label_info_yaml(info) -> str:
-        table = {"model": info.arch or "", "input_size": list(info.input_size), "ignore_index": 255,
+        # input_size: the model's own (a 4:3 frame's); keep_aspect models run other aspects at input_widths.
+        table = {"model": info.arch or "", "input_size": list(info.input_size), "input_policy": info.input_policy,
+                 "input_widths": list(width_range(info)), "ignore_index": 255,
                  "classes": [{"id": int(c["id"]), "name": str(c["name"]), "color": [int(v) for v in c["color"]]}
                              for c in info.classes]}
         return yaml.safe_dump(table, sort_keys=False, default_flow_style=None)
@@ -194,17 +200,27 @@ class SegPipeline:
                                 f"frame: {type(exc).__name__}: {exc}", error=True)
 
     def model_input(self, native: np.ndarray, encoding: str) -> np.ndarray:
-        """A frame's pixels -> the current backend's input (called in the subscription callback)."""
-        return frame_ops.model_input(native, encoding, self.manager.backend.input_size)
+        """A frame's pixels -> the current backend's input at the size the model's policy gives the frame's
+        aspect (runtime/input_size.py; called in the subscription callback)."""
+        size = self.manager.backend.input_size_for((native.shape[1], native.shape[0]))
+        return frame_ops.model_input(native, encoding, size)
 
     def _process(self, batch: list) -> None:
-        """[(camera, Frame)] -> one inference call -> each camera's outputs."""
+        """[(camera, Frame)] -> one inference call per input size (cameras of one aspect share it) -> each camera's
+        outputs."""
         backend = self.manager.backend       # per batch: the manager may switch to TensorRT at any time
-        w, h = backend.input_size
-        small = [f.model_input if f.model_input.shape[1:3] == (h, w) else self.model_input(f.native, f.msg.encoding)
-                 for _, f in batch]
+        small = []
+        for _, f in batch:
+            w, h = backend.input_size_for((f.native.shape[1], f.native.shape[0]))
+            small.append(f.model_input if f.model_input.shape[1:3] == (h, w)
+                         else self.model_input(f.native, f.msg.encoding))
+        ids, conf = [None] * len(batch), [None] * len(batch)
         infer_start = time.monotonic()
-        ids, conf = backend.infer(small[0] if len(small) == 1 else np.concatenate(small))
+        for indices in group_by_size([s.shape[1:3] for s in small]).values():
+            group = small[indices[0]] if len(indices) == 1 else np.concatenate([small[i] for i in indices])
+            group_ids, group_conf = backend.infer(group)
+            for j, i in enumerate(indices):
+                ids[i], conf[i] = group_ids[j], group_conf[j]
         infer_end = time.monotonic()
         for i, (camera, frame) in enumerate(batch):
             stages = {"preprocess": frame.parked - frame.received, "handoff": infer_start - frame.parked,
