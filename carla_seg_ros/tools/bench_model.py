@@ -8,6 +8,11 @@ figures, not asserted.
 ``--rate HZ`` paces the calls like a camera stream (one call every 1/HZ s, the runtime idle in between) instead of
 calling back to back: the node's situation, where the tail of the model call is what a latency budget meets.
 
+Per input shape (a keep_aspect model runs each camera aspect at its own width, runtime/input_size.py):
+``--cameras 800x600,1280x720,1382x512`` times each backend at the input size the model's policy gives each camera
+size (384x288, 512x288, 768x288 for the committed model), ``--shapes 384x288,512x288`` at those model input sizes
+directly; one row per backend and shape, labelled ``backend @WxH``. The frame is the same test frame, resized.
+
 The last row, ``machine baseline``, times a fixed numpy matrix-multiply workload the same way. Its p99/p50 is the
 machine's own jitter (other tenants of a VM, frequency changes): a runtime whose p99/p50 is close to it adds no
 tail of its own.
@@ -26,6 +31,7 @@ import numpy as np
 from carla_seg_ros.runtime.backends import AUTO_CPU_ORDER, BackendError, create_backend
 from carla_seg_ros.datasets import find_pairs, read_rgb
 from carla_seg_ros.paths import default_data_dir, default_model
+from carla_seg_ros.runtime.input_size import accepts
 from carla_seg_ros.runtime.preprocess import resize_image
 
 TARGET_MS = 20.0
@@ -61,6 +67,29 @@ class MachineBaseline:
             np.dot(self.a, self.a)
 
 
+def parse_sizes(text: str) -> list[tuple[int, int]]:
+    """'800x600,1280x720' -> [(800, 600), (1280, 720)]."""
+    sizes = []
+    for item in text.split(","):
+        try:
+            w, h = (int(v) for v in item.strip().lower().split("x"))
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{item!r} is not WIDTHxHEIGHT") from None
+        if w <= 0 or h <= 0:
+            raise argparse.ArgumentTypeError(f"{item!r}: sizes must be positive")
+        sizes.append((w, h))
+    return sizes
+
+
+def input_shapes(backend, shapes, cameras) -> list[tuple[tuple[int, int], str]]:
+    """[((width, height) of the model input, label suffix)]; the model's own size alone when neither is given."""
+    out = [(tuple(s), f" @{s[0]}x{s[1]}") for s in shapes or []]
+    for cam in cameras or []:
+        w, h = backend.input_size_for(cam)
+        out.append(((w, h), f" @{w}x{h} ({cam[0]}x{cam[1]} camera)"))
+    return out or [(backend.input_size, "")]
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="carla-seg bench model", description=__doc__)
     p.add_argument("--model", type=Path, default=default_model(), help="exported .onnx (default: committed model)")
@@ -74,6 +103,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--threads", type=int, default=0, help="runtime threads (0 = runtime default)")
     p.add_argument("--rate", type=float, default=0.0, metavar="HZ",
                    help="pace the calls at this rate, like a camera (default: 0 = back to back)")
+    p.add_argument("--shapes", type=parse_sizes, default=None, metavar="WxH,...",
+                   help="model input sizes to time, e.g. 384x288,512x288,768x288 (default: the model's own)")
+    p.add_argument("--cameras", type=parse_sizes, default=None, metavar="WxH,...",
+                   help="camera frame sizes, each timed at the input size the model's policy gives it, e.g. "
+                        "800x600,1280x720,1382x512")
     p.add_argument("--data", type=Path, default=default_data_dir(), help="a real frame is used when available")
     p.add_argument("--json", type=Path, help="also write the figures as JSON")
     return p
@@ -90,50 +124,65 @@ def main(argv=None) -> int:
     runs = [(name, args.model, name) for name in backends]
     runs += [(f"{name} [{model.stem}]", model, name) for model in also for name in backends if name != "torch"]
     results = {}
-    frame = None
+    source = None
+    shapes_timed = []
     for label, model, name in runs:
         try:
             backend = create_backend(name, model, threads=args.threads)
         except (BackendError, FileNotFoundError, ValueError) as exc:
             print(f"{label}: skipped ({exc})")
             continue
-        if frame is None:
-            w, h = backend.input_size
+        if source is None:
             if args.data is not None and Path(args.data).is_dir():
-                frame = resize_image(read_rgb(find_pairs(args.data, "test")[0].rgb), (w, h))
+                source = read_rgb(find_pairs(args.data, "test")[0].rgb)
             else:
-                frame = np.random.default_rng(0).integers(0, 256, (h, w, 3), dtype=np.uint8)
-        batch = np.stack([frame] * args.batch)
-        ms = time_backend(backend, batch, args.iters, args.warmup, args.rate)
-        results[label] = {"model": str(model), "backend": backend.name,
-                          "p50_ms": float(np.percentile(ms, 50)), "p99_ms": float(np.percentile(ms, 99)),
-                          "max_ms": float(ms.max()), "mean_ms": float(ms.mean()),
-                          "fps": float(1000.0 * args.batch / ms.mean())}
+                source = np.random.default_rng(0).integers(0, 256, (300, 400, 3), dtype=np.uint8)
+        for (w, h), suffix in input_shapes(backend, args.shapes, args.cameras):
+            if not accepts((w, h), backend.info):
+                print(f"{label}{suffix}: skipped (the model does not take {w}x{h} inputs)")
+                continue
+            frame = resize_image(source, (w, h))
+            batch = np.stack([frame] * args.batch)
+            ms = time_backend(backend, batch, args.iters, args.warmup, args.rate)
+            results[label + suffix] = {"model": str(model), "backend": backend.name, "input": [w, h],
+                                       "p50_ms": float(np.percentile(ms, 50)), "p99_ms": float(np.percentile(ms, 99)),
+                                       "max_ms": float(ms.max()), "mean_ms": float(ms.mean()),
+                                       "fps": float(1000.0 * args.batch / ms.mean())}
+            if (w, h) not in shapes_timed:
+                shapes_timed.append((w, h))
     if not results:
         print("no backend could be loaded")
         return 1
     ms = time_backend(MachineBaseline(), None, args.iters, args.warmup, args.rate)
     machine = {"p50_ms": float(np.percentile(ms, 50)), "p99_ms": float(np.percentile(ms, 99)),
                "max_ms": float(ms.max())}
-    h, w = frame.shape[:2]
+    w, h = shapes_timed[0]
     pacing = f"paced at {args.rate:g} Hz" if args.rate > 0 else "back to back"
-    print(f"\nmodel {args.model.name}, input {w}x{h}, batch {args.batch}, {args.iters} iterations {pacing}, "
+    inputs = ", ".join(f"{sw}x{sh}" for sw, sh in shapes_timed)
+    print(f"\nmodel {args.model.name}, input {inputs}, batch {args.batch}, {args.iters} iterations {pacing}, "
           f"{os.cpu_count()} CPUs ({platform.processor() or platform.machine()})")
-    base = results.get("torch", {}).get("mean_ms")
     width = max(len("machine baseline"), *(len(label) for label in results))
     print(f"{'backend':<{width}} {'p50 ms':>8} {'p99 ms':>8} {'max ms':>8} {'p99/p50':>8} {'fps':>8} {'vs torch':>9}")
     for label, r in results.items():
+        # The baseline: PyTorch eager at the same input size, in the same run.
+        base = next((b["mean_ms"] for b in results.values() if b["backend"] == "torch" and b["model"] == str(args.model)
+                     and b["input"] == r["input"]), None)
         ratio = f"{base / r['mean_ms']:.2f}x" if base else "-"
         print(f"{label:<{width}} {r['p50_ms']:8.2f} {r['p99_ms']:8.2f} {r['max_ms']:8.2f} "
               f"{r['p99_ms'] / r['p50_ms']:8.2f} {r['fps']:8.1f} {ratio:>9}")
     print(f"{'machine baseline':<{width}} {machine['p50_ms']:8.2f} {machine['p99_ms']:8.2f} {machine['max_ms']:8.2f} "
           f"{machine['p99_ms'] / machine['p50_ms']:8.2f} {'-':>8} {'-':>9}   ({MachineBaseline.name}, same pacing)")
-    best = min(results, key=lambda n: results[n]["p50_ms"])
-    per_frame = results[best]["p50_ms"] / args.batch
-    verdict = "meets" if per_frame <= TARGET_MS else "MISSES"
-    print(f"fastest: {best}, {per_frame:.2f} ms/frame p50 -> {verdict} the {TARGET_MS:.0f} ms/frame target")
+    for sw, sh in shapes_timed:
+        at = [n for n in results if results[n]["input"] == [sw, sh]]
+        best = min(at, key=lambda n: results[n]["p50_ms"])
+        per_frame = results[best]["p50_ms"] / args.batch
+        verdict = "meets" if per_frame <= TARGET_MS else "MISSES"
+        where = "fastest" if len(shapes_timed) == 1 else f"fastest at {sw}x{sh}"
+        print(f"{where}: {best}, {per_frame:.2f} ms/frame p50 -> {verdict} the {TARGET_MS:.0f} ms/frame target")
+    best = min((n for n in results if results[n]["input"] == [w, h]), key=lambda n: results[n]["p50_ms"])
     if args.json:
-        args.json.write_text(json.dumps({"model": str(args.model), "input": [w, h], "batch": args.batch,
+        args.json.write_text(json.dumps({"model": str(args.model), "input": [w, h],
+                                         "inputs": [list(s) for s in shapes_timed], "batch": args.batch,
                                          "rate_hz": args.rate, "results": results, "machine_baseline": machine,
                                          "fastest": best}, indent=2))
     return 0

@@ -41,3 +41,25 @@ def test_paced_calls_start_on_the_rate_grid():
     assert elapsed == pytest.approx(9 / 50.0 + 0.002, abs=0.05)      # 10 calls starting 20 ms apart
     with pytest.raises(SystemExit):
         bench_model.main(["--rate", "-1"])
+
+
+def test_bench_model_times_each_camera_aspect_at_its_input_size(tmp_path, model_path, capsys):
+    """--cameras: one row per backend and camera size, at the input size the model's policy gives it."""
+    from carla_seg_ros.runtime.model_info import read_onnx_info
+    if read_onnx_info(model_path).input_policy != "keep_aspect":
+        import pytest
+        pytest.skip("the committed model has a fixed shape")
+    out = tmp_path / "bench.json"
+    assert bench_model.main(["--model", str(model_path), "--backends", "onnxruntime,torch",
+                             "--cameras", "800x600,1280x720,1382x512", "--shapes", "448x288,400x288",
+                             "--iters", "2", "--warmup", "1", "--json", str(out)]) == 0
+    printed = capsys.readouterr().out
+    report = json.loads(out.read_text())
+    results = report["results"]
+    assert {label: r["input"] for label, r in results.items()} == {
+        f"{b}{suffix}": size for b in ("onnxruntime", "torch") for suffix, size in (
+            (" @448x288", [448, 288]), (" @384x288 (800x600 camera)", [384, 288]),
+            (" @512x288 (1280x720 camera)", [512, 288]), (" @768x288 (1382x512 camera)", [768, 288]))}
+    assert report["inputs"] == [[448, 288], [384, 288], [512, 288], [768, 288]]
+    assert "onnxruntime @400x288: skipped" in printed          # not a multiple of 32: the model does not take it
+    assert "fastest at 768x288" in printed
