@@ -4,10 +4,12 @@ TensorRT is genuinely absent on the CI machine; tests of that absence skip (sayi
 """
 from __future__ import annotations
 
+import dataclasses
 import importlib.util
 import json
 import subprocess
 import sys
+import types
 from pathlib import Path
 
 import pytest
@@ -111,3 +113,57 @@ def test_timing_cache_is_per_tensorrt_version_and_gpu(tmp_path):
     assert trt_builder.timing_cache_path(opts, PlatformFacts("10.5.0", FACTS.gpu_name, "9.0")) != a
     explicit = trt_builder.EngineOptions(timing_cache=str(tmp_path / "mine.cache"))
     assert trt_builder.timing_cache_path(explicit, FACTS) == Path(tmp_path / "mine.cache")
+
+
+def test_keep_aspect_model_gets_a_width_profile_in_its_key_and_engine(model_path, tmp_path):
+    """The optimisation profile of a keep_aspect model: the model height, widths min_width..max_width (4:3 to 8:3,
+    16:9 and 21:9 inside), opt at the 4:3 width or --opt-width; the key and the engine file name say so. The build
+    itself runs against a stand-in for the TensorRT builder API that records the profile it is given."""
+    info = read_onnx_info(model_path)
+    if info.input_policy != "keep_aspect":
+        pytest.skip("the committed model has a fixed shape")
+    opts = trt_builder.EngineOptions()
+    shapes = trt_builder.profile_shapes(info, opts)
+    assert shapes == ((1, 288, 384, 3), (1, 288, 384, 3), (8, 288, 768, 3))
+    wide = trt_builder.EngineOptions(opt_width=512)
+    assert trt_builder.profile_shapes(info, wide)[1] == (1, 288, 512, 3)
+    key = trt_builder.engine_key(model_path, info, opts, FACTS)
+    assert key.width_profile == (384, 384, 768) and ".w384-384-768x288." in key.slot()
+    assert trt_builder.engine_key(model_path, info, wide, FACTS).slot() != key.slot()
+    assert EngineKey.from_dict(json.loads(json.dumps(key.to_dict()))) == key
+    fixed = dataclasses.replace(info, input_policy="fixed", min_width=0, max_width=0)
+    assert trt_builder.profile_shapes(fixed, opts) == ((1, 288, 384, 3), (1, 288, 384, 3), (8, 288, 384, 3))
+    assert trt_builder.engine_key(model_path, fixed, opts, FACTS).width_profile == ()
+
+    recorded = {}
+
+    class Profile:
+        def set_shape(self, name, lo, opt, hi):
+            recorded[name] = (lo, opt, hi)
+
+    class Config:
+        def set_memory_pool_limit(self, *a): pass
+        def add_optimization_profile(self, p): recorded["profiles"] = recorded.get("profiles", 0) + 1
+        def set_flag(self, flag): recorded.setdefault("flags", []).append(flag)
+        def create_timing_cache(self, blob): return object()
+        def set_timing_cache(self, cache, ignore): return True
+        def get_timing_cache(self): return types.SimpleNamespace(serialize=lambda: b"timings")
+
+    class Builder:
+        def __init__(self, logger): pass
+        def create_network(self, flags): return object()
+        def create_builder_config(self): return Config()
+        def create_optimization_profile(self): return Profile()
+        def build_serialized_network(self, network, config): return b"engine"
+
+    class Parser:
+        def __init__(self, network, logger): pass
+        def parse(self, data): return len(data) > 0
+
+    trt = types.SimpleNamespace(__version__="10.3.0", Builder=Builder, OnnxParser=Parser,
+                                MemoryPoolType=types.SimpleNamespace(WORKSPACE=0),
+                                BuilderFlag=types.SimpleNamespace(FP16="FP16", INT8="INT8"))
+    opts = trt_builder.EngineOptions(cache_dir=str(tmp_path))
+    assert trt_builder.build_serialized_engine(trt, None, model_path, info, opts, FACTS) == b"engine"
+    assert recorded["image"] == ((1, 288, 384, 3), (1, 288, 384, 3), (8, 288, 768, 3))
+    assert recorded["profiles"] == 1 and recorded["flags"] == ["FP16"]
