@@ -117,3 +117,37 @@ def test_evaluate_clear_errors(tmp_path, capsys, data_dir, model_path):
     assert evaluate_main(["--data", str(data_dir), "--match", "no_such_frame*",
                           "--json", str(tmp_path / "x.json")]) == 2
     assert "matches no_such_frame*" in capsys.readouterr().err
+
+
+def test_evaluate_runs_a_wide_frame_at_its_aspect(tmp_path, data_dir, model_path):
+    """A 16:9 and a 1382x512-like frame in a flat folder: evaluate runs each at the camera's aspect (the Segmenter's
+    keep_aspect sizes), so labels made from those predictions score exactly 1.0, and the squashed 384x288
+    prediction would not."""
+    import cv2
+
+    from carla_seg_ros.datasets import read_rgb
+    from carla_seg_ros.runtime.backends import create_backend
+    from carla_seg_ros.runtime.inference import Segmenter
+    from carla_seg_ros.runtime.preprocess import resize_image, resize_mask
+
+    backend = create_backend("onnxruntime", model_path)
+    segmenter = Segmenter(backend)
+    rgb = read_rgb(find_pairs(data_dir, "fullres")[3].rgb)
+    folder = tmp_path / "wide"
+    (folder / "rgb").mkdir(parents=True)
+    (folder / "label").mkdir()
+    squashed_agreement = []
+    for name, (w, h) in {"wide_16x9": (1280, 720), "wide_stereo": (1382, 512)}.items():
+        crop_h = round(800 * h / w)
+        top = (600 - crop_h) // 2
+        frame = cv2.resize(np.ascontiguousarray(rgb[top:top + crop_h]), (w, h), interpolation=cv2.INTER_AREA)
+        ids, _ = segmenter.segment(frame)
+        cv2.imwrite(str(folder / "rgb" / f"{name}.png"), cv2.cvtColor(frame, cv2.COLOR_RGB2BGR))
+        cv2.imwrite(str(folder / "label" / f"{name}.png"), ids)
+        squashed, _ = backend.infer(resize_image(frame, backend.input_size)[None])
+        squashed_agreement.append((resize_mask(squashed[0], (w, h)) == ids).mean())
+    r = run_evaluate(tmp_path, "--data", str(folder), "--model", str(model_path), "--hood", "none")
+    assert r["model"]["input_policy"] == "keep_aspect" and r["model"]["input_widths"] == [384, 768]
+    check_consistent(r, expected_pixels=1280 * 720 + 1382 * 512)
+    assert r["metrics"]["pixel_accuracy"] == 1.0
+    assert max(squashed_agreement) < 0.99, squashed_agreement

@@ -302,6 +302,38 @@ def test_outputs_equal_the_offline_pipeline(probe, node, fullres, model_path):
         probe.keep_arrays = False
 
 
+@pytest.mark.parametrize("size", [(1280, 720), (800, 600)])
+def test_frames_run_at_the_camera_aspect_and_masks_come_at_the_input_size(probe, node, fullres, size):
+    """A 16:9 and a 4:3 camera frame: the node answers each at its own resolution, with the offline Segmenter's
+    mask at the camera's aspect (512x288 and 384x288 model inputs), not the squashed 384x288 one."""
+    import cv2
+
+    from carla_seg_ros.runtime.backends import create_backend
+    from carla_seg_ros.runtime.inference import Segmenter
+    from carla_seg_ros.runtime.preprocess import resize_image, resize_mask
+
+    w, h = size
+    rgb = fullres[5][1]
+    if (w, h) != (800, 600):            # a real frame cut to the camera's aspect, then scaled to its size
+        crop_h = round(800 * h / w)
+        top = (600 - crop_h) // 2
+        rgb = cv2.resize(np.ascontiguousarray(rgb[top:top + crop_h]), (w, h), interpolation=cv2.INTER_LINEAR)
+    diagnostics = probe.latest_diagnostics()
+    backend = create_backend(diagnostics["backend"], Path(diagnostics["model_file"]))
+    expected_input = {(1280, 720): (512, 288), (800, 600): (384, 288)}[size]
+    assert backend.input_size_for(size) == expected_input
+    ids, _ = Segmenter(backend).segment(rgb)
+    key = send_and_wait(probe, node, rgb)
+    out = probe.images["mask"][key]
+    assert (out["width"], out["height"], out["frame_id"]) == (w, h, FRAME_ID)
+    mask = out["pixels"][..., 0]
+    assert (mask == ids).mean() >= 0.999
+    if size != (800, 600):
+        squashed_ids, _ = backend.infer(resize_image(rgb, backend.input_size)[None])
+        squashed = resize_mask(squashed_ids[0], size)
+        assert (mask != squashed).mean() > 0.005, "the node ran the 16:9 frame squashed to 4:3"
+
+
 @pytest.mark.parametrize("encoding", image_codec.ENCODINGS)
 def test_every_encoding_is_segmented(probe, node, encoding):
     rgb = np.random.default_rng(1).integers(0, 256, (120, 160, 3), np.uint8)
@@ -356,6 +388,8 @@ def test_label_info_reaches_a_late_subscriber(probe, node):
     table = yaml.safe_load(got[0])
     classes = table["classes"]
     assert [c["id"] for c in classes] == list(range(13))
+    assert table["input_size"] == [384, 288] and table["input_policy"] == "keep_aspect"
+    assert table["input_widths"] == [384, 768]
     assert classes[7]["name"] == "Road" and classes[7]["color"] == [128, 64, 128]
 
 
