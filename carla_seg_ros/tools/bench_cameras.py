@@ -21,6 +21,7 @@ import numpy as np
 from carla_seg_ros.datasets import find_pairs
 from carla_seg_ros.paths import default_data_dir, default_model
 from carla_seg_ros.runtime.backends import BACKEND_CHOICES
+from carla_seg_ros.tools.bench_node import parse_size
 from carla_seg_ros.tools.endurance import cpu_seconds
 
 CAMERA_TOPIC = "/bench/cam{}/image"
@@ -123,6 +124,9 @@ def main(argv=None) -> int:
     parser.add_argument("--cameras", type=int, nargs="+", default=[1, 2, 4], help="camera counts (default 1 2 4)")
     parser.add_argument("--rate", type=float, default=20.0, help="publish rate per camera in Hz (default: 20)")
     parser.add_argument("--frames", type=int, default=100, help="measured frames per camera (default: 100)")
+    parser.add_argument("--camera-size", type=parse_size, default=None, metavar="WxH",
+                        help="play the frames as cameras of this size see them (centred crop to the aspect, resized; "
+                             "default: the data's own size, 800x600)")
     parser.add_argument("--backend", default="auto", choices=list(BACKEND_CHOICES), help="seg_node backend")
     parser.add_argument("--node-param", action="append", default=[], metavar="KEY=VALUE",
                         help="extra seg_node parameter for every node (repeatable)")
@@ -145,6 +149,9 @@ def main(argv=None) -> int:
         frames = [load_frame(p).bgra for p in find_pairs(data_dir, split)[:20]]
     except FileNotFoundError as exc:
         parser.error(str(exc))
+    if args.camera_size:
+        from carla_seg_ros.ros.playback import camera_frame
+        frames = [camera_frame(f, args.camera_size) for f in frames]
     h, w = frames[0].shape[:2]
     load = os.getloadavg()
     print(f"bench cameras: {w}x{h} bgra8 frames from {data_dir}/{split}; {args.frames} frames per camera at "
@@ -162,7 +169,7 @@ def main(argv=None) -> int:
     print_table(results, args.rate)
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps({"rate_hz": args.rate, "frames_per_camera": args.frames,
+        args.json.write_text(json.dumps({"rate_hz": args.rate, "frames_per_camera": args.frames, "frame_size": [w, h],
                                          "load_average_start": load, "results": results}, indent=2) + "\n")
     return 1 if any("error" in r for r in results) else 0
 

@@ -11,6 +11,10 @@ and prints frames sent/received, output rate, latency p50/p99 (input stamp -> ma
 plus seg_node's p50 minus the echo node's, against the targets: >= 20 Hz sustained, p99 <= 100 ms, seg_node p50 at
 most 25 ms above echo's.
 
+``--camera-size WxH`` (repeatable) plays the frames as cameras of those sizes see them (centred crop to the
+aspect, resized) and runs every pipeline at each size, labelled ``@WxH``: the per-camera-size cost of a keep_aspect
+model, which runs a 16:9 camera at 512x288 and a 1382x512 one at 768x288 (runtime/input_size.py).
+
 ``--occupancy`` publishes a bridge-style CameraInfo beside every frame to every seg_node pipeline and adds, right
 after each one, ``seg_node [BACKEND] + occupancy``, which also subscribes ``~/occupancy`` and every
 ``~/occupancy/<group>`` grid. The difference of the two pipelines' processing p50 (the node's own receive ->
@@ -19,6 +23,7 @@ publish time) is the grids' cost, against the target: at most 3 ms at the defaul
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import itertools
 import json
 import os
@@ -178,8 +183,10 @@ def print_table(results: list[dict], rate: float) -> list[str]:
               f"{_node_value(r, 'processing_p50_ms'):>10}{_node_value(r, 'inference_p50_ms'):>10}"
               f"{_fmt(r['ready_s']):>9}  {verdict}")
     lines = []
-    echo = next((r for r in results if r.get("is_echo") and "error" not in r), None)
     for r in results:
+        # The echo node of the same camera size (--camera-size runs one per size), else the first one.
+        echoes = [e for e in results if e.get("is_echo") and "error" not in e]
+        echo = next((e for e in echoes if e.get("frame_size") == r.get("frame_size")), echoes[0] if echoes else None)
         if r.get("is_echo") or "error" in r or echo is None:
             continue
         if r["latency_ms"]["p50"] is None or echo["latency_ms"]["p50"] is None:
@@ -277,6 +284,26 @@ def plot_cdf(results: list[dict], path: Path) -> None:
     plt.close(fig)
 
 
+def parse_size(text: str) -> tuple[int, int]:
+    """'1280x720' -> (1280, 720)."""
+    try:
+        w, h = (int(v) for v in text.lower().split("x"))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not WIDTHxHEIGHT") from None
+    if w <= 0 or h <= 0:
+        raise argparse.ArgumentTypeError(f"{text!r}: sizes must be positive")
+    return w, h
+
+
+def at_camera_size(pipeline: Pipeline, size: tuple[int, int] | None) -> Pipeline:
+    """The pipeline run on frames of camera ``size``: labelled @WxH, its own node name."""
+    if size is None:
+        return pipeline
+    w, h = size
+    return dataclasses.replace(pipeline, label=f"{pipeline.label} @{w}x{h}", node_name=f"{pipeline.node_name}_{w}x{h}",
+                               baseline=f"{pipeline.baseline}_{w}x{h}" if pipeline.baseline else None)
+
+
 def parse_params(items: list[str]) -> dict:
     params = {}
     for item in items:
@@ -299,6 +326,10 @@ def build_parser() -> argparse.ArgumentParser:
                              "CPU runtimes, fp32 for torch/TensorRT)")
     parser.add_argument("--rate", type=float, default=TARGET_RATE_HZ, help="publish rate in Hz (default: 20)")
     parser.add_argument("--frames", type=int, default=200, help="measured frames per pipeline (default: 200)")
+    parser.add_argument("--camera-size", action="append", default=None, type=parse_size, metavar="WxH",
+                        help="play the frames as a camera of this size sees them (centred crop to its aspect, then "
+                             "resized); repeatable: every pipeline runs at each size, labelled @WxH (default: the "
+                             "data's own size, 800x600)")
     parser.add_argument("--backends", nargs="+", default=["auto", "torch"],
                         choices=list(BACKEND_CHOICES),
                         help="a seg_node pipeline per backend (default: auto torch)")
@@ -345,6 +376,11 @@ def main(argv=None) -> int:
     apply_in_this_process(args.publisher_dds)    # before this process's first DDS participant (the Player)
     frames = [load_frame(p).bgra for p in pairs]
     h, w = frames[0].shape[:2]
+    sizes = args.camera_size or [None]
+    if args.camera_size:
+        from carla_seg_ros.ros.playback import camera_frame
+        print(f"camera sizes {', '.join(f'{cw}x{ch}' for cw, ch in sizes)}: the {w}x{h} frames cropped to each "
+              "aspect and resized", flush=True)
     load = os.getloadavg()
     print(f"bench node: {len(frames)} distinct {w}x{h} bgra8 frames from {data_dir}/{args.split}, cycled; "
           f"{args.frames} frames per pipeline at {args.rate:g} Hz; RELIABLE depth 10 publisher; Fast DDS: publisher "
@@ -355,10 +391,14 @@ def main(argv=None) -> int:
     results = []
     interrupted = False
     try:
-        for pipeline in pipelines_for(args.backends, model, not args.no_echo, parse_params(args.node_param),
-                                      args.occupancy):
+        runs = [(size, at_camera_size(pipeline, size)) for size in sizes
+                for pipeline in pipelines_for(args.backends, model, not args.no_echo, parse_params(args.node_param),
+                                              args.occupancy)]
+        played = {size: frames if size is None else [camera_frame(f, size) for f in frames] for size in sizes}
+        for size, pipeline in runs:
             print(f"-> {pipeline.label}", flush=True)
-            r = run_pipeline(pipeline, frames, args, args.log_dir)   # stops its node whatever happens
+            r = run_pipeline(pipeline, played[size], args, args.log_dir)   # stops its node whatever happens
+            r["frame_size"] = list(size) if size else [w, h]
             r["is_echo"] = pipeline.is_echo
             if "error" not in r:
                 r["targets"] = check_targets(r, args.rate)

@@ -89,3 +89,35 @@ def test_stage_lines_say_what_lies_outside_the_model_call():
     assert lines[0].endswith("outside the model call 4.4 ms (target <= 5 ms): ok")
     assert lines[1].endswith("outside the model call 8.0 ms (target <= 5 ms): MISSED")
     assert results[0]["targets"]["outside_model"] is True and results[1]["targets"]["outside_model"] is False
+
+
+def test_camera_size_option_runs_every_pipeline_per_size_against_its_own_echo(capsys):
+    """--camera-size: frames cropped to each camera's aspect and resized; every pipeline per size, labelled @WxH,
+    with its own node name, and compared with the echo node of the same size."""
+    import numpy as np
+
+    from carla_seg_ros.ros.playback import camera_frame
+    from carla_seg_ros.tools.bench_node import at_camera_size, build_parser, pipelines_for, print_table
+
+    assert build_parser().parse_args(["--camera-size", "1280x720", "--camera-size", "1382x512"]).camera_size == \
+        [(1280, 720), (1382, 512)]
+    with pytest.raises(SystemExit):
+        build_parser().parse_args(["--camera-size", "1280by720"])
+    pipelines = [at_camera_size(p, (1280, 720)) for p in pipelines_for(["auto"], None, True, {})]
+    assert [(p.label, p.node_name) for p in pipelines] == [("seg_node [auto] @1280x720", "seg_node_1280x720"),
+                                                           ("echo_node @1280x720", "echo_node_1280x720")]
+    frame = np.zeros((600, 800, 4), np.uint8)
+    frame[:, 400:] = 255                              # right half white: the crop keeps the centre
+    wide = camera_frame(frame, (1280, 720))
+    assert wide.shape == (720, 1280, 4) and wide[:, :600].max() == 0 and wide[:, 700:].min() == 255
+    assert camera_frame(frame, (400, 600)).shape == (600, 400, 4)      # portrait: columns cropped
+
+    def row(label, size, p50, echo=False):
+        return {"pipeline": label, "node": label, "frame_size": size, "is_echo": echo, "frames_sent": 10, "frames_received": 10,
+                "dropped": 0, "send_rate_hz": 20.0, "output_rate_hz": 20.0, "ready_s": 1.0,
+                "latency_ms": {"p50": p50, "p99": p50, "max": p50}, "targets": {}}
+    lines = print_table([row("seg @800x600", [800, 600], 40.0), row("echo @800x600", [800, 600], 10.0, True),
+                         row("seg @1280x720", [1280, 720], 50.0), row("echo @1280x720", [1280, 720], 15.0, True)],
+                        20.0)
+    assert lines[:2] == ["seg @800x600 p50 - echo_node p50 = 30.0 ms (target <= 25 ms): MISSED",
+                         "seg @1280x720 p50 - echo_node p50 = 35.0 ms (target <= 25 ms): MISSED"]

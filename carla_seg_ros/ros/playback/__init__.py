@@ -14,7 +14,8 @@ then warm-up frames must come back through the whole pipeline before the measure
 * player.py        the bridge stand-in: publisher, sending, readiness handshake
 * messages.py      stamps as integer keys, latency percentiles, a node's DiagnosticStatus, CameraInfo
 """
-from carla_seg_ros.ros.playback.frames import NO_DATA_HELP, Frame, iter_frames, load_frame, paced, resolve_split
+from carla_seg_ros.ros.playback.frames import (NO_DATA_HELP, Frame, camera_frame, iter_frames, load_frame, paced,
+                                               resolve_split)
 from carla_seg_ros.ros.playback.messages import (camera_info_message, diagnostics_of, latency_stats, set_stamp,
                                                  stamp_key)
 from carla_seg_ros.ros.playback.node_process import READY_TIMEOUT_S, NodeFailed, NodeProcess, node_argv, ros_param
@@ -22,7 +23,7 @@ from carla_seg_ros.ros.playback.player import (BRIDGE_DEPTH, CAMERA_FRAME_ID, CA
                                                WARMUP_REPLIES, Player)
 from carla_seg_ros.ros.playback.recorder import Latest, ReplyRecorder, Stream
 
-__all__ = ["NO_DATA_HELP", "Frame", "iter_frames", "load_frame", "paced", "resolve_split", "diagnostics_of",
+__all__ = ["NO_DATA_HELP", "Frame", "camera_frame", "iter_frames", "load_frame", "paced", "resolve_split", "diagnostics_of",
            "latency_stats", "set_stamp", "stamp_key", "camera_info_message", "READY_TIMEOUT_S", "NodeFailed",
            "NodeProcess", "node_argv", "ros_param", "BRIDGE_DEPTH", "CAMERA_FRAME_ID", "CAMERA_INFO_TOPIC",
            "CAMERA_TOPIC", "WARMUP_REPLIES", "Player", "Latest", "ReplyRecorder", "Stream"]

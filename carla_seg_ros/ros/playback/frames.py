@@ -34,6 +34,22 @@ class Frame:
     bgra: np.ndarray   # (H, W, 4) uint8, what the bridge publishes
 
 
+def camera_frame(image: np.ndarray, size_wh: tuple[int, int]) -> np.ndarray:
+    """``image`` as a camera of ``size_wh`` = (W, H) would see it: the centred crop of the camera's aspect, resized
+    (area when shrinking, bilinear when growing). For benchmarks at other camera sizes than the data's."""
+    import cv2
+    w, h = size_wh
+    ih, iw = image.shape[:2]
+    if iw * h > ih * w:                       # the image is wider than the camera: crop columns
+        cw = max(1, round(ih * w / h))
+        image = image[:, (iw - cw) // 2:(iw - cw) // 2 + cw]
+    else:
+        ch = max(1, round(iw * h / w))
+        image = image[(ih - ch) // 2:(ih - ch) // 2 + ch]
+    shrink = image.shape[1] >= w and image.shape[0] >= h
+    return cv2.resize(np.ascontiguousarray(image), (w, h), interpolation=cv2.INTER_AREA if shrink else cv2.INTER_LINEAR)
+
+
 def load_frame(pair: Pair) -> Frame:
     return Frame(pair.name, pair, from_rgb(read_rgb(pair.rgb), "bgra8"))
 
