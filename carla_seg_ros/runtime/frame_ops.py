@@ -35,7 +35,8 @@ def set_opencv_threads(threads: int) -> None:
 
 
 def model_input(native: np.ndarray, encoding: str, size_wh: tuple[int, int]) -> np.ndarray:
-    """(H, W, C) pixels in ``encoding``'s channel order -> (1, h, w, 3) C-contiguous uint8 RGB at the model size.
+    """(H, W, C) pixels in ``encoding``'s channel order -> (1, h, w, 3) C-contiguous uint8 RGB at ``size_wh``, the
+    model input size for this frame (runtime/input_size.py).
 
     Colour frames are converted to RGB first (one OpenCV pass, which also drops the alpha channel the resize would
     otherwise average), then resized. rgb8 needs no conversion and mono8 is resized as one channel and widened
