@@ -295,13 +295,16 @@ def parse_size(text: str) -> tuple[int, int]:
     return w, h
 
 
-def at_camera_size(pipeline: Pipeline, size: tuple[int, int] | None) -> Pipeline:
-    """The pipeline run on frames of camera ``size``: labelled @WxH, its own node name."""
+def at_camera_size(pipeline: Pipeline, size: tuple[int, int] | None, repeat: int = 0) -> Pipeline:
+    """The pipeline run on frames of camera ``size``: labelled @WxH, its own node name (``repeat`` > 0: the size's
+    n-th repetition, e.g. sizes alternated to see a busy machine's drift, labelled #n+1)."""
     if size is None:
         return pipeline
     w, h = size
-    return dataclasses.replace(pipeline, label=f"{pipeline.label} @{w}x{h}", node_name=f"{pipeline.node_name}_{w}x{h}",
-                               baseline=f"{pipeline.baseline}_{w}x{h}" if pipeline.baseline else None)
+    tag = f"_{w}x{h}" + (f"_{repeat + 1}" if repeat else "")
+    return dataclasses.replace(pipeline, label=f"{pipeline.label} @{w}x{h}" + (f" #{repeat + 1}" if repeat else ""),
+                               node_name=f"{pipeline.node_name}{tag}",
+                               baseline=f"{pipeline.baseline}{tag}" if pipeline.baseline else None)
 
 
 def parse_params(items: list[str]) -> dict:
@@ -391,7 +394,7 @@ def main(argv=None) -> int:
     results = []
     interrupted = False
     try:
-        runs = [(size, at_camera_size(pipeline, size)) for size in sizes
+        runs = [(size, at_camera_size(pipeline, size, sizes[:i].count(size))) for i, size in enumerate(sizes)
                 for pipeline in pipelines_for(args.backends, model, not args.no_echo, parse_params(args.node_param),
                                               args.occupancy)]
         played = {size: frames if size is None else [camera_frame(f, size) for f in frames] for size in sizes}

@@ -106,6 +106,8 @@ def test_camera_size_option_runs_every_pipeline_per_size_against_its_own_echo(ca
     pipelines = [at_camera_size(p, (1280, 720)) for p in pipelines_for(["auto"], None, True, {})]
     assert [(p.label, p.node_name) for p in pipelines] == [("seg_node [auto] @1280x720", "seg_node_1280x720"),
                                                            ("echo_node @1280x720", "echo_node_1280x720")]
+    again = at_camera_size(pipelines_for(["auto"], None, False, {})[0], (1280, 720), repeat=1)
+    assert (again.label, again.node_name) == ("seg_node [auto] @1280x720 #2", "seg_node_1280x720_2")
     frame = np.zeros((600, 800, 4), np.uint8)
     frame[:, 400:] = 255                              # right half white: the crop keeps the centre
     wide = camera_frame(frame, (1280, 720))
