@@ -115,8 +115,8 @@ def test_camera_size_option_runs_every_pipeline_per_size_against_its_own_echo(ca
     assert camera_frame(frame, (400, 600)).shape == (600, 400, 4)      # portrait: columns cropped
 
     def row(label, size, p50, echo=False):
-        return {"pipeline": label, "node": label, "frame_size": size, "is_echo": echo, "frames_sent": 10, "frames_received": 10,
-                "dropped": 0, "send_rate_hz": 20.0, "output_rate_hz": 20.0, "ready_s": 1.0,
+        return {"pipeline": label, "node": label, "frame_size": size, "is_echo": echo, "frames_sent": 10,
+                "frames_received": 10, "dropped": 0, "send_rate_hz": 20.0, "output_rate_hz": 20.0, "ready_s": 1.0,
                 "latency_ms": {"p50": p50, "p99": p50, "max": p50}, "targets": {}}
     lines = print_table([row("seg @800x600", [800, 600], 40.0), row("echo @800x600", [800, 600], 10.0, True),
                          row("seg @1280x720", [1280, 720], 50.0), row("echo @1280x720", [1280, 720], 15.0, True)],

@@ -9,8 +9,9 @@ just moves the minutes of building out of the node's start-up. The engine is bui
 rewritten so uint8 tensors are only network I/O (trt_graph.py), with one optimisation profile over the batch
 dimension and, for a keep_aspect model, the width (``profile_shapes``: the model's height, widths from its
 min_width to its max_width, 4:3 to 8:3 at 384x288, so 16:9 and 21:9 cameras run at their own aspect; opt = the
-4:3 width of CARLA's default camera, or ``--opt-width``), a workspace limit, and a persistent timing cache (later builds on the same GPU and TensorRT reuse the
-layer timings). Written against the TensorRT 10 Python API; TensorRT itself could not be run for this project.
+4:3 width of CARLA's default camera, or ``--opt-width``), a workspace limit, and a persistent timing cache (later
+builds on the same GPU and TensorRT reuse the layer timings). Written against the TensorRT 10 Python API; TensorRT
+itself could not be run for this project.
 """
 from __future__ import annotations
 
