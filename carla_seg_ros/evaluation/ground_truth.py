@@ -1,4 +1,5 @@
-"""Ground-truth semantic images -> model class ids, for the online evaluator (seg_eval_node).
+"""Ground-truth semantic images -> model class ids, for the online evaluator (seg_eval_node), or -> raw tag ids of
+the coding, for the dataset recorders (`carla-seg record`, `bag-to-dataset`).
 
 The decoding itself is `bag_reading.decode_ground_truth` and the remap + hood rule `datasets.labels_from_tag_ids`,
 the very functions `carla-seg bag-eval` and `carla-seg evaluate` use, so the same message gives the same label in
@@ -70,8 +71,12 @@ class GroundTruthDecoder:
         self.coding = load_coding(winners[0])
         self.locked = len(winners) == 1
 
-    def decode(self, msg) -> np.ndarray:
+    def decode_tags(self, msg) -> np.ndarray:
+        """Raw tag ids of ``self.coding`` (decided here for ``auto``): what the dataset recorders store."""
         if not self.locked:
             self._auto_coding(msg)
-        tags = decode_ground_truth(msg, self.gt_format, self.coding, self.counters)
+        return decode_ground_truth(msg, self.gt_format, self.coding, self.counters)
+
+    def decode(self, msg) -> np.ndarray:
+        tags = self.decode_tags(msg)
         return labels_from_tag_ids(tags, self.coding.name, self.hood)

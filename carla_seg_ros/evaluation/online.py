@@ -1,7 +1,8 @@
 """Online evaluation of a live mask stream against a live ground-truth stream (no ROS here: seg_eval_node feeds it).
 
-Masks and ground-truth frames arrive in any order, each with its header stamp. They are paired by stamp (nearest
-partner within the tolerance, each frame used once, as `bag-eval`'s ``pair_stamps`` does for a whole bag), and each
+Masks and ground-truth frames arrive in any order, each with its header stamp. They are paired by stamp with
+stamp_pairing.StampPairer (nearest partner within the tolerance, each frame used once, as `bag-eval`'s
+``pair_stamps`` does for a whole bag; the dataset recorders pair camera and ground truth with it too), and each
 pair goes through `carla-seg evaluate`'s ``Evaluation.add`` (one confusion matrix, metrics.py's formulas), so the
 same frames give bag-eval's numbers to the last digit. A frame whose partner has not come once the stream is
 ``match_window`` further on (by stamp) is counted as unmatched; at the end every frame still waiting is counted.
@@ -19,6 +20,7 @@ import numpy as np
 from carla_seg_ros.evaluation import metrics
 from carla_seg_ros.evaluation.bag_reading import Counters
 from carla_seg_ros.evaluation.evaluate import Evaluation
+from carla_seg_ros.evaluation.stamp_pairing import FIRST, SECOND, StampPairer
 from carla_seg_ros.evaluation.timely import TimelyScore
 
 SIZE_HINT = ("the ground-truth camera must have the segmented camera's size and pose; the CARLA ROS bridge's "
@@ -45,12 +47,26 @@ class OnlineEvaluation:
         self.timely = TimelyScore(self.class_names, timely_budget_ns, tolerance_ns, history)
         self.window: deque = deque(maxlen=window_frames)
         self.window_cm = np.zeros((len(class_names),) * 2, np.int64)
-        self.masks: dict[int, np.ndarray | None] = {}     # stamp -> mask waiting for its ground truth
-        self.labels: dict[int, np.ndarray | None] = {}    # stamp -> label waiting for its mask
+        # Masks are the first stream, ground truth the second; a pair is named by the mask's stamp.
+        self.pairer = StampPairer(tolerance_ns, match_window_ns,
+                                  lambda stamp, mask, _gt_stamp, label: self._pair(stamp, mask, label),
+                                  self._unmatched)
         self.counts = {"mask_messages": 0, "gt_messages": 0, "paired": 0, "unmatched_mask": 0, "unmatched_gt": 0}
         self.latencies: deque = deque(maxlen=latency_samples)   # mask arrival - stamp, seconds
         self._stamps: list[int] = []                      # stamp of each evaluated frame (per_frame order)
-        self._newest = None
+
+    @property
+    def masks(self) -> dict:
+        """stamp -> mask waiting for its ground truth"""
+        return self.pairer.pending[FIRST]
+
+    @property
+    def labels(self) -> dict:
+        """stamp -> label waiting for its mask"""
+        return self.pairer.pending[SECOND]
+
+    def _unmatched(self, side: int, _stamp: int) -> None:
+        self.counts["unmatched_mask" if side == FIRST else "unmatched_gt"] += 1
 
     # ------------------------------------------------------------------ input
     def add_mask(self, stamp: int, arrival: int, mask: np.ndarray | None) -> None:
@@ -60,42 +76,14 @@ class OnlineEvaluation:
             self.latencies.append((arrival - stamp) / 1e9)
         if mask is not None:
             self.timely.add_mask(stamp, arrival, mask)
-        self._arrive(stamp, mask, self.masks, self.labels, "unmatched_mask",
-                     lambda _, other: self._pair(stamp, mask, other))
+        self.pairer.add(FIRST, stamp, mask)
 
     def add_ground_truth(self, stamp: int, label: np.ndarray | None) -> None:
         """A ground-truth frame already decoded to model class ids (hood rule applied)."""
         self.counts["gt_messages"] += 1
         if label is not None:
             self.timely.add_ground_truth(stamp, label)
-        self._arrive(stamp, label, self.labels, self.masks, "unmatched_gt",
-                     lambda mask_stamp, other: self._pair(mask_stamp, other, label))
-
-    def _arrive(self, stamp, item, mine: dict, theirs: dict, unmatched_key: str, pair) -> None:
-        partner = self._nearest(theirs, stamp)
-        if partner is not None:
-            pair(partner, theirs.pop(partner))
-        elif stamp in mine:          # a second frame with the same stamp: the first keeps its place
-            if item is not None:
-                self.counts[unmatched_key] += 1
-        else:
-            mine[stamp] = item
-        self._newest = stamp if self._newest is None else max(self._newest, stamp)
-        self._expire(self._newest - self.match_window_ns)
-
-    def _nearest(self, pending: dict, stamp: int) -> int | None:
-        best = None
-        for other in pending:
-            d = abs(other - stamp)
-            if d <= self.tolerance_ns and (best is None or d < abs(best - stamp)):
-                best = other
-        return best
-
-    def _expire(self, older_than: int) -> None:
-        for pending, key in ((self.masks, "unmatched_mask"), (self.labels, "unmatched_gt")):
-            for stamp in [s for s in pending if s < older_than]:
-                if pending.pop(stamp) is not None:
-                    self.counts[key] += 1
+        self.pairer.add(SECOND, stamp, label)
 
     def _pair(self, stamp: int, mask: np.ndarray | None, label: np.ndarray | None) -> None:
         """``stamp`` is the mask's (bag-eval names frames by the camera stamp, which the mask carries)."""
@@ -120,7 +108,7 @@ class OnlineEvaluation:
 
     def finish(self) -> None:
         """End of the run: everything still waiting is unmatched; timely frames are scored with what came."""
-        self._expire(2**63 - 1)
+        self.pairer.finish()
         self.timely.finish()
 
     # ------------------------------------------------------------------ output
@@ -131,8 +119,7 @@ class OnlineEvaluation:
         return {"p50": float(np.percentile(ms, 50)), "p99": float(np.percentile(ms, 99)), "samples": len(ms)}
 
     def pairing(self, tolerance_s: float | None = None) -> dict:
-        out = dict(self.counts, waiting_mask=sum(m is not None for m in self.masks.values()),
-                   waiting_gt=sum(g is not None for g in self.labels.values()))
+        out = dict(self.counts, waiting_mask=self.pairer.waiting(FIRST), waiting_gt=self.pairer.waiting(SECOND))
         return out if tolerance_s is None else dict(out, tolerance_s=tolerance_s)
 
     def snapshot(self) -> dict:
