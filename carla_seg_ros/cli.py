@@ -19,6 +19,10 @@ COMMANDS = {
                  "fp32 ONNX -> int8 ONNX for the CPU runtimes, with an accuracy check"),
     "build-engine": ("carla_seg_ros.runtime.tensorrt.engine_builder", "ONNX -> TensorRT engine (cached)"),
     "make-bag": ("carla_seg_ros.evaluation.bag_make", "image/label folder -> CARLA-style rosbag2"),
+    "bag-to-dataset": ("carla_seg_ros.evaluation.bag_to_dataset",
+                       "rosbag2 of RGB + semantic cameras -> dataset folder (rgb/, label/, manifest.csv)"),
+    "record": ("carla_seg_ros.ros.recorder_node",
+               "record RGB + semantic camera topics over ROS 2 into a dataset folder"),
     "bag-eval": ("carla_seg_ros.evaluation.bag_eval", "evaluate the model on a rosbag2 with ground truth"),
     "bench": ("carla_seg_ros.tools.bench", "benchmarks: `bench model|node|cameras|gpu|transport|soak|fuzz`"),
     "demo": ("carla_seg_ros.tools.demo", "run seg_node on the CARLA frames over ROS 2 and write out/demo"),
@@ -29,7 +33,7 @@ COMMANDS = {
 
 def usage() -> str:
     lines = ["usage: carla-seg COMMAND [options]   (carla-seg COMMAND --help for its options)", "", "commands:"]
-    lines += [f"  {name:<14} {desc}" for name, (_, desc) in COMMANDS.items()]
+    lines += [f"  {name:<15} {desc}" for name, (_, desc) in COMMANDS.items()]
     return "\n".join(lines)
 
 
