@@ -82,10 +82,11 @@ class PairRecorder:
         self.topics = topics
         self.max_pixels = max_pixels
         self.source = source
-        self.counts = {"rgb_messages": 0, "gt_messages": 0, "unmatched_rgb": 0, "unmatched_gt": 0,
+        self.counts = {"rgb_messages": 0, "gt_messages": 0, "camera_info_messages": 0, "unmatched_rgb": 0, "unmatched_gt": 0,
                        "undecodable_rgb": 0, "undecodable_gt": 0}
         self.outcomes: dict[str, int] = {}
         self.camera_infos: OrderedDict[int, dict] = OrderedDict()
+        self._newest_info: dict | None = None      # read by the writer thread (one atomic assignment)
         self.pairer = StampPairer(tolerance_ns, match_window_ns, self._on_pair, self._on_unmatched)
 
     # ------------------------------------------------------------------ input
@@ -98,9 +99,12 @@ class PairRecorder:
         self.pairer.add(SECOND, header_stamp_ns(msg), self._checked(msg, "gt"))
 
     def add_camera_info(self, msg) -> None:
+        self.counts["camera_info_messages"] += 1
         k = [float(v) for v in msg.k]
-        self.camera_infos[header_stamp_ns(msg)] = {"info_width": int(msg.width), "info_height": int(msg.height),
-                                                   "fx": k[0], "fy": k[4], "cx": k[2], "cy": k[5]}
+        info = {"info_width": int(msg.width), "info_height": int(msg.height),
+                "fx": k[0], "fy": k[4], "cx": k[2], "cy": k[5]}
+        self.camera_infos[header_stamp_ns(msg)] = info
+        self._newest_info = info
         while len(self.camera_infos) > CAMERA_INFOS_KEPT:
             self.camera_infos.popitem(last=False)
 
@@ -128,9 +132,9 @@ class PairRecorder:
         meta = {"rgb_topic": self.topics.get("rgb", ""), "gt_topic": self.topics.get("gt", ""),
                 "rgb_frame_id": rgb_msg.header.frame_id, "gt_frame_id": gt_msg.header.frame_id,
                 "source": self.source}
-        info = self.camera_infos.get(stamp)
-        if info is None and self.camera_infos:
-            info = self.camera_infos[next(reversed(self.camera_infos))]      # the newest: same camera
+        # The CameraInfo of the frame's stamp, else the newest one (a camera's intrinsics do not change); one that
+        # comes only after the pair (another topic: no order between them) is looked up again on the writer thread.
+        info = self.camera_infos.get(stamp) or self._newest_info
         if info is not None:
             meta.update(info)
         native = image_codec.pixels(rgb_msg, self.max_pixels)
@@ -141,6 +145,8 @@ class PairRecorder:
             return image_codec.to_rgb_array(native, rgb_msg.encoding)
 
         def tags():
+            if info is None and self._newest_info is not None:
+                meta.update(self._newest_info)
             return decoder.decode_tags(gt_msg), decoder.coding.name
 
         outcome = self.writer.offer(Sample(stamp, rgb, tags, meta), thumb)
