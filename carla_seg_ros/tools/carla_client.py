@@ -16,6 +16,14 @@ pixel for pixel. The world runs in synchronous mode with a fixed step (``--step`
 ``ros_name`` and calls ``enable_for_ros()``, so a server started with ``--ros2`` publishes the same topic names
 itself (its semantic image holds raw tag ids: run seg_eval_node with ``gt_format:=ids coding:=tags29``).
 
+``--record DIR`` also writes every tick's camera pair into a training dataset folder (rgb/, label/ with the raw tag
+ids, manifest.csv: evaluation/dataset_writer.py, the writer of `carla-seg record`), straight from the synchronous
+sensors with no ROS in between; the simulation waits for the writer, so nothing is dropped. ``--weathers`` cycles
+CARLA's weather presets and ``--towns`` the maps, ``--frames-per-town`` ticks per town split over the weathers:
+
+    carla-seg carla --record runs/rec/mix --towns Town01,Town03,Town10HD_Opt --frames-per-town 3000 \
+        --weathers ClearNoon,WetSunset,HardRainNoon,ClearNight --every 5 --min-change 2
+
 On exit (Ctrl-C included) the world's settings are restored and every actor this command spawned is destroyed.
 A server that does not answer, or a client/server version mismatch, ends in one line on stderr (exit code 2).
 """
@@ -24,7 +32,10 @@ from __future__ import annotations
 import argparse
 import queue
 import sys
+from pathlib import Path
 
+from carla_seg_ros.classes import CODINGS
+from carla_seg_ros.evaluation.bag_make import intrinsics
 from carla_seg_ros.tools import carla_sensors as cs
 
 
@@ -53,7 +64,27 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--coding", default="tags29", help="server's tag coding for the palette (default: %(default)s)")
     p.add_argument("--frames", type=int, default=0, help="stop after this many ticks (default: 0 = until Ctrl-C)")
     p.add_argument("--seed", type=int, default=0, help="spawn point / Traffic Manager seed (default: %(default)s)")
+    r = p.add_argument_group("dataset recording (carla-seg record's writer)")
+    r.add_argument("--record", type=Path, metavar="DIR", help="write the camera pairs to this dataset folder")
+    r.add_argument("--towns", type=_names, default=[], help="maps to record in turn, e.g. Town01,Town03 "
+                                                            "(needs --frames-per-town)")
+    r.add_argument("--weathers", type=_names, default=[],
+                   help="CARLA weather presets to cycle in every town, e.g. ClearNoon,WetSunset,HardRainNoon,"
+                        "ClearNight (carla.WeatherParameters; needs --frames-per-town)")
+    r.add_argument("--frames-per-town", type=int, default=0,
+                   help="ticks per town, split evenly over the weathers")
+    r.add_argument("--every", type=int, default=1, help="keep every Nth pair (default: %(default)s)")
+    r.add_argument("--min-change", type=float, default=0.0,
+                   help="skip pairs whose image differs from the last kept one by less than this mean absolute "
+                        "grey level (a car standing still); 0 = off")
+    r.add_argument("--max-frames", type=int, default=0, help="stop after writing this many pairs (0 = no limit)")
+    r.add_argument("--png-level", type=int, default=1, choices=range(10), metavar="0-9",
+                   help="PNG compression level (default: %(default)s)")
     return p
+
+
+def _names(text: str) -> list[str]:
+    return [n.strip() for n in text.split(",") if n.strip()]
 
 
 def check_args(args) -> None:
@@ -63,6 +94,16 @@ def check_args(args) -> None:
         raise CarlaError("--timeout must be > 0 and --port in 1..65535")
     if args.width <= 0 or args.height <= 0 or not 0 < args.fov < 180:
         raise CarlaError("--width/--height must be > 0 and --fov in (0, 180)")
+    if (args.towns or args.weathers) and args.frames_per_town <= 0:
+        raise CarlaError("--towns and --weathers need --frames-per-town N (ticks per town, split over the weathers)")
+    if args.frames_per_town < 0 or args.every < 1 or args.min_change < 0 or args.max_frames < 0:
+        raise CarlaError("--frames-per-town, --min-change and --max-frames must be >= 0, --every >= 1")
+    if args.towns and args.attach:
+        raise CarlaError("--attach cannot follow a vehicle into other towns; drop --towns or --attach")
+    if args.towns and args.town:
+        raise CarlaError("give either --town or --towns")
+    if args.record is not None and args.coding not in CODINGS:
+        raise CarlaError(f"--coding {args.coding!r} is unknown; one of {', '.join(CODINGS)}")
 
 
 def import_carla():
@@ -181,7 +222,7 @@ def spawn_cameras(carla, world, session: Session, vehicle, args) -> dict:
         images: queue.Queue = queue.Queue()
         if args.ros == "native":
             sensor.enable_for_ros()
-        else:
+        if args.ros == "client" or getattr(args, "record", None) is not None:
             sensor.listen(images.put)
         out[name] = (sensor, images)
     return out
@@ -232,34 +273,77 @@ def image_for(images: queue.Queue, frame: int, timeout: float):
             return image
 
 
+def open_writer(args):
+    """The dataset writer for --record (before connecting: an unwritable folder fails at once)."""
+    from carla_seg_ros.evaluation.dataset_writer import DatasetWriteError, DatasetWriter
+    try:
+        return DatasetWriter(args.record, every=args.every, min_change=args.min_change, max_frames=args.max_frames,
+                             block=True, png_level=args.png_level)
+    except DatasetWriteError as exc:
+        raise CarlaError(str(exc)) from exc
+
+
+def record_meta(args) -> dict:
+    fx, cx, cy = intrinsics(args.width, args.height, args.fov)
+    return {"rgb_topic": f"carla:{args.role}/{cs.RGB}", "gt_topic": f"carla:{args.role}/{cs.SEMANTIC}",
+            "rgb_frame_id": f"{args.role}/{cs.RGB}", "gt_frame_id": f"{args.role}/{cs.SEMANTIC}",
+            "info_width": args.width, "info_height": args.height, "fx": fx, "fy": fx, "cx": cx, "cy": cy}
+
+
+def setup_world(carla, client, tm, town, args):
+    """Load ``town`` (None: the current map), then synchronous mode, the ego vehicle and both cameras."""
+    world = client.load_world(town) if town else client.get_world()
+    session = Session(world, tm)
+    session.synchronous(args.step)
+    vehicle = find_vehicle(world, args.role) if args.attach else spawn_vehicle(carla, world, session, args)
+    if not args.no_autopilot:
+        tm.set_random_device_seed(args.seed)
+        vehicle.set_autopilot(True, args.tm_port)
+    cameras = spawn_cameras(carla, world, session, vehicle, args)
+    name = cs.map_name(town or getattr(world.get_map(), "name", "") or "world")
+    print(f"carla-seg carla: {vehicle.type_id} as {args.role!r} in {name}, cameras {', '.join(cameras)} "
+          f"{args.width}x{args.height} FOV {args.fov:g}, step {args.step:g} s, ROS {args.ros}"
+          f"{', recording to ' + str(args.record) if args.record else ''}; Ctrl-C stops", file=sys.stderr)
+    return world, session, cameras, name
+
+
 def run(args) -> int:
     carla = import_carla()
-    client = connect(carla, args.host, args.port, args.timeout)
-    world = client.load_world(args.town) if args.town else client.get_world()
-    tm = client.get_trafficmanager(args.tm_port)
-    session = Session(world, tm)
-    publisher = None
     try:
-        session.synchronous(args.step)
-        vehicle = find_vehicle(world, args.role) if args.attach else spawn_vehicle(carla, world, session, args)
-        if not args.no_autopilot:
-            tm.set_random_device_seed(args.seed)
-            vehicle.set_autopilot(True, args.tm_port)
-        cameras = spawn_cameras(carla, world, session, vehicle, args)
-        if args.ros == "client":
-            publisher = BridgePublisher(args.role, args.width, args.height, args.fov, args.coding)
-        print(f"carla-seg carla: {vehicle.type_id} as {args.role!r}, cameras {', '.join(cameras)} "
-              f"{args.width}x{args.height} FOV {args.fov:g}, step {args.step:g} s, ROS {args.ros}; Ctrl-C stops",
-              file=sys.stderr)
-        ticks = 0
-        while not args.frames or ticks < args.frames:
-            frame = world.tick()
-            ticks += 1
-            if publisher is not None:
-                stamp = cs.stamp_ns(world.get_snapshot().timestamp.elapsed_seconds)
-                rgb = image_for(cameras[cs.RGB][1], frame, args.timeout)
-                sem = image_for(cameras[cs.SEMANTIC][1], frame, args.timeout)
-                publisher.publish(stamp, rgb.raw_data, sem.raw_data)
+        presets = dict(cs.weather_presets(carla.WeatherParameters, args.weathers)) if args.weathers else {}
+    except ValueError as exc:
+        raise CarlaError(f"--weathers: {exc}") from exc
+    writer = open_writer(args) if args.record is not None else None
+    try:
+        client = connect(carla, args.host, args.port, args.timeout)
+    except BaseException:
+        if writer is not None:
+            writer.close()
+        raise
+    if args.towns or args.weathers:
+        segments = cs.plan_segments(args.towns or [args.town], args.weathers, args.frames_per_town)
+    else:
+        segments = [(args.town, None, args.frames)]
+    publisher = session = None
+    meta = record_meta(args)
+    try:
+        tm = client.get_trafficmanager(args.tm_port)
+        world = cameras = name = None
+        loaded = object()
+        for town, weather, ticks in segments:
+            if town != loaded:
+                if session is not None:
+                    report_cleanup(session.close())
+                world, session, cameras, name = setup_world(carla, client, tm, town, args)
+                loaded = town
+            if publisher is None and args.ros == "client":
+                publisher = BridgePublisher(args.role, args.width, args.height, args.fov, args.coding)
+            if weather is not None:
+                world.set_weather(presets[weather])
+                print(f"carla-seg carla: {name}, weather {weather}, {ticks} ticks", file=sys.stderr)
+            tag = f"{name}_{weather}" if weather else name
+            if not run_ticks(world, cameras, publisher, writer, ticks, args, meta, tag):
+                break
     except KeyboardInterrupt:
         pass
     except queue.Empty as exc:
@@ -267,9 +351,42 @@ def run(args) -> int:
     finally:
         if publisher is not None:
             publisher.close()
-        for problem in session.close():
-            print(f"carla-seg carla: cleanup: {problem}", file=sys.stderr)
+        if session is not None:
+            report_cleanup(session.close())
+        if writer is not None:
+            from carla_seg_ros.evaluation.dataset_writer import format_counts
+            writer.close()
+            summary = writer.write_summary(source="carla-seg carla", segments=[list(s) for s in segments])
+            print(f"carla-seg carla: {format_counts(summary)}; {args.record}/record_summary.json", file=sys.stderr)
+    if writer is not None and writer.error:
+        raise CarlaError(writer.error)
     return 0
+
+
+def report_cleanup(problems: list[str]) -> None:
+    for problem in problems:
+        print(f"carla-seg carla: cleanup: {problem}", file=sys.stderr)
+
+
+def run_ticks(world, cameras, publisher, writer, ticks: int, args, meta: dict, tag: str) -> bool:
+    """Tick the world ``ticks`` times (0 = until Ctrl-C); False once the writer is full or failed."""
+    done = 0
+    while not ticks or done < ticks:
+        frame = world.tick()
+        done += 1
+        if publisher is None and writer is None:
+            continue
+        stamp = cs.stamp_ns(world.get_snapshot().timestamp.elapsed_seconds)
+        rgb = image_for(cameras[cs.RGB][1], frame, args.timeout)
+        sem = image_for(cameras[cs.SEMANTIC][1], frame, args.timeout)
+        if publisher is not None:
+            publisher.publish(stamp, rgb.raw_data, sem.raw_data)
+        if writer is not None:
+            writer.offer(cs.record_sample(rgb.raw_data, sem.raw_data, args.width, args.height, stamp, args.coding,
+                                          meta, tag))
+            if writer.error or writer.full:
+                return False
+    return True
 
 
 def main(argv=None) -> int:

@@ -101,3 +101,46 @@ def camera_info_msg(width: int, height: int, fov: float, stamp: int, frame_id: s
     msg.r = [1.0, 0.0, 0.0, 0.0, 1.0, 0.0, 0.0, 0.0, 1.0]
     msg.p = [fx, 0.0, cx, 0.0, 0.0, fx, cy, 0.0, 0.0, 0.0, 1.0, 0.0]
     return msg
+
+
+def weather_presets(weather_parameters, names: list[str]) -> list[tuple[str, object]]:
+    """[(name, carla.WeatherParameters preset)] for ``names``; ValueError naming the unknown ones and the valid ones.
+
+    ``weather_parameters`` is ``carla.WeatherParameters``: its presets are class attributes of that type."""
+    valid = sorted(n for n in dir(weather_parameters)
+                   if not n.startswith("_") and isinstance(getattr(weather_parameters, n), weather_parameters))
+    unknown = [n for n in names if n not in valid]
+    if unknown:
+        raise ValueError(f"unknown weather preset {', '.join(map(repr, unknown))}; CARLA's presets: "
+                         f"{', '.join(valid)}")
+    return [(n, getattr(weather_parameters, n)) for n in names]
+
+
+def map_name(path: str) -> str:
+    """'/Game/Carla/Maps/Town01' or 'Town01' -> 'Town01' (what --towns takes and file names use)."""
+    return str(path).rstrip("/").rsplit("/", 1)[-1]
+
+
+def plan_segments(towns: list[str], weathers: list[str], frames_per_town: int) -> list[tuple[str | None, str | None,
+                                                                                               int]]:
+    """(town, weather, ticks) in order: each town in turn for ``frames_per_town`` ticks, split evenly over the
+    weathers (the first ones get the remainder), so every town is seen in every weather. None = keep as it is."""
+    out = []
+    weathers = weathers or [None]
+    for town in towns or [None]:
+        base, extra = divmod(frames_per_town, len(weathers))
+        for k, weather in enumerate(weathers):
+            ticks = base + (k < extra)
+            if ticks:
+                out.append((town, weather, ticks))
+    return out
+
+
+def record_sample(rgb_raw, semantic_raw, width: int, height: int, stamp: int, coding: str, meta: dict,
+                  tag: str = ""):
+    """One tick of CARLA's raw buffers -> a dataset_writer.Sample: the RGB camera's BGRA as RGB, the semantic
+    camera's red channel as the raw tag ids of ``coding`` (0.9.16: tags29), copied (CARLA reuses its buffers)."""
+    from carla_seg_ros.evaluation.dataset_writer import Sample
+    rgb = np.ascontiguousarray(bgra_array(rgb_raw, width, height)[..., 2::-1])
+    tags = np.array(bgra_array(semantic_raw, width, height)[..., 2])
+    return Sample(stamp, rgb, lambda: (tags, coding), dict(meta), tag)

@@ -315,3 +315,138 @@ def test_bridge_publisher_sends_the_bridge_topics_over_dds(monkeypatch):
     decoded = decode_ground_truth(got["semantic"], "palette", load_coding("tags29"), Counters())
     assert np.array_equal(decoded, tags)
     assert got["rgb_info"].width == 8 and got["rgb_info"].k[0] == pytest.approx(4.0)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# --record: the dataset writer fed straight from the synchronous sensors
+# ---------------------------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("argv, needle", [
+    (["--towns", "Town01"], "--frames-per-town"), (["--weathers", "ClearNoon"], "--frames-per-town"),
+    (["--towns", "Town01", "--frames-per-town", "5", "--attach"], "--attach"),
+    (["--record", "x", "--coding", "tags99"], "--coding 'tags99'"), (["--every", "0"], "--every")])
+def test_record_bad_arguments_are_one_line(argv, needle, capsys):
+    assert cc.main(argv) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and needle in err[0], err
+
+
+def test_weather_names_are_checked_against_the_real_presets(tmp_path, capsys):
+    carla = pytest.importorskip("carla", reason="the CARLA client wheel (extra `carla`) is not installed")
+    presets = cs.weather_presets(carla.WeatherParameters, ["ClearNoon", "WetSunset", "HardRainNoon", "ClearNight"])
+    assert [n for n, _ in presets] == ["ClearNoon", "WetSunset", "HardRainNoon", "ClearNight"]
+    assert all(isinstance(p, carla.WeatherParameters) for _, p in presets)
+    assert presets[0][1] == carla.WeatherParameters.ClearNoon
+    # A typo is refused before anything connects (the port is closed) or any folder is made.
+    argv = ["--weathers", "ClearNoon,SunnyNoon", "--frames-per-town", "8", "--port", str(free_port()),
+            "--record", str(tmp_path / "ds")]
+    assert cc.main(argv) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "unknown weather preset 'SunnyNoon'" in err[0] and "WetSunset" in err[0], err
+    assert not (tmp_path / "ds").exists()
+
+
+def test_record_without_server_and_into_an_unwritable_folder(tmp_path, capsys):
+    pytest.importorskip("carla", reason="the CARLA client wheel (extra `carla`) is not installed")
+    port = free_port()
+    assert cc.main(["--record", str(tmp_path / "ds"), "--port", str(port), "--timeout", "1"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and f"no CARLA server answered at 127.0.0.1:{port}" in err[0], err
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    assert cc.main(["--record", str(blocker / "ds"), "--port", str(port), "--timeout", "1"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "cannot write to output folder" in err[0] and str(blocker / "ds") in err[0], err
+
+
+def test_plan_segments_cover_every_town_in_every_weather():
+    plan = cs.plan_segments(["Town01", "Town03"], ["ClearNoon", "WetSunset", "ClearNight"], 10)
+    assert plan == [("Town01", "ClearNoon", 4), ("Town01", "WetSunset", 3), ("Town01", "ClearNight", 3),
+                    ("Town03", "ClearNoon", 4), ("Town03", "WetSunset", 3), ("Town03", "ClearNight", 3)]
+    assert cs.plan_segments([], ["ClearNoon"], 5) == [(None, "ClearNoon", 5)]
+    assert cs.map_name("/Game/Carla/Maps/Town10HD_Opt") == "Town10HD_Opt"
+
+
+def test_carla_buffers_into_the_dataset_writer(tmp_path):
+    from carla_seg_ros.datasets import find_pairs, read_rgb, read_tag_ids
+    from carla_seg_ros.evaluation.dataset_writer import DatasetWriter
+    raw_rgb, raw_sem, bgra, tags = carla_buffers(np.random.default_rng(5))
+    writer = DatasetWriter(tmp_path / "ds", block=True)
+    sample = cs.record_sample(raw_rgb, raw_sem, 8, 6, 3 * 10**9 + 50_000_000, "tags29", {"fx": 4.0},
+                              "Town01_WetNoon")
+    assert writer.offer(sample) == "queued"
+    writer.close()
+    (pair,) = find_pairs(tmp_path / "ds", "all")
+    assert pair.name == "t29_Town01_WetNoon_0000000003_050000000" and pair.coding == "tags29"
+    assert np.array_equal(read_rgb(pair.rgb), bgra[..., 2::-1]) and np.array_equal(read_tag_ids(pair.label), tags)
+
+
+class FakeRecordingWorld(FakeWorld):
+    """A world whose cameras deliver CARLA-style images on every tick (BGRA bytes, tag ids in the red channel)."""
+
+    def __init__(self, town, log_weather):
+        super().__init__()
+        self.town, self.listeners, self.weather_log, self.delivered = town, {}, log_weather, []
+
+    def spawn_actor(self, bp, transform, attach_to=None):
+        actor = super().spawn_actor(bp, transform, attach_to)
+        actor.listen = lambda cb, name=bp.id: self.listeners.__setitem__(name, cb)
+        return actor
+
+    def tick(self):
+        self.ticks += 1
+        rng = np.random.default_rng(hash((self.town, self.ticks)) % 2**32)
+        raw_rgb, raw_sem, bgra, tags = carla_buffers(rng)
+        self.delivered.append((bgra, tags))
+        for name, cb in self.listeners.items():
+            cb(types.SimpleNamespace(frame=self.ticks, raw_data=raw_sem if "semantic" in name else raw_rgb))
+        return self.ticks
+
+    def get_snapshot(self):
+        return types.SimpleNamespace(timestamp=types.SimpleNamespace(elapsed_seconds=self.ticks * 0.05))
+
+    def set_weather(self, preset):
+        self.weather_log.append((self.town, preset))
+
+
+def test_record_cycles_towns_and_weathers_against_a_fake_world(monkeypatch, tmp_path, capsys):
+    """The loop of `carla-seg carla --record` where a server would be needed: fake worlds, the real writer."""
+    carla = pytest.importorskip("carla", reason="the CARLA client wheel (extra `carla`) is not installed")
+    import csv
+    import json
+
+    from carla_seg_ros.datasets import find_pairs, read_rgb, read_tag_ids
+    weather_log, worlds = [], {}
+    lib = FakeClientLib("0.9.16")
+    lib.WeatherParameters = carla.WeatherParameters
+
+    def load_world(self, town):
+        worlds[town] = FakeRecordingWorld(town, weather_log)
+        return worlds[town]
+    lib.Client.load_world = load_world
+    monkeypatch.setattr(cc, "import_carla", lambda: lib)
+    out = tmp_path / "ds"
+    assert cc.main(["--ros", "native", "--record", str(out), "--towns", "Town01,Town03", "--weathers",
+                    "ClearNoon,HardRainNoon", "--frames-per-town", "4", "--width", "8", "--height", "6"]) == 0
+    assert list(worlds) == ["Town01", "Town03"]
+    presets = carla.WeatherParameters
+    assert weather_log == [("Town01", presets.ClearNoon), ("Town01", presets.HardRainNoon),
+                           ("Town03", presets.ClearNoon), ("Town03", presets.HardRainNoon)]
+    for world in worlds.values():        # each town's world restored and its actors destroyed before the next
+        assert world.log[-1] == ("settings", False, None) and ("destroy", "vehicle") in world.log
+    pairs = find_pairs(out, "all")
+    assert [p.name for p in pairs] == sorted(
+        f"t29_{town}_{weather}_0000000000_{k * 50_000_000:09d}"
+        for town in ("Town01", "Town03") for weather, ks in (("ClearNoon", (1, 2)), ("HardRainNoon", (3, 4)))
+        for k in ks)
+    by_name = {p.name: p for p in pairs}
+    for town, world in worlds.items():
+        for k, (bgra, tags) in enumerate(world.delivered, start=1):
+            weather = "ClearNoon" if k <= 2 else "HardRainNoon"
+            pair = by_name[f"t29_{town}_{weather}_0000000000_{k * 50_000_000:09d}"]
+            assert np.array_equal(read_rgb(pair.rgb), bgra[..., 2::-1])
+            assert np.array_equal(read_tag_ids(pair.label), tags)
+    rows = list(csv.DictReader(open(out / "manifest.csv")))
+    assert len(rows) == 8 and {r["coding"] for r in rows} == {"tags29"} and float(rows[0]["fx"]) == pytest.approx(4.0)
+    summary = json.loads((out / "record_summary.json").read_text())
+    assert summary["written"] == 8 and summary["dropped_writer"] == 0
+    assert "written 8" in capsys.readouterr().err
