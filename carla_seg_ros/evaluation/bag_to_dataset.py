@@ -62,7 +62,8 @@ def convert(args, topics: dict[str, str]) -> dict:
         counters = Counters(log=lambda m: print(f"bag-to-dataset: skipping: {m} (further frames with this problem "
                                                 "are only counted)", file=sys.stderr))
         writer = DatasetWriter(args.out, every=args.every, min_change=args.min_change, max_frames=args.max_frames,
-                               queue_size=args.queue_size, block=True, png_level=args.png_level, counters=counters)
+                               queue_size=args.queue_size, block=True, png_level=args.png_level,
+                               threads=args.writers, counters=counters)
         recorder = PairRecorder(writer, args.gt_format, coding, topics,
                                 tolerance_ns=int(round(args.stamp_tolerance * 1e9)),
                                 match_window_ns=int(round(args.match_window * 1e9)), source=f"bag {args.bag}")

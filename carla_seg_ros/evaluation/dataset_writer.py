@@ -14,7 +14,7 @@ the same names whether they were recorded live or read from a bag.
 
 Selection (``every``, ``min_change``, ``max_frames``) is decided in ``offer`` on the caller's thread (cheap: a
 counter and a 1/16-size grey thumbnail); decoding the ground truth and encoding/writing the PNGs happen on one
-writer thread behind a bounded queue. A live caller never waits: a pair that finds the queue full is counted as
+writer thread (or ``threads`` of them) behind a bounded queue. A live caller never waits: a pair that finds the queue full is counted as
 ``dropped_writer``. A bag reader passes ``block=True`` and nothing is dropped. Each file is written under a
 temporary name and renamed, the label before the image and the manifest row last, so a pair is either complete
 or absent (an orphan label without its image is never listed by datasets.find_pairs). A write that fails
@@ -43,6 +43,21 @@ MANIFEST_FIELDS = ("name", "stamp_ns", "stamp_s", "rgb_topic", "gt_topic", "codi
                    "width", "height", "info_width", "info_height", "fx", "fy", "cx", "cy", "source")
 CODING_PREFIX = {"tags13": "", "tags23": "t23_", "tags29": "t29_"}     # datasets._coding_from_name's inverse
 THUMB_STEP = 4
+
+
+def png_params(level: int, labels: bool) -> list[int]:
+    """OpenCV PNG settings: zlib ``level``, plus the filter and strategy that are fastest for the content (measured
+    on 800x600 CARLA frames: camera images with the Sub filter and Huffman-only coding take half the time of
+    OpenCV's default at level 1 and are 13 % smaller; label images, long runs of one id, with Up + RLE: a third
+    of the time, 10 kB). Older OpenCV without IMWRITE_PNG_FILTER gets the strategy alone."""
+    import cv2
+    params = [cv2.IMWRITE_PNG_COMPRESSION, int(level)]
+    if level > 0:
+        params += [cv2.IMWRITE_PNG_STRATEGY,
+                   cv2.IMWRITE_PNG_STRATEGY_RLE if labels else cv2.IMWRITE_PNG_STRATEGY_HUFFMAN_ONLY]
+        if hasattr(cv2, "IMWRITE_PNG_FILTER"):
+            params += [cv2.IMWRITE_PNG_FILTER, cv2.IMWRITE_PNG_FILTER_UP if labels else cv2.IMWRITE_PNG_FILTER_SUB]
+    return params
 
 
 class DatasetWriteError(RuntimeError):
@@ -106,7 +121,7 @@ class Counts:
 
 class DatasetWriter:
     def __init__(self, out: Path, every: int = 1, min_change: float = 0.0, max_frames: int = 0,
-                 queue_size: int = 16, block: bool = False, png_level: int = 1,
+                 queue_size: int = 16, block: bool = False, png_level: int = 1, threads: int = 1, nice: int = 0,
                  counters: Counters | None = None, on_written: Callable[[str], None] | None = None):
         if every < 1:
             raise ValueError("every must be >= 1")
@@ -117,6 +132,8 @@ class DatasetWriter:
         self.every, self.min_change, self.max_frames = every, float(min_change), max_frames
         self.block = block
         self.png_level = png_level
+        self.nice = nice
+        self._rgb_params, self._label_params = png_params(png_level, False), png_params(png_level, True)
         self.counters = counters or Counters()
         self.on_written = on_written
         self.counts = Counts()
@@ -136,8 +153,11 @@ class DatasetWriter:
         if new:
             self._manifest.writeheader()
             self._manifest_file.flush()
-        self._thread = threading.Thread(target=self._run, name="dataset-writer", daemon=True)
-        self._thread.start()
+        # OpenCV encodes without the GIL, so a second thread uses a second core.
+        self._threads = [threading.Thread(target=self._run, name=f"dataset-writer-{k}", daemon=True)
+                         for k in range(max(1, threads))]
+        for thread in self._threads:
+            thread.start()
 
     # ------------------------------------------------------------------ producer side
     @property
@@ -183,6 +203,12 @@ class DatasetWriter:
 
     # ------------------------------------------------------------------ writer thread
     def _run(self) -> None:
+        if self.nice:
+            try:     # Linux: a thread's own nice value; the receiving (DDS, executor) threads then win the CPU
+                os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), os.getpriority(os.PRIO_PROCESS, 0) +
+                               self.nice)
+            except (AttributeError, OSError):
+                pass
         while True:
             sample = self._queue.get()
             if sample is None:
@@ -212,9 +238,9 @@ class DatasetWriter:
             raise ImageRejected("size_mismatch", f"camera {rgb.shape[1]}x{rgb.shape[0]} and ground truth "
                                                  f"{tags.shape[1]}x{tags.shape[0]} differ in size")
         name = frame_name(sample.stamp_ns, coding, sample.tag)
-        params = [cv2.IMWRITE_PNG_COMPRESSION, int(self.png_level)]
-        ok_label, label_png = cv2.imencode(".png", np.ascontiguousarray(tags, np.uint8), params)
-        ok_rgb, rgb_png = cv2.imencode(".png", cv2.cvtColor(np.ascontiguousarray(rgb), cv2.COLOR_RGB2BGR), params)
+        ok_label, label_png = cv2.imencode(".png", np.ascontiguousarray(tags, np.uint8), self._label_params)
+        ok_rgb, rgb_png = cv2.imencode(".png", cv2.cvtColor(np.ascontiguousarray(rgb), cv2.COLOR_RGB2BGR),
+                                       self._rgb_params)
         if not (ok_label and ok_rgb):
             raise ImageRejected("png_encode", f"OpenCV could not encode frame {name} as PNG")
         # Label first, image last: datasets.find_pairs lists a pair by its image, so a pair is complete or absent.
@@ -222,9 +248,9 @@ class DatasetWriter:
         _atomic_write(self.out / "rgb" / f"{name}.png", rgb_png)
         row = dict(sample.meta, name=name, stamp_ns=sample.stamp_ns, stamp_s=f"{sample.stamp_ns / 1e9:.9f}",
                    coding=coding, width=rgb.shape[1], height=rgb.shape[0])
-        self._manifest.writerow(row)
-        self._manifest_file.flush()
         with self._lock:
+            self._manifest.writerow(row)
+            self._manifest_file.flush()
             self.counts.written += 1
             self.codings[coding] = self.codings.get(coding, 0) + 1
         if self.on_written is not None:
@@ -236,9 +262,11 @@ class DatasetWriter:
 
     def close(self, timeout: float | None = None) -> None:
         """Write everything queued, then stop the writer thread (idempotent)."""
-        if self._thread.is_alive():
+        alive = [t for t in self._threads if t.is_alive()]
+        for _ in alive:
             self._queue.put(None)
-            self._thread.join(timeout)
+        for thread in alive:
+            thread.join(timeout)
         if not self._manifest_file.closed:
             try:
                 self._manifest_file.close()

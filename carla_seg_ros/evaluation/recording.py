@@ -11,6 +11,7 @@ an Image-like object first (``from_compressed``).
 """
 from __future__ import annotations
 
+import threading
 from collections import OrderedDict
 from dataclasses import dataclass
 from pathlib import Path
@@ -82,11 +83,12 @@ class PairRecorder:
         self.topics = topics
         self.max_pixels = max_pixels
         self.source = source
-        self.counts = {"rgb_messages": 0, "gt_messages": 0, "camera_info_messages": 0, "unmatched_rgb": 0, "unmatched_gt": 0,
-                       "undecodable_rgb": 0, "undecodable_gt": 0}
+        self.counts = {"rgb_messages": 0, "gt_messages": 0, "camera_info_messages": 0, "unmatched_rgb": 0,
+                       "unmatched_gt": 0, "undecodable_rgb": 0, "undecodable_gt": 0}
         self.outcomes: dict[str, int] = {}
         self.camera_infos: OrderedDict[int, dict] = OrderedDict()
         self._newest_info: dict | None = None      # read by the writer thread (one atomic assignment)
+        self._decode_lock = threading.Lock()
         self.pairer = StampPairer(tolerance_ns, match_window_ns, self._on_pair, self._on_unmatched)
 
     # ------------------------------------------------------------------ input
@@ -147,7 +149,8 @@ class PairRecorder:
         def tags():
             if info is None and self._newest_info is not None:
                 meta.update(self._newest_info)
-            return decoder.decode_tags(gt_msg), decoder.coding.name
+            with self._decode_lock:       # the decoder decides and locks the coding: one frame at a time
+                return decoder.decode_tags(gt_msg), decoder.coding.name
 
         outcome = self.writer.offer(Sample(stamp, rgb, tags, meta), thumb)
         self.outcomes[outcome] = self.outcomes.get(outcome, 0) + 1
@@ -210,7 +213,9 @@ def add_options(p) -> None:
     s.add_argument("--max-frames", type=int, default=0, help="stop after writing this many pairs (0 = no limit)")
     s.add_argument("--png-level", type=int, default=1, choices=range(10), metavar="0-9",
                    help="PNG compression level (default: %(default)s: fast, about 10%% larger than 3)")
-    s.add_argument("--queue-size", type=int, default=16, help="pairs waiting for the writer thread (default: "
+    s.add_argument("--writers", type=int, default=1, help="writer threads (PNG encoding runs without the GIL; "
+                                                          "default: %(default)s)")
+    s.add_argument("--queue-size", type=int, default=32, help="pairs waiting for the writer thread (default: "
                                                              "%(default)s)")
 
 
@@ -218,8 +223,8 @@ def resolve_options(args) -> dict[str, str]:
     """Apply --native, check the values, return the topics; ValueError with a one-line message."""
     if args.native:
         args.gt_format, args.coding = "ids", "tags29"
-    if args.every < 1 or args.min_change < 0 or args.max_frames < 0 or args.queue_size < 1:
-        raise ValueError("--every and --queue-size must be >= 1, --min-change and --max-frames >= 0")
+    if args.every < 1 or args.min_change < 0 or args.max_frames < 0 or args.queue_size < 1 or args.writers < 1:
+        raise ValueError("--every, --writers and --queue-size must be >= 1, --min-change and --max-frames >= 0")
     if args.stamp_tolerance < 0 or args.match_window <= 0:
         raise ValueError("--stamp-tolerance must be >= 0 and --match-window > 0")
     if args.gt_format == "ids" and args.coding == "auto":

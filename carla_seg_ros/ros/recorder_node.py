@@ -25,6 +25,7 @@ import threading
 from carla_seg_ros.evaluation.bag_reading import Counters
 from carla_seg_ros.evaluation.dataset_writer import DatasetWriteError, DatasetWriter, format_counts
 from carla_seg_ros.evaluation.recording import PairRecorder, add_options, resolve_options
+from carla_seg_ros.ros.playback.dds import DDS_CONFIGS, DEFAULT_DDS_CONFIG, apply_in_this_process
 
 NODE_NAME = "carla_seg_recorder"
 
@@ -36,7 +37,16 @@ def build_parser() -> argparse.ArgumentParser:
     r = p.add_argument_group("ROS")
     r.add_argument("--qos-reliability", choices=("reliable", "best_effort"), default="reliable",
                    help="of the subscriptions (the bridge publishes reliable; default: %(default)s)")
-    r.add_argument("--qos-depth", type=int, default=10, help="KEEP_LAST depth of the subscriptions")
+    r.add_argument("--qos-depth", type=int, default=30,
+                   help="KEEP_LAST depth of the subscriptions: 1.5 s of a 20 Hz camera, so a busy moment of this "
+                        "process does not lose messages (default: %(default)s)")
+    r.add_argument("--dds", choices=DDS_CONFIGS, default=DEFAULT_DDS_CONFIG,
+                   help="Fast DDS configuration of this process (config/fastdds_large_frames.xml: 32 MB socket "
+                        "buffers, what seg_node's launch file applies; default: %(default)s)")
+    r.add_argument("--writer-nice", type=int, default=0,
+                   help="run the writer threads this much nicer (Linux per-thread nice) than the receiving ones, so "
+                        "PNG encoding yields the CPU to the subscriptions and the queue absorbs it; not better "
+                        "in `bench record` here; default: %(default)s")
     r.add_argument("--status-period", type=float, default=1.0, help="seconds between ~/status messages")
     return p
 
@@ -55,7 +65,9 @@ class RecorderNode:
         self.counters = Counters(log=self._log_skip)
         self.writer = DatasetWriter(args.out, every=args.every, min_change=args.min_change,
                                     max_frames=args.max_frames, queue_size=args.queue_size,
-                                    png_level=args.png_level, counters=self.counters, on_written=self._written)
+                                    png_level=args.png_level, threads=args.writers, nice=args.writer_nice,
+                                    counters=self.counters,
+                                    on_written=self._written)
         self.recorder = PairRecorder(self.writer, args.gt_format, args.coding, topics,
                                      tolerance_ns=int(round(args.stamp_tolerance * 1e9)),
                                      match_window_ns=int(round(args.match_window * 1e9)), counters=self.counters)
@@ -140,6 +152,7 @@ def main(argv=None) -> int:
     except ValueError as exc:
         print(f"carla-seg record: {exc}", file=sys.stderr)
         return 2
+    apply_in_this_process(args.dds)
     stop = ShutdownSignals()
     rclpy.init(args=["carla-seg-record", *ros_args], signal_handler_options=SignalHandlerOptions.NO)
     try:

@@ -8,7 +8,8 @@ import sys
 TARGETS = {"model": "carla_seg_ros.tools.bench_model", "node": "carla_seg_ros.tools.bench_node",
            "cameras": "carla_seg_ros.tools.bench_cameras",
            "gpu": "carla_seg_ros.tools.bench_gpu", "transport": "carla_seg_ros.tools.bench_transport",
-           "soak": "carla_seg_ros.tools.bench_soak", "fuzz": "carla_seg_ros.tools.bench_fuzz"}
+           "soak": "carla_seg_ros.tools.bench_soak", "fuzz": "carla_seg_ros.tools.bench_fuzz",
+           "record": "carla_seg_ros.tools.bench_record"}
 
 
 def main(argv=None) -> int:

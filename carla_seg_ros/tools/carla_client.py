@@ -278,7 +278,7 @@ def open_writer(args):
     from carla_seg_ros.evaluation.dataset_writer import DatasetWriteError, DatasetWriter
     try:
         return DatasetWriter(args.record, every=args.every, min_change=args.min_change, max_frames=args.max_frames,
-                             block=True, png_level=args.png_level)
+                             block=True, png_level=args.png_level, threads=2)
     except DatasetWriteError as exc:
         raise CarlaError(str(exc)) from exc
 
