@@ -319,3 +319,43 @@ def test_full_disk_is_one_error(bag13, tmp_path, capsys):
         assert set(listed) <= rgb and all((out / "label" / n).is_file() for n in rgb)
     finally:
         subprocess.run(["umount", str(mount)], check=False)
+
+
+def test_record_full_disk_stops_with_one_error(bag13, tmp_path):
+    """Live: the output folder fills up while recording; the recorder stops by itself with exit code 2 and one
+    line naming the folder, and what it wrote is whole pairs only."""
+    from carla_seg_ros.ros.playback.bag_player import BagPlayer, read_bag
+    mount = tmp_path / "tiny"
+    mount.mkdir()
+    if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=300k", "tmpfs", str(mount)],
+                      capture_output=True).returncode != 0:
+        pytest.skip("cannot mount a small tmpfs here (needs root)")
+    try:
+        out = mount / "ds"
+        msgs = read_bag(bag13, [BAG["image"], BAG["semantic"]])
+        with NodeProcess("carla-seg record", record_argv(out), tmp_path / "record.log", env=dds_env()) as proc, \
+                BagPlayer(domain_id=DOMAIN_ID, clock_topic=PREFIX + "/clock", depth=50) as player:
+            for topic, msg in ((RGB, msgs[BAG["image"]][0]), (GT, msgs[BAG["semantic"]][0])):
+                player.publisher(topic, type(msg))
+            deadline = time.monotonic() + 60
+            while any(player.pubs[t].get_subscription_count() == 0 for t in (RGB, GT)):
+                proc.check()
+                assert time.monotonic() < deadline, f"recorder never subscribed\n{proc.tail()}"
+                time.sleep(0.05)
+            k = 0
+            while proc.alive and time.monotonic() < deadline:      # the same pairs again under new stamps
+                i = k % len(msgs[BAG["image"]])
+                for topic, msg in ((RGB, msgs[BAG["image"]][i]), (GT, msgs[BAG["semantic"]][i])):
+                    player.publish(topic, lone_copy(msg, k * 10**9))
+                k += 1
+                time.sleep(0.2)
+            assert not proc.alive, f"recorder still running after {k} pairs\n{proc.tail()}"
+            assert proc.proc.returncode == 2, proc.tail()
+            log = proc.tail()
+        error = [ln for ln in log.splitlines() if "cannot write to output folder" in ln]
+        assert len(error) == 1 and str(out) in error[0] and "No space left" in error[0], log
+        listed = [r["name"] + ".png" for r in csv.DictReader(open(out / "manifest.csv"))]
+        rgb = {p.name for p in (out / "rgb").iterdir()}
+        assert set(listed) <= rgb and all(n.endswith(".png") and (out / "label" / n).is_file() for n in rgb)
+    finally:
+        subprocess.run(["umount", str(mount)], check=False)
