@@ -27,7 +27,8 @@ COMMANDS = {
     "bench": ("carla_seg_ros.tools.bench", "benchmarks: `bench model|node|cameras|gpu|transport|soak|fuzz|record`"),
     "demo": ("carla_seg_ros.tools.demo", "run seg_node on the CARLA frames over ROS 2 and write out/demo"),
     "carla": ("carla_seg_ros.tools.carla_client",
-              "drive a CARLA 0.9.16 server: ego vehicle + matching RGB/semantic cameras, synchronous, ROS 2 topics"),
+              "drive a CARLA 0.9.16 server: ego vehicle + matching RGB/semantic cameras, synchronous, ROS 2 "
+              "topics; --record DIR writes a dataset"),
 }
 
 

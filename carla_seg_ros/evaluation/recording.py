@@ -212,7 +212,8 @@ def add_options(p) -> None:
                         "grey level (0-255; e.g. 2 skips a car standing still); 0 = off")
     s.add_argument("--max-frames", type=int, default=0, help="stop after writing this many pairs (0 = no limit)")
     s.add_argument("--png-level", type=int, default=1, choices=range(10), metavar="0-9",
-                   help="PNG compression level (default: %(default)s: fast, about 10%% larger than 3)")
+                   help="PNG zlib level; the filter and strategy are chosen per kind for speed (default: "
+                        "%(default)s)")
     s.add_argument("--writers", type=int, default=1, help="writer threads (PNG encoding runs without the GIL; "
                                                           "default: %(default)s)")
     s.add_argument("--queue-size", type=int, default=32, help="pairs waiting for the writer thread (default: "
