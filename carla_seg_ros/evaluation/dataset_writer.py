@@ -188,18 +188,20 @@ class DatasetWriter:
                         float(np.abs(thumb - self._last_thumb).mean()) < self.min_change:
                     c.skipped_still += 1
                     return "skipped_still"
-            try:
-                if self.block:
-                    self._queue.put(sample)
-                else:
+            if not self.block:
+                try:
                     self._queue.put_nowait(sample)
-            except queue.Full:
-                c.dropped_writer += 1
-                return "dropped_writer"
+                except queue.Full:
+                    c.dropped_writer += 1
+                    return "dropped_writer"
             if thumb is not None:
                 self._last_thumb = thumb
             self._accepted += 1
-            return "queued"
+        if self.block:
+            # Outside the lock: the writer threads take it to count a written pair, and they must be able to
+            # finish the pair in hand and take the next one from the full queue while this waits.
+            self._queue.put(sample)
+        return "queued"
 
     # ------------------------------------------------------------------ writer thread
     def _run(self) -> None:

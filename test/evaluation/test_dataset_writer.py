@@ -106,3 +106,20 @@ def test_unwritable_folder(tmp_path):
     (tmp_path / "file").write_text("x")
     with pytest.raises(DatasetWriteError, match=r"cannot write to output folder .*file/ds"):
         DatasetWriter(tmp_path / "file" / "ds")
+
+
+def test_blocking_writer_waits_for_a_full_queue_without_deadlock(tmp_path):
+    """bag-to-dataset and carla --record wait for the writer: many more pairs than the queue holds go through."""
+    rgb, tags = np.zeros((8, 8, 3), np.uint8), np.zeros((8, 8), np.uint8)
+    w = DatasetWriter(tmp_path / "ds", queue_size=1, block=True, threads=1)
+    done = threading.Event()
+
+    def produce():
+        for k in range(40):
+            w.offer(sample(k * MS, rgb, tags, "tags13"))
+        done.set()
+
+    threading.Thread(target=produce, daemon=True).start()
+    assert done.wait(60), "the producer hung on the full queue"
+    w.close()
+    assert w.counts.written == 40 and w.counts.dropped_writer == 0
