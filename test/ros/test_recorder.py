@@ -359,3 +359,13 @@ def test_record_full_disk_stops_with_one_error(bag13, tmp_path):
         assert set(listed) <= rgb and all(n.endswith(".png") and (out / "label" / n).is_file() for n in rgb)
     finally:
         subprocess.run(["umount", str(mount)], check=False)
+
+
+def test_bag_to_dataset_sqlite3_equals_mcap(bag13, tmp_path, data_dir):
+    db3 = tmp_path / "bag13_db3"
+    assert make_bag_main(["--data", str(data_dir), "--out", str(db3), "--limit", "4", "--storage", "sqlite3"]) == 0
+    outs = [tmp_path / "from_mcap", tmp_path / "from_db3"]
+    for bag, out in zip((bag13, db3), outs):
+        assert bag_to_dataset_main([str(bag), "--out", str(out), "--queue-size", "1"]) == 0
+    same_folders(*outs)
+    assert len(find_pairs(outs[0], "all")) == 4
