@@ -14,8 +14,9 @@ the same names whether they were recorded live or read from a bag.
 
 Selection (``every``, ``min_change``, ``max_frames``) is decided in ``offer`` on the caller's thread (cheap: a
 counter and a 1/16-size grey thumbnail); decoding the ground truth and encoding/writing the PNGs happen on one
-writer thread (or ``threads`` of them) behind a bounded queue. A live caller never waits: a pair that finds the queue full is counted as
-``dropped_writer``. A bag reader passes ``block=True`` and nothing is dropped. Each file is written under a
+writer thread (or ``threads`` of them) behind a bounded queue. A live caller never waits: a pair that finds the
+queue full is counted as ``dropped_writer``. A bag reader or the CARLA client passes ``block=True`` and waits, so
+nothing is dropped. Each file is written under a
 temporary name and renamed, the label before the image and the manifest row last, so a pair is either complete
 or absent (an orphan label without its image is never listed by datasets.find_pairs). A write that fails
 (unwritable folder, full disk) stops the writer with one error that names the folder (``error``).
