@@ -43,11 +43,11 @@ from carla_seg_ros.learning.train import class_weights, load_splits, segmentatio
 from carla_seg_ros.networks.models import input_normalisation, normalize_uint8
 from carla_seg_ros.networks.weights import load_model, read_metadata, save_weights
 from carla_seg_ros.paths import default_data_dir, models_dir
+from carla_seg_ros.runtime.input_size import width_for_aspect
 from carla_seg_ros.runtime.preprocess import resize_image
 from carla_seg_ros.unlabelled import (HELD_OUT, POOL, VEHICLE_BOX_CLASSES, frames_of, read_frame, read_unlabelled,
                                       split_unlabelled)
 
-MODEL_HEIGHT = 288
 TARGET_STORE = (512, 384)     # unlabelled frames are held in memory at this size (800x600 sources: 1.04 GB less)
 IN_VEHICLE, NEAR_BOX, BOXED = 1, 2, 4    # bits of a box map
 GUIDE_BOX_CLASSES = VEHICLE_BOX_CLASSES + ("motorbike", "bicycle")   # CARLA renders two-wheelers as vehicles
@@ -64,6 +64,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--unlabelled", type=Path, required=True, help="folder of unlabelled frames (rgb/, boxes.csv)")
     p.add_argument("--out", type=Path, default=Path("runs/self_train"))
     p.add_argument("--steps", type=int, default=500)
+    p.add_argument("--height", type=int, default=288,
+                   help="model input height (crops and evaluation); a lower one makes a faster model (default 288)")
     p.add_argument("--batch", type=int, default=4, help="labelled frames per step; as many unlabelled (default 4)")
     p.add_argument("--lr", type=float, default=1e-3, help="peak lr of the decoder and head")
     p.add_argument("--encoder-lr", type=float, default=1e-4, help="peak lr of the encoder")
@@ -89,6 +91,11 @@ def build_parser() -> argparse.ArgumentParser:
 # ---------------------------------------------------------------------------------------------------------------
 # data
 # ---------------------------------------------------------------------------------------------------------------
+def model_size(height: int) -> tuple[int, int]:
+    """The model's own (4:3) input size at ``height``: 384x288, 288x224 (width a multiple of 32)."""
+    return width_for_aspect(height, 4 / 3), height
+
+
 def box_map(frame, size_wh: tuple[int, int], image_wh: tuple[int, int]) -> np.ndarray:
     """uint8 map at size_wh: IN_VEHICLE inside a vehicle box, NEAR_BOX within any box grown by half its size,
     BOXED everywhere on a frame whose source boxes its objects."""
@@ -108,8 +115,8 @@ def box_map(frame, size_wh: tuple[int, int], image_wh: tuple[int, int]) -> np.nd
 
 
 def load_unlabelled(args):
-    """(pool images, pool box maps) at TARGET_STORE and the held-out frames ((record, size) pairs, images at
-    384x288: every held-out frame of this data is 4:3)."""
+    """(pool images, pool box maps) at TARGET_STORE and the held-out frames ((record, size) pairs, images at the
+    model's 4:3 size: every held-out frame of this data is 4:3)."""
     frames = read_unlabelled(args.unlabelled)
     split = split_unlabelled(frames)
     pool, held = frames_of(frames, split, POOL)[:args.limit_images], frames_of(frames, split, HELD_OUT)[:args.limit_images]
@@ -123,7 +130,7 @@ def load_unlabelled(args):
     held_images, held_sizes = [], []
     for fr in held:
         rgb = read_frame(fr)
-        held_images.append(resize_image(rgb, (384, MODEL_HEIGHT)))
+        held_images.append(resize_image(rgb, model_size(args.height)))
         held_sizes.append((rgb.shape[1], rgb.shape[0]))
     return np.stack(images), np.stack(maps), list(zip(held, held_sizes)), held_images
 
@@ -135,7 +142,7 @@ def source_batch(images, labels, width, args, paste_ids, rng):
         if rng.random() < 0.5:
             donor = rng.integers(len(images))
             img, label = copy_paste(img, label, images[donor], labels[donor], paste_ids, rng)
-        img, (label,) = random_crop(img, [label], (width, MODEL_HEIGHT), (0.8, 1.35), rng)
+        img, (label,) = random_crop(img, [label], (width, args.height), (0.8, 1.35), rng)
         img = strong_photometric(img, rng, 0.5) if rng.random() < args.strong_source else photometric(img, rng)
         xs.append(img)
         ys.append(label)
@@ -146,7 +153,7 @@ def target_crops(images, maps, width, args, rng):
     """Clean crops (the teacher's view) and their box maps."""
     xs, ms = [], []
     for j in rng.integers(0, len(images), args.batch):
-        img, (bmap,) = random_crop(images[j], [maps[j]], (width, MODEL_HEIGHT), (1.0, 1.5), rng, pad_value=0)
+        img, (bmap,) = random_crop(images[j], [maps[j]], (width, args.height), (1.0, 1.5), rng, pad_value=0)
         xs.append(img)
         ms.append(bmap)
     return np.stack(xs), np.stack(ms)
@@ -292,7 +299,7 @@ def main(argv=None) -> int:
 
     t_load = time.time()
     src_x, src_y = load_splits(args.data, args.train_splits, (400, 300), hood, args.limit_images)
-    val = load_splits(args.data, ["val"], (384, MODEL_HEIGHT), hood, args.limit_images)
+    val = load_splits(args.data, ["val"], model_size(args.height), hood, args.limit_images)
     tgt_x, tgt_maps, held, held_images = load_unlabelled(args)
     print(f"data: {len(src_x)} labelled frames ({'+'.join(args.train_splits)}), {len(tgt_x)} unlabelled pool frames, "
           f"{len(held)} held-out unlabelled frames ({time.time() - t_load:.0f}s)", flush=True)
@@ -323,7 +330,7 @@ def main(argv=None) -> int:
             rows = [{k: ("" if v == "" else float(v)) for k, v in r.items()} for r in csv.DictReader(f)]
         print(f"resumed from {last} at step {step}")
 
-    run_info = {"model": model_config, "input_size": [384, MODEL_HEIGHT], "hood_mode": hood.mode,
+    run_info = {"model": model_config, "input_size": list(model_size(args.height)), "hood_mode": hood.mode,
                 "hood_row_fraction": hood.row_fraction, "init": str(args.init), "recipe": "self-train",
                 "args": {k: str(v) for k, v in vars(args).items()}}
     (args.out / "config.json").write_text(json.dumps(run_info, indent=2))
@@ -342,7 +349,7 @@ def main(argv=None) -> int:
                dynamic_ncols=True)
     window = []
     for step in bar:
-        width = crop_width(rng)
+        width = crop_width(rng, args.height)
         sx, sy = source_batch(src_x, src_y, width, args, paste_ids, rng)
         tx, tmap = target_crops(tgt_x, tgt_maps, width, args, rng)
         with torch.no_grad():

@@ -14,15 +14,17 @@ import cv2
 import numpy as np
 
 from carla_seg_ros import classes
+from carla_seg_ros.runtime.input_size import width_for_aspect
 from carla_seg_ros.runtime.preprocess import resize_mask
 
-# Crop widths at the model height (288): 4:3 (384), 14:9, 16:9 (512) and 20:9 (640); drawn per batch.
-CROP_WIDTHS = (384, 448, 512, 640)
-CROP_WIDTH_P = (0.4, 0.2, 0.3, 0.1)
+# Crop aspects, drawn per batch: 4:3, 14:9, 16:9 and 20:9 (at height 288: widths 384, 448, 512 and 640).
+CROP_ASPECTS = (4 / 3, 14 / 9, 16 / 9, 20 / 9)
+CROP_ASPECT_P = (0.4, 0.2, 0.3, 0.1)
 
 
-def crop_width(rng: np.random.Generator) -> int:
-    return int(rng.choice(CROP_WIDTHS, p=CROP_WIDTH_P))
+def crop_width(rng: np.random.Generator, height: int = 288) -> int:
+    """A crop width for the model height: one of CROP_ASPECTS, as the node would run it (a multiple of 32)."""
+    return width_for_aspect(height, float(rng.choice(CROP_ASPECTS, p=CROP_ASPECT_P)))
 
 
 def random_crop(img: np.ndarray, maps: list[np.ndarray], crop_wh: tuple[int, int], scale: tuple[float, float],

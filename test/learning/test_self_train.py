@@ -104,9 +104,12 @@ def test_random_crop_gives_the_crop_size_and_keeps_maps_aligned(size):
         assert ((out[..., 0][valid] > 100) == (lab[valid] == 5)).mean() > 0.98
 
 
-def test_crop_widths_are_multiples_of_32():
+def test_crop_widths_follow_the_model_height():
     rng = np.random.default_rng(0)
-    assert all(crop_width(rng) % 32 == 0 for _ in range(50))
+    assert {crop_width(rng) for _ in range(200)} == {384, 448, 512, 640}
+    assert {crop_width(rng, 224) for _ in range(200)} == {288, 352, 384, 512}
+    assert all(crop_width(rng, 224) % 32 == 0 for _ in range(50))
+    assert st.model_size(288) == (384, 288) and st.model_size(224) == (288, 224)
 
 
 def test_strong_photometric_and_weathers_keep_shape_and_range():
