@@ -61,7 +61,7 @@ def read_frames(pred_bag) -> tuple[list, list]:
 
 
 class MetricsWatch:
-    """The node's ~/metrics JSON, latest message."""
+    """The node's ~/metrics JSON, latest message; ``tick`` plays one clock tick and waits for the node to take it."""
 
     def __init__(self, player):
         from diagnostic_msgs.msg import DiagnosticArray
@@ -72,6 +72,7 @@ class MetricsWatch:
         self.subscriptions = [player.node.create_subscription(String, f"{NODE}/metrics", self._cb, 10),
                               player.node.create_subscription(DiagnosticArray, "/diagnostics", self._diag, 10)]
         self.executor = player.executor
+        self.sent = {MASK_TOPIC: 0, GT_TOPIC: 0}      # messages published by tick() since the last reset_counts()
 
     def _cb(self, msg):
         self.latest = json.loads(msg.data)
@@ -89,6 +90,39 @@ class MetricsWatch:
             if self.latest is not None and predicate(self.latest):
                 return self.latest
         raise AssertionError(f"timed out waiting for {what}; last ~/metrics: {self.latest}\n{process.tail()}")
+
+    def tick(self, stamp: int, items, process: NodeProcess, timeout: float = 60.0) -> dict:
+        """/clock = ``stamp``, then ``items`` ((topic, message) pairs); returns once the node has taken all of them.
+
+        The acknowledgement is the node's own ~/metrics: its clock (``stamp_ns``) is ``stamp`` and it has counted
+        every mask and ground-truth message published so far. So the next tick's /clock can never overtake this
+        tick's frames, however slowly a loaded machine runs the node: what the node scores depends on the order
+        of the messages only, never on how fast it runs. /clock is best effort (rclpy's TimeSource), so it is
+        sent again while the node's clock has not reached it.
+        """
+        self.player.clock(stamp)
+        for topic, msg in items:
+            self.player.publish(topic, msg)
+            self.sent[topic] += 1
+        want = dict(self.sent)
+        resend = time.monotonic() + 0.5
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            self.executor.spin_once(timeout_sec=0.05)
+            process.check()
+            m = self.latest
+            if m is not None and m["stamp_ns"] == stamp and m["pairing"]["mask_messages"] == want[MASK_TOPIC] \
+                    and m["pairing"]["gt_messages"] == want[GT_TOPIC]:
+                return m
+            if time.monotonic() > resend and (m is None or m["stamp_ns"] != stamp):
+                self.player.clock(stamp)
+                resend = time.monotonic() + 0.5
+        raise AssertionError(f"timed out waiting for the node to take the tick at t={stamp / 1e9:.3f}s "
+                             f"({want} sent); last ~/metrics: {self.latest}\n{process.tail()}")
+
+    def reset_counts(self) -> None:
+        """After the node's ~/reset: its message counts start from zero again."""
+        self.sent = {MASK_TOPIC: 0, GT_TOPIC: 0}
 
     def close(self):
         for sub in self.subscriptions:

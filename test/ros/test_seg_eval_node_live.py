@@ -15,7 +15,6 @@ import copy
 import json
 import subprocess
 import sys
-import time
 
 import numpy as np
 import pytest
@@ -42,21 +41,18 @@ def restamped(msg, ns: int):
     return out
 
 
-def tick(player, stamp, *items):
-    player.clock(stamp)
-    for topic, msg in items:
-        player.publish(topic, msg)
-    time.sleep(0.08)
+def play_late(watch, proc, gts, masks):
+    """Frame i's mask is published with frame i + LATE's ground truth: LATE ticks after its stamp.
 
-
-def play_late(player, gts, masks):
-    """Frame i's mask is published with frame i + LATE's ground truth: LATE ticks after its stamp."""
+    Each tick waits until the node has taken it (MetricsWatch.tick), so the lateness is exactly LATE ticks on the
+    node's clock, not LATE ticks plus however far a loaded machine lets the node fall behind.
+    """
     stamps = [stamp_of(g) for g in gts]
     for i, gt in enumerate(gts):
-        tick(player, stamps[i], (GT_TOPIC, gt), *([(MASK_TOPIC, masks[i - LATE])] if i >= LATE else []))
+        watch.tick(stamps[i], [(GT_TOPIC, gt), *([(MASK_TOPIC, masks[i - LATE])] if i >= LATE else [])], proc)
     for k, mask in enumerate(masks[len(gts) - LATE:]):
-        tick(player, stamps[-1] + (k + 1) * FRAME_NS, (MASK_TOPIC, mask))
-    player.clock(stamps[-1] + 40 * FRAME_NS)
+        watch.tick(stamps[-1] + (k + 1) * FRAME_NS, [(MASK_TOPIC, mask)], proc)
+    watch.tick(stamps[-1] + 40 * FRAME_NS, [], proc)
 
 
 def bad_frames(gts, masks):
@@ -95,7 +91,7 @@ def test_late_missing_and_bad_frames(pred_bag, tmp_path):
         watch = MetricsWatch(player)
 
         # 1. late masks
-        play_late(player, gts, masks)
+        play_late(watch, proc, gts, masks)
         watch.wait(lambda m: m["pairing"]["paired"] == FRAMES and m["timely"]["frames"] == FRAMES, 60, proc,
                    "all late pairs")
         assert player.call_trigger(f"{NODE}/write_report").success
@@ -114,11 +110,12 @@ def test_late_missing_and_bad_frames(pred_bag, tmp_path):
         # 2. missing and bad frames, after a reset
         assert player.call_trigger(f"{NODE}/reset").success
         watch.wait(lambda m: m["pairing"]["mask_messages"] == 0, 10, proc, "the reset")
+        watch.reset_counts()
         for i, (gt, mask) in enumerate(zip(gts, masks)):
-            tick(player, stamp_of(gt), *([(GT_TOPIC, gt)] if i != 1 else []),
-                 *([(MASK_TOPIC, mask)] if i != 3 else []))
+            watch.tick(stamp_of(gt), [*([(GT_TOPIC, gt)] if i != 1 else []),
+                                      *([(MASK_TOPIC, mask)] if i != 3 else [])], proc)
         for gt, mask in bad_frames(gts, masks):
-            tick(player, stamp_of(gt), (GT_TOPIC, gt), (MASK_TOPIC, mask))
+            watch.tick(stamp_of(gt), [(GT_TOPIC, gt), (MASK_TOPIC, mask)], proc)
         live = watch.wait(lambda m: m["pairing"]["gt_messages"] == FRAMES - 1 + 4 and
                           m["pairing"]["mask_messages"] == FRAMES - 1 + 4, 60, proc, "the bad frames")
         assert live["skipped"] == {"size_mismatch": 1, "mask:not_mono8": 1, "mask:class_out_of_range": 1}
