@@ -40,6 +40,10 @@ class Backend:
     def description(self) -> str:
         return self.name
 
+    def execution_info(self) -> dict:
+        """What the runtime actually runs (precision, kernel ISA), for benchmarks and diagnostics; {} if unknown."""
+        return {}
+
     def infer(self, images: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         if images.dtype != np.uint8 or images.ndim != 4 or images.shape[3] != 3 \
                 or not accepts((images.shape[2], images.shape[1]), self.info):

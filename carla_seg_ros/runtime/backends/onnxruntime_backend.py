@@ -31,3 +31,7 @@ class OnnxRuntimeBackend(Backend):
     def _infer(self, images: np.ndarray):
         ids, conf = self.session.run(list(OUTPUT_NAMES), {INPUT_NAME: images})
         return ids, conf
+
+    def execution_info(self) -> dict:
+        # MLAS picks its kernels from CPUID at load time; no setting limits them (ONEDNN_MAX_CPU_ISA does not).
+        return {"inference_precision": "f32 (int8 for a QDQ model)", "kernel_isa": "MLAS: from CPUID, not limitable"}

@@ -10,14 +10,18 @@ of many aspects recompiles only when more than ``SHAPE_CACHE`` widths alternate.
 from __future__ import annotations
 
 import collections
+import re
 import threading
+from collections import Counter
 
 import numpy as np
 
 from carla_seg_ros.runtime.backends.base import Backend, BackendError
+from carla_seg_ros.runtime.cpu_info import openvino_precision_hint
 from carla_seg_ros.runtime.input_size import KEEP_ASPECT
 
 SHAPE_CACHE = 4     # compiled widths kept (each holds its own plan and buffers, a few MB for the committed model)
+_ISA = re.compile(r"(avx512|avx2|avx|sse42|sse41|amx|uni|ref)")
 
 
 class OpenVinoBackend(Backend):
@@ -34,9 +38,13 @@ class OpenVinoBackend(Backend):
         self.config = {"PERFORMANCE_HINT": "LATENCY"}
         if threads:
             self.config["INFERENCE_NUM_THREADS"] = threads
+        precision = openvino_precision_hint()      # None: OpenVINO's choice (bf16 where the CPU has AVX512-BF16)
+        if precision:
+            self.config["INFERENCE_PRECISION_HINT"] = precision
         self._lock = threading.Lock()
         self._compiled: collections.OrderedDict = collections.OrderedDict()   # width -> (compiled, request)
         self.compilations = 0
+        self._execution_info = None
         try:
             if self.info.input_policy == KEEP_ASPECT:
                 self.model = self.core.read_model(str(self.model_path))
@@ -72,3 +80,41 @@ class OpenVinoBackend(Backend):
             compiled, request = self._for_width(images.shape[2] if None not in self._compiled else None)
             result = request.infer({0: images})
             return result[compiled.output(0)], result[compiled.output(1)]
+
+    def execution_info(self) -> dict:
+        """The precision the compiled model runs in and its kernels per ISA, read from OpenVINO's execution graph.
+
+        ``inference_precision``: the compiled model's INFERENCE_PRECISION_HINT (bf16 / f32 / f16) as it resolved it;
+        ``kernel_isa``: how many nodes run a kernel of each ISA (from each node's ``primitiveType``, e.g.
+        ``brgconv_avx512_1x1_bf16``); ``conv_kernels``: the same for the convolutions alone, the bulk of the time.
+        """
+        if self._execution_info is not None:        # every width compiles with the same config: read it once
+            return self._execution_info
+        with self._lock:
+            compiled = next(reversed(self._compiled.values()))[0]
+        info = {"inference_precision": _type_name(compiled.get_property("INFERENCE_PRECISION_HINT"))}
+        try:
+            isa, conv = Counter(), Counter()
+            for op in compiled.get_runtime_model().get_ordered_ops():
+                rt = op.get_rt_info()
+                primitive = rt["primitiveType"].astype(str) if "primitiveType" in rt else "unknown"
+                if primitive.startswith("unknown"):       # constants, inputs, reshapes: no kernel
+                    continue
+                found = _ISA.search(primitive)
+                name = found.group(1) if found else "other"
+                isa[name] += 1
+                if "conv" in primitive:
+                    conv[name] += 1
+            info["kernel_isa"], info["conv_kernels"] = dict(isa.most_common()), dict(conv.most_common())
+        except Exception as exc:  # noqa: BLE001 - the execution graph is informative only
+            info["kernel_isa_error"] = f"{type(exc).__name__}: {exc}"
+        self._execution_info = info
+        return info
+
+
+def _type_name(value) -> str:
+    """OpenVINO's element type as its short name: <Type: 'bfloat16'> -> 'bf16'."""
+    try:
+        return value.to_string()
+    except AttributeError:
+        return str(value)

@@ -33,6 +33,10 @@ class TorchBackend(Backend):
         self.model = DeployModel(net).eval()
         self.torch = torch
 
+    def execution_info(self) -> dict:
+        # ATen's kernels follow ATEN_CPU_CAPABILITY (reported here), its oneDNN ones ONEDNN_MAX_CPU_ISA.
+        return {"inference_precision": "f32", "kernel_isa": self.torch.backends.cpu.get_cpu_capability()}
+
     def _infer(self, images: np.ndarray):
         with self.torch.inference_mode():
             ids, conf = self.model(self.torch.from_numpy(images))
