@@ -23,6 +23,7 @@ from carla_seg_ros import image_codec
 from carla_seg_ros.ros.node_stats import STAGE_KEYS, KeyedThrottle, NodeStats
 from carla_seg_ros.ros.occupancy import OccupancyOutputs, camera_info_topic
 from carla_seg_ros.ros.seg_params import StartupError, declare_camera_mount
+from carla_seg_ros.runtime.cpu_info import execution_line
 
 LATCHED = QoSProfile(depth=1, durability=DurabilityPolicy.TRANSIENT_LOCAL, reliability=ReliabilityPolicy.RELIABLE)
 
@@ -130,6 +131,7 @@ class CameraIO:
                           model_choice: str = "") -> DiagnosticStatus:
         s = self.stats.snapshot(time.monotonic())
         backend = manager.backend
+        execution = backend.execution_info()
 
         def fmt(value):
             if value is None:
@@ -140,6 +142,9 @@ class CameraIO:
             "backend": backend.name, "backend_requested": requested,
             "backend_state": manager.status.state,     # ready | building (TensorRT engine) | build_failed
             "model_file": str(model_path), "model_choice": model_choice,
+            # what the runtime really runs: OpenVINO's resolved precision (bf16 / f32) and its kernels per ISA
+            "inference_precision": execution.get("inference_precision", "n/a"),
+            "kernels": execution_line(execution) if execution else "n/a",
             **({"camera": self.name} if self.name else {}),
             "input_topic": self.sub.topic_name, "input_rate_hz": s["input_rate_hz"],
             "output_rate_hz": s["output_rate_hz"], "frames_received": s["received"],

@@ -54,6 +54,7 @@ from carla_seg_ros.ros.seg_params import (NODE_NAME, PARAMETERS, PARAMETERS_BY_N
                                           Param, StartupError, declare_parameters)
 from carla_seg_ros.ros.shutdown import run_node
 from carla_seg_ros.runtime.backend_manager import BackendManager
+from carla_seg_ros.runtime.cpu_info import execution_line
 from carla_seg_ros.runtime import frame_ops, memory
 from carla_seg_ros.runtime.inference import group_by_size
 from carla_seg_ros.runtime.input_size import width_range
@@ -140,9 +141,11 @@ class SegPipeline:
         if self._param_callback is None:
             self._param_callback = self.add_on_set_parameters_callback(self._on_set_parameters)
         topics = ", ".join(c.sub.topic_name for c in self.cameras)
+        execution = self.manager.backend.execution_info()       # e.g. OpenVINO's precision: bf16 or f32
         self.get_logger().info(
             f"seg_node ready: backend {self.manager.backend.name}, model {self.model_path} ({self.model_choice}), "
-            f"subscribing {topics} ({self.p['qos_reliability']}, depth {self.p['qos_depth']})")
+            f"subscribing {topics} ({self.p['qos_reliability']}, depth {self.p['qos_depth']})"
+            + (f"; {execution_line(execution)}" if execution else ""))
 
     def _deactivate_pipeline(self) -> None:
         if self._worker is not None:

@@ -23,6 +23,7 @@ from carla_seg_ros.paths import default_data_dir, default_model
 from carla_seg_ros.runtime.backends import BACKEND_CHOICES
 from carla_seg_ros.tools.bench_node import parse_size
 from carla_seg_ros.tools.endurance import cpu_seconds
+from carla_seg_ros.runtime.cpu_info import add_cpu_option, apply_cpu_option
 
 CAMERA_TOPIC = "/bench/cam{}/image"
 SEG_NODE_MODULE = "carla_seg_ros.ros.seg_node"
@@ -133,9 +134,11 @@ def main(argv=None) -> int:
     parser.add_argument("--ready-timeout", type=float, default=180.0, help="seconds for nodes to answer warm-up")
     parser.add_argument("--json", type=Path, default=None, help="write all figures here")
     parser.add_argument("--log-dir", type=Path, default=None, help="keep each node's console log here")
+    add_cpu_option(parser)
     args = parser.parse_args(argv)
     if args.rate <= 0 or args.frames < 2 or min(args.cameras) < 1:
         parser.error("--rate must be > 0, --frames >= 2, --cameras >= 1")
+    cpu = apply_cpu_option(args)
 
     from carla_seg_ros.ros.playback import NO_DATA_HELP, load_frame, resolve_split
     from carla_seg_ros.tools.bench_node import parse_params
@@ -170,7 +173,9 @@ def main(argv=None) -> int:
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps({"rate_hz": args.rate, "frames_per_camera": args.frames, "frame_size": [w, h],
-                                         "load_average_start": load, "results": results}, indent=2) + "\n")
+                                         "load_average_start": load, "cpu": cpu, "results": results}, indent=2)
+                             + "
+")
     return 1 if any("error" in r for r in results) else 0
 
 

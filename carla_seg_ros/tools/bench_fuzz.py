@@ -22,6 +22,7 @@ from collections import Counter
 import numpy as np
 
 from carla_seg_ros.image_codec import REJECT_REASONS
+from carla_seg_ros.runtime.cpu_info import add_cpu_option, apply_cpu_option
 from carla_seg_ros.tools.endurance import (add_node_options, growth, memory_line, node_diagnostics, node_run,
                                            note_end_of_run, note_memory, rss_mb, start, write_json)
 
@@ -87,7 +88,9 @@ def main(argv=None) -> int:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--depth", type=int, default=10, help="seg_node's qos_depth (default: 10, its own default)")
     add_node_options(parser)
+    add_cpu_option(parser)
     args = parser.parse_args(argv)
+    cpu = apply_cpu_option(args)
     if args.malformed < 1 or args.every < 1 or args.rate <= 0 or not 0 <= args.warmup < args.malformed:
         parser.error("--malformed, --every and --rate must be positive, 0 <= --warmup < --malformed")
     from rclpy.qos import HistoryPolicy, QoSProfile, ReliabilityPolicy
@@ -111,7 +114,7 @@ def main(argv=None) -> int:
     sent_reasons: Counter = Counter()
     valid_sent = 0
     samples: list = []
-    report: dict = {"malformed": args.malformed, "every": args.every}
+    report: dict = {"malformed": args.malformed, "every": args.every, "cpu": cpu}
     with node_run(report, proc, player):
         proc.start()
         valid = player.image_message(synthetic_frames(1)[0])

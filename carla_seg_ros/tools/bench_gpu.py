@@ -22,6 +22,8 @@ from types import SimpleNamespace
 
 import numpy as np
 
+from carla_seg_ros.runtime.cpu_info import add_cpu_option, apply_cpu_option
+
 TARGET_FPS_B1 = 1500.0
 TARGET_PIPELINE_P50_MS = 3.0
 CAMERA_WH = (800, 600)
@@ -98,11 +100,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--cache-dir", type=Path, default=None, help="TensorRT engine cache (default: the usual)")
     p.add_argument("--data", type=Path, default=default_data_dir(), help="dataset with fullres/ 800x600 frames")
     p.add_argument("--json", type=Path, help="also write the figures as JSON")
+    add_cpu_option(p)
     return p
 
 
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
+    cpu = apply_cpu_option(args)         # the CPU side of the pipeline (decode, resize) runs on it
     gpu = cuda_device()
     if gpu is None:
         print("bench_gpu: no CUDA GPU visible to PyTorch on this machine: nothing to measure "
@@ -116,7 +120,7 @@ def main(argv=None) -> int:
     cameras = camera_frames(args.data)
     messages = [bgra8_message(rgb) for rgb in cameras]
     results = {"gpu": gpu, "torch": torch.__version__, "cuda": torch.version.cuda, "python": platform.python_version(),
-               "model": str(args.model), "iters": args.iters, "backends": {}}
+               "model": str(args.model), "iters": args.iters, "cpu": cpu, "backends": {}}
     print(f"GPU {gpu}, PyTorch {torch.__version__} (CUDA {torch.version.cuda}); {len(cameras)} camera frame(s) "
           f"{cameras[0].shape[1]}x{cameras[0].shape[0]}")
     for name in [b.strip() for b in args.backends.split(",") if b.strip()]:

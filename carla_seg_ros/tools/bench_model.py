@@ -29,6 +29,7 @@ from pathlib import Path
 import numpy as np
 
 from carla_seg_ros.runtime.backends import AUTO_CPU_ORDER, BackendError, create_backend
+from carla_seg_ros.runtime.cpu_info import add_cpu_option, apply_cpu_option, execution_line
 from carla_seg_ros.datasets import find_pairs, read_rgb
 from carla_seg_ros.paths import default_data_dir, default_model
 from carla_seg_ros.runtime.input_size import accepts
@@ -110,6 +111,7 @@ def build_parser() -> argparse.ArgumentParser:
                         "800x600,1280x720,1382x512")
     p.add_argument("--data", type=Path, default=default_data_dir(), help="a real frame is used when available")
     p.add_argument("--json", type=Path, help="also write the figures as JSON")
+    add_cpu_option(p)
     return p
 
 
@@ -118,6 +120,7 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     if args.rate < 0:
         parser.error("--rate must be >= 0")
+    cpu = apply_cpu_option(args)          # before any runtime loads: --emulate-avx2 works through the environment
     backends = [b.strip() for b in args.backends.split(",")]
     also = args.also if args.also is not None else [m for m in [DEFAULT_INT8] if m.is_file() and m != args.model]
     # (row label, model, backend): the torch backend needs the model's .safetensors, so only the main model has it
@@ -147,7 +150,8 @@ def main(argv=None) -> int:
             results[label + suffix] = {"model": str(model), "backend": backend.name, "input": [w, h],
                                        "p50_ms": float(np.percentile(ms, 50)), "p99_ms": float(np.percentile(ms, 99)),
                                        "max_ms": float(ms.max()), "mean_ms": float(ms.mean()),
-                                       "fps": float(1000.0 * args.batch / ms.mean())}
+                                       "fps": float(1000.0 * args.batch / ms.mean()),
+                                       "execution": backend.execution_info()}
             if (w, h) not in shapes_timed:
                 shapes_timed.append((w, h))
     if not results:
@@ -172,6 +176,9 @@ def main(argv=None) -> int:
               f"{r['p99_ms'] / r['p50_ms']:8.2f} {r['fps']:8.1f} {ratio:>9}")
     print(f"{'machine baseline':<{width}} {machine['p50_ms']:8.2f} {machine['p99_ms']:8.2f} {machine['max_ms']:8.2f} "
           f"{machine['p99_ms'] / machine['p50_ms']:8.2f} {'-':>8} {'-':>9}   ({MachineBaseline.name}, same pacing)")
+    for label, r in results.items():
+        if r["execution"]:
+            print(f"{label}: {execution_line(r['execution'])}")
     for sw, sh in shapes_timed:
         at = [n for n in results if results[n]["input"] == [sw, sh]]
         best = min(at, key=lambda n: results[n]["p50_ms"])
@@ -184,7 +191,7 @@ def main(argv=None) -> int:
         args.json.write_text(json.dumps({"model": str(args.model), "input": [w, h],
                                          "inputs": [list(s) for s in shapes_timed], "batch": args.batch,
                                          "rate_hz": args.rate, "results": results, "machine_baseline": machine,
-                                         "fastest": best}, indent=2))
+                                         "fastest": best, "cpu": cpu}, indent=2))
     return 0
 
 

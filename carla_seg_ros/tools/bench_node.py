@@ -35,6 +35,7 @@ from pathlib import Path
 import numpy as np
 
 from carla_seg_ros.runtime.backends import BACKEND_CHOICES
+from carla_seg_ros.runtime.cpu_info import add_cpu_option, apply_cpu_option
 from carla_seg_ros.datasets import find_pairs
 from carla_seg_ros.paths import default_data_dir
 from carla_seg_ros.ros.playback.dds import DDS_CONFIGS, DEFAULT_DDS_CONFIG, apply_in_this_process, dds_env
@@ -126,7 +127,7 @@ def run_pipeline(pipeline: Pipeline, messages_bgra: list, args, log_dir: Path | 
         player.drain(proc)
         proc.check()
         if not pipeline.is_echo:   # the node's own view: processing time and its drops, one report after the end
-            player.wait_latest(diagnostics, timeout=1.5, newer_than=diagnostics.count)
+            player.wait_latest(diagnostics, timeout=5.0, newer_than=diagnostics.count)   # 1 Hz; slow when loaded
             result["node_diagnostics"] = diagnostics_of(diagnostics.message, pipeline.node_name)
         result.update(player.stream_summary(stream, args.rate))
         if grids:
@@ -353,6 +354,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--json", type=Path, default=None, help="write all figures (and latencies) here")
     parser.add_argument("--plot", type=Path, default=None, help="write a latency CDF plot (PNG) here")
     parser.add_argument("--log-dir", type=Path, default=None, help="keep each node's console log here")
+    add_cpu_option(parser)
     return parser
 
 
@@ -361,6 +363,7 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     if args.rate <= 0 or args.frames < 2:
         parser.error("--rate must be > 0 and --frames >= 2")
+    cpu = apply_cpu_option(args)         # --emulate-avx2 reaches the nodes through their environment
 
     from carla_seg_ros.ros.playback import NO_DATA_HELP, load_frame, resolve_split
 
@@ -416,12 +419,13 @@ def main(argv=None) -> int:
     for r in results:
         values = (r.get("node_diagnostics") or {}).get("values") or {}
         if "model_file" in values:
-            print(f"{r['pipeline']} ran {values['model_file']} ({values.get('model_choice', '?')})")
+            print(f"{r['pipeline']} ran {values['model_file']} ({values.get('model_choice', '?')}); "
+                  f"{values.get('kernels', 'precision ' + values.get('inference_precision', '?'))}")
 
     report = {"publisher_dds": args.publisher_dds, "node_dds": args.node_dds,
               "data_dir": str(data_dir), "split": args.split, "model": str(model) if model else "per backend",
               "rate_hz": args.rate,
-              "frames_per_pipeline": args.frames, "frame_size": [w, h], "cpus": os.cpu_count(),
+              "frames_per_pipeline": args.frames, "frame_size": [w, h], "cpus": os.cpu_count(), "cpu": cpu,
               "load_average_start": load, "load_average_end": os.getloadavg(),
               "targets": {"rate_hz": args.rate, "p99_ms": TARGET_P99_MS,
                           "p50_above_echo_ms": TARGET_P50_ABOVE_ECHO_MS, "occupancy_added_ms": TARGET_OCCUPANCY_MS,

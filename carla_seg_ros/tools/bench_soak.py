@@ -21,6 +21,7 @@ import sys
 import time
 from pathlib import Path
 
+from carla_seg_ros.runtime.cpu_info import add_cpu_option, apply_cpu_option
 from carla_seg_ros.tools.endurance import (add_node_options, cpu_seconds, growth, host_cpu_ticks, memory_line,
                                            node_run, note_end_of_run, note_memory, rss_mb, start, steal_fraction,
                                            write_json)
@@ -98,9 +99,11 @@ def main(argv=None) -> int:
                         help="node under test: seg_node, or echo_node for the transport alone (no model; the "
                              "baseline for a seg_node soak's timeline)")
     add_node_options(parser)
+    add_cpu_option(parser)
     args = parser.parse_args(argv)
     if args.frames < 2 * args.window or args.window < 10 or args.rate <= 0:
         parser.error("need --window >= 10, --frames >= 2 x --window and --rate > 0")
+    cpu = apply_cpu_option(args)          # --emulate-avx2 reaches the node through its environment
     from tqdm import tqdm
 
     from carla_seg_ros.ros.playback import paced
@@ -113,7 +116,7 @@ def main(argv=None) -> int:
     player, proc, masks, diagnostics = start(args, node=args.node)
     report = {"node": args.node, "frames": args.frames, "rate_hz": args.rate, "window": args.window,
               "backend": args.backend, "publisher_dds": args.publisher_dds, "node_dds": args.node_dds,
-              "rss_samples_mb": []}
+              "cpu": cpu, "rss_samples_mb": []}
     keys: list[int] = []
     checkpoints: list[dict] = []
     with node_run(report, proc, player):

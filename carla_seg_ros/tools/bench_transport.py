@@ -24,6 +24,7 @@ import time
 from pathlib import Path
 
 from carla_seg_ros.ros.playback.dds import DDS_CONFIGS, dds_env
+from carla_seg_ros.runtime.cpu_info import add_cpu_option, apply_cpu_option
 
 ECHO = "carla_seg_ros.ros.echo_node"
 
@@ -111,11 +112,13 @@ def main(argv=None) -> int:
     parser.add_argument("--pub-config", default="default", help=argparse.SUPPRESS)
     parser.add_argument("--echo-config", default="default", help=argparse.SUPPRESS)
     parser.add_argument("--out", default="", help=argparse.SUPPRESS)
+    add_cpu_option(parser)
     args = parser.parse_args(argv)
     if args.rate <= 0 or args.frames < 2:
         parser.error("--rate must be > 0 and --frames >= 2")
     if args.player_side:
         return player_side(args)
+    cpu = apply_cpu_option(args)
 
     load = os.getloadavg()
     print(f"bench transport: {args.frames} frames {args.width}x{args.height} bgra8 per pairing at {args.rate:g} Hz, "
@@ -129,8 +132,8 @@ def main(argv=None) -> int:
     print_table(results)
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps({"rate_hz": args.rate, "frames": args.frames, "pairings": results},
-                                        indent=2) + "\n", encoding="utf-8")
+        args.json.write_text(json.dumps({"rate_hz": args.rate, "frames": args.frames, "cpu": cpu,
+                                         "pairings": results}, indent=2) + "\n", encoding="utf-8")
     return 0
 
 

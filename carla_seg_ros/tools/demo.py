@@ -34,6 +34,7 @@ from carla_seg_ros.datasets import HoodRule, Pair, find_pairs, read_label
 from carla_seg_ros.paths import default_data_dir
 from carla_seg_ros.ros.playback.dds import DEFAULT_DDS_CONFIG, apply_in_this_process, dds_env
 from carla_seg_ros.runtime.model_choice import choose_model
+from carla_seg_ros.runtime.cpu_info import add_cpu_option, apply_cpu_option, cpu_line
 from carla_seg_ros.ros.playback import NO_DATA_HELP, resolve_split
 
 NODE_NAME = "seg_node"
@@ -135,7 +136,7 @@ def run(args) -> dict:
                        log_path=out / "seg_node.log", env=dds_env(DEFAULT_DDS_CONFIG))
     summary = {"data_dir": str(data_dir), "split": split, "frames_planned": len(pairs), "model": params["model_path"],
                "backend_requested": args.backend, "rate_hz": args.rate, "topic": CAMERA_TOPIC,
-               "interrupted": False, "error": None}
+               "interrupted": False, "error": None, "cpu": getattr(args, "cpu", None)}
     print(f"demo: {len(pairs)} frames from {data_dir} (split {split}) -> seg_node [{args.backend}] on "
           f"{CAMERA_TOPIC} at {args.rate:g} Hz; output in {out}/", flush=True)
     try:
@@ -222,8 +223,13 @@ def _f(value, spec: str) -> str:
 
 def print_summary(s: dict, out: Path) -> None:
     lat = s["latency_ms"]
-    backend = ((s.get("node_diagnostics") or {}).get("values") or {}).get("backend", s["backend_requested"])
+    values = (s.get("node_diagnostics") or {}).get("values") or {}
+    backend = values.get("backend", s["backend_requested"])
     print(f"\nseg_node [{backend}] on {s['frames_sent']} frames at {s['rate_hz']:g} Hz:")
+    if s.get("cpu"):
+        print(f"  {cpu_line(s['cpu'])}")
+    if values.get("kernels"):
+        print(f"  runtime       {values['kernels']}")
     print(f"  received      {s['frames_received']}/{s['frames_sent']} masks, {s['overlays_received']} overlays, "
           f"{s['dropped']} dropped; output {_f(s['output_rate_hz'], '.1f')} Hz")
     print(f"  latency       p50 {_f(lat['p50'], '.1f')} ms, p99 {_f(lat['p99'], '.1f')} ms "
@@ -263,9 +269,11 @@ def main(argv=None) -> int:
     parser.add_argument("--max-frames", type=int, default=None, help="play only the first N frames")
     parser.add_argument("--ready-timeout", type=float, default=120.0,
                         help="seconds seg_node may take to start and answer (default: 120)")
+    add_cpu_option(parser)
     args = parser.parse_args(argv)
     if args.rate <= 0:
         parser.error("--rate must be > 0")
+    args.cpu = apply_cpu_option(args)        # --emulate-avx2 reaches seg_node through its environment
     if args.max_frames is not None and args.max_frames < 1:
         parser.error("--max-frames must be >= 1")
     args.data = args.data or default_data_dir()
