@@ -109,7 +109,7 @@ def test_installed_seg_node_answers_frames_with_its_share_model(install, tmp_pat
         msg = player.image_message(frame)
         for i in range(3):
             player.send(msg, 1_000_000_000 * (i + 1))
-        player.drain(node, idle_s=2.0)
+        player.drain(node)
         node.check()
     finally:
         node.close()

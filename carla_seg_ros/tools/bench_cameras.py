@@ -69,7 +69,7 @@ def run_config(label: str, argvs: list, outputs: list[str], frames: list, args, 
                 player.send_camera(cam, msg, now + cam)       # distinct stamps per camera
         # CPU over the sending window (the load a steady stream makes); the drain after it would dilute it with idle.
         cpu1, t1 = cpu_seconds(pids), time.monotonic()
-        player.drain(None, idle_s=1.0, max_s=10.0)
+        player.drain(procs[0] if len(procs) == 1 else None)     # until every camera's newest frame is answered
         for proc in procs:
             proc.check()
         per_cam = []

@@ -18,6 +18,13 @@ class MultiPlayer(ReplyRecorder):
         self.pubs = [self.node.create_publisher(Image, topic, qos) for topic in topics]
         self.sent_by_camera: list[dict] = [{} for _ in topics]
 
+    def newest_sent(self, stream) -> int | None:
+        """Stream i carries camera i's replies (bench cameras watches the outputs in camera order)."""
+        cam = self.streams.index(stream)
+        with self._lock:
+            keys = self.sent_by_camera[cam] if cam < len(self.sent_by_camera) else {}
+            return max(keys) if keys else None
+
     @staticmethod
     def image_message(bgra):
         from carla_seg_ros.image_codec import to_image

@@ -141,19 +141,28 @@ class ReplyRecorder:
             time.sleep(0.05)
         return latest.message is not None and latest.count > newer_than
 
-    def drain(self, process: NodeProcess | None = None, idle_s: float = 1.0, max_s: float = 10.0) -> None:
-        """After the last frame: wait until every stream has everything, or nothing new came for ``idle_s``."""
+    def newest_sent(self, stream: Stream) -> int | None:
+        """The newest measured frame whose reply ``stream`` carries (every frame sent, by default)."""
+        with self._lock:
+            return max(self.sent) if self.sent else None
+
+    def drain(self, process: NodeProcess | None = None, max_s: float = 30.0) -> None:
+        """After the last frame: wait until every stream has the reply to the newest frame sent to it.
+
+        A newest-frame node always answers its newest frame and publishes in order, so once that reply is in,
+        nothing more comes. How long it takes is the machine's speed (seconds on a loaded AVX2 machine), so that
+        reply is what is waited for, up to ``max_s``, not a pause in the replies: a pause of a second used to end
+        short runs before their first reply. Streams without a subscription are not waited for; a node that has
+        exited ends the wait.
+        """
         end = time.monotonic() + max_s
-        last_total, last_change = -1, time.monotonic()
         while time.monotonic() < end:
+            newest = {id(s): self.newest_sent(s) for s in self.streams}
             with self._lock:
-                total = sum(len(s.received) for s in self.streams)
                 complete = all(len(s.received) >= len(self.sent) for s in self.streams)
-            if complete:
-                return
-            if total != last_total:
-                last_total, last_change = total, time.monotonic()
-            elif time.monotonic() - last_change > idle_s:
+                waiting = [s for s in self.streams if newest[id(s)] is not None
+                           and newest[id(s)] not in s.received and (s.subscription is not None or s.received)]
+            if complete or not waiting:
                 return
             if process is not None and not process.alive:
                 return
