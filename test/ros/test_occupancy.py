@@ -123,10 +123,37 @@ class Probe:
         self.camera.publish(msg)
         return self._key
 
+    def send_info(self, info: CameraInfo, proc) -> dict:
+        """camera_info alone; returns once the node's diagnostics count it (received or rejected).
+
+        The node applies the newest CameraInfo to the next frame it processes, and camera_info and the image are
+        separate topics: a frame sent right behind its CameraInfo may be processed before the node has taken the
+        CameraInfo (more often the more loaded the machine is), so tests that depend on which CameraInfo a frame
+        met wait for this acknowledgement first.
+        """
+        def taken(d):
+            return int(d["camera_info_received"]) + int(d["camera_info_rejected"])
+        before = taken(self.next_diagnostics(proc))
+        self._key += 10_000_000
+        set_stamp(info.header.stamp, self._key)
+        info.header.frame_id = FRAME_ID
+        self.info.publish(info)
+        return self.wait_diagnostics(lambda d: taken(d) > before, proc, "the node to take the camera_info")
+
+    def wait_diagnostics(self, predicate, proc, what: str, timeout: float = 60.0) -> dict:
+        """The first /diagnostics status from now on that satisfies ``predicate``."""
+        with self.lock:
+            n = len(self.diagnostics)
+
+        def found():
+            with self.lock:
+                return next((d for d in self.diagnostics[n:] if predicate(d)), None)
+        return wait_for(found, timeout, what, proc)
+
     def next_diagnostics(self, proc) -> dict:
         with self.lock:
             n = len(self.diagnostics)
-        wait_for(lambda: len(self.diagnostics) > n, 10.0, "a /diagnostics message", proc)
+        wait_for(lambda: len(self.diagnostics) > n, 30.0, "a /diagnostics message", proc)
         with self.lock:
             return self.diagnostics[-1]
 
@@ -185,7 +212,7 @@ def noise(width=800, height=600, seed=0) -> np.ndarray:
 def test_no_camera_info_yet_no_grid_masks_flow_and_diagnostics_say_so(probe, node):
     key = send_and_wait(probe, node, noise(), None)
     assert_no_grid(probe, key)
-    diag = probe.next_diagnostics(node)
+    diag = probe.wait_diagnostics(lambda d: int(d["frames_processed"]) >= 1, node, "diagnostics after the frame")
     assert diag["occupancy"] == "waiting for camera_info"
     assert diag["_level"] == 1 and diag["_message"] == "occupancy: waiting for camera_info"
     assert int(diag["occupancy_frames_skipped"]) >= 1
@@ -194,7 +221,7 @@ def test_no_camera_info_yet_no_grid_masks_flow_and_diagnostics_say_so(probe, nod
 
 def test_grids_carry_the_image_stamp_the_vehicle_frame_and_the_configured_size(probe, node, carla_frame):
     key = send_and_wait(probe, node, carla_frame, camera_info_message(800, 600))
-    wait_for(lambda: all(key in probe.grids[t] for t in GRID_TOPICS), 10.0, "every grid of the frame", node)
+    wait_for(lambda: all(key in probe.grids[t] for t in GRID_TOPICS), 30.0, "every grid of the frame", node)
     for topic in GRID_TOPICS:
         grid = probe.grids[topic][key]                      # found by the image's stamp
         assert grid.header.frame_id == "ego_vehicle", topic   # the parent of ego_vehicle/rgb_front
@@ -216,14 +243,14 @@ def test_grids_carry_the_image_stamp_the_vehicle_frame_and_the_configured_size(p
     # The same CameraInfo again (the bridge sends one per frame): the cell -> pixel lookup is reused, not rebuilt.
     builds = int(diag["occupancy_lookup_builds"])
     key = send_and_wait(probe, node, carla_frame, camera_info_message(800, 600))
-    wait_for(lambda: key in probe.grids["occupancy"], 10.0, "the grid of the second frame", node)
+    wait_for(lambda: key in probe.grids["occupancy"], 30.0, "the grid of the second frame", node)
     assert int(probe.next_diagnostics(node)["occupancy_lookup_builds"]) == builds
 
 
 def test_camera_info_of_a_larger_image_is_scaled_to_the_frame(probe, node):
     road = noise(400, 300, seed=2)
     key = send_and_wait(probe, node, road, camera_info_message(800, 600))
-    wait_for(lambda: key in probe.grids["occupancy"], 10.0, "the grid of a 400x300 frame", node)
+    wait_for(lambda: key in probe.grids["occupancy"], 30.0, "the grid of a 400x300 frame", node)
 
 
 @pytest.mark.parametrize("case", ["zero_fx", "nan_fy", "aspect_ratio"])
@@ -240,18 +267,22 @@ def test_malformed_camera_info_stops_the_grids_not_the_node(probe, node, case):
         width, height = 640, 360
         expected = "invalid camera_info: camera_info is 800x600 but the image is 640x360"
     before = probe.next_diagnostics(node)
-    key = send_and_wait(probe, node, noise(width, height), info)      # the mask still comes
+    probe.send_info(info, node)                                        # taken before the frame comes
+    key = send_and_wait(probe, node, noise(width, height), None)      # the mask still comes
     assert_no_grid(probe, key)
-    diag = probe.next_diagnostics(node)
+    diag = probe.wait_diagnostics(lambda d: int(d["frames_processed"]) > int(before["frames_processed"]), node,
+                                  "diagnostics after the frame")
     assert diag["occupancy"].startswith(expected), diag["occupancy"]
     assert diag["_level"] >= 1 and diag["_message"].startswith("occupancy: invalid camera_info")
     assert int(diag["camera_info_rejected"]) == int(before["camera_info_rejected"]) + 1
     assert expected.split(": ", 1)[1] in node.tail(20000)          # the warning names the problem
     assert node.alive
     # A valid CameraInfo brings the grids back.
-    key = send_and_wait(probe, node, noise(), camera_info_message(800, 600))
-    wait_for(lambda: key in probe.grids["occupancy"], 10.0, "the grid after a valid camera_info", node)
-    assert probe.next_diagnostics(node)["occupancy"] == "ok"
+    probe.send_info(camera_info_message(800, 600), node)
+    key = send_and_wait(probe, node, noise(), None)
+    wait_for(lambda: key in probe.grids["occupancy"], 30.0, "the grid after a valid camera_info", node)
+    assert probe.wait_diagnostics(lambda d: int(d["frames_processed"]) > int(diag["frames_processed"]), node,
+                                  "diagnostics after the valid frame")["occupancy"] == "ok"
 
 
 def test_inconsistent_occupancy_parameters_stop_startup_with_a_message():
