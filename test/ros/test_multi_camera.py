@@ -76,7 +76,7 @@ def test_interleaved_frames_come_back_on_their_own_camera(setup):
 
 def test_a_malformed_frame_on_one_camera_does_not_disturb_another(setup):
     probe, proc, log, pubs, diagnostics = setup
-    wait_for(lambda: _status(diagnostics, "front") and _status(diagnostics, "rgb_left"), 10, "diagnostics")
+    wait_for(lambda: _status(diagnostics, "front") and _status(diagnostics, "rgb_left"), 30, "diagnostics")
     before = {n: _status(diagnostics, n) for n in CAMERAS}
     base = time.time_ns()
     front = []
@@ -90,7 +90,7 @@ def test_a_malformed_frame_on_one_camera_does_not_disturb_another(setup):
         time.sleep(0.05)
     wait_for(lambda: front[-1] in probe.got(f"{NODE}/front/mask"), 30, "the last front mask", proc, log)
     n_diag = len(diagnostics)
-    wait_for(lambda: len(diagnostics) > n_diag + 2, 10, "fresh diagnostics")
+    wait_for(lambda: len(diagnostics) > n_diag + 2, 30, "fresh diagnostics")
     after = {n: _status(diagnostics, n) for n in CAMERAS}
 
     def delta(name, key):
@@ -111,7 +111,7 @@ def test_a_malformed_frame_on_one_camera_does_not_disturb_another(setup):
 def test_bursts_keep_newest_frame_only_per_camera(setup):
     probe, proc, log, pubs, diagnostics = setup
     n_diag = len(diagnostics)
-    wait_for(lambda: len(diagnostics) > n_diag, 10, "diagnostics")
+    wait_for(lambda: len(diagnostics) > n_diag, 30, "diagnostics")
     before = {n: _status(diagnostics, n) for n in CAMERAS}
     base = time.time_ns()
     last = {}
@@ -123,7 +123,7 @@ def test_bursts_keep_newest_frame_only_per_camera(setup):
     for name in CAMERAS:   # the newest frame of every camera is always answered
         wait_for(lambda: last[name] in probe.got(f"{NODE}/{name}/mask"), 30, f"newest {name} frame", proc, log)
     n_diag = len(diagnostics)
-    wait_for(lambda: len(diagnostics) > n_diag + 2, 10, "fresh diagnostics")
+    wait_for(lambda: len(diagnostics) > n_diag + 2, 30, "fresh diagnostics")
     for name in CAMERAS:
         after = _status(diagnostics, name)
         got = {k for k in probe.got(f"{NODE}/{name}/mask") if k >= base}
