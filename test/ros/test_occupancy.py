@@ -185,6 +185,10 @@ def node(probe, tmp_path_factory):
 
 
 def send_and_wait(probe, proc, rgb, info) -> int:
+    """The frame with its CameraInfo as the bridge sends them, once the node has taken that CameraInfo (send_info):
+    otherwise the frame may be processed before the CameraInfo, and meet the previous one or none."""
+    if info is not None:
+        probe.send_info(info, proc)
     key = probe.send(rgb, info)
     wait_for(lambda: key in probe.masks, 30.0, f"the mask of frame {key}", proc)
     return key
