@@ -174,8 +174,7 @@ def main(argv=None) -> int:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps({"rate_hz": args.rate, "frames_per_camera": args.frames, "frame_size": [w, h],
                                          "load_average_start": load, "cpu": cpu, "results": results}, indent=2)
-                             + "
-")
+                             + "\n")
     return 1 if any("error" in r for r in results) else 0
 
 
