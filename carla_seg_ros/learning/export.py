@@ -11,6 +11,12 @@ is dynamic (height fixed at the model's, batch dynamic) and states in the metada
 aspect: widths from the model's own (4:3) to the 8:3 width (768 at height 288; ``--max-aspect``), multiples of 32.
 ``fixed`` exports the model's size only, every frame squashed to it (what every export before keep_aspect did).
 The parity check then runs at the model's width and at the 16:9 and largest widths too.
+
+Model ladder (runtime/model_ladder.py): ``--rung fast`` writes ``models/carla_unet_fast.onnx`` (the fast rung seg_node's
+``model: auto`` considers) unless ``--out`` says otherwise; ``--input-height 224`` exports the weights at another
+input height (the width follows at 4:3, a multiple of 32), e.g. a faster rung from the same network. The network is
+fully convolutional, so any multiple of 32 runs; accuracy at a height it was not trained at is the weights' own
+matter, and the parity check (ONNX Runtime against PyTorch, at that height) still guards the export itself.
 """
 from __future__ import annotations
 
@@ -28,6 +34,7 @@ from carla_seg_ros.datasets import find_pairs, read_rgb
 from carla_seg_ros.runtime.input_size import (FIXED, KEEP_ASPECT, MAX_ASPECT, POLICIES, check_policy,
                                               keep_aspect_fields, width_for_aspect, width_range)
 from carla_seg_ros.runtime.model_info import INPUT_NAME, METADATA_KEY, OUTPUT_NAMES, ModelInfo
+from carla_seg_ros.runtime.model_ladder import RUNG_FILES, RUNGS
 from carla_seg_ros.networks.models import DeployModel, input_normalisation, normalize_uint8
 from carla_seg_ros.paths import default_data_dir
 from carla_seg_ros.runtime.preprocess import resize_image
@@ -38,11 +45,14 @@ PARITY_MIN = 0.999
 
 
 def model_info_from_weights(meta: dict, net: torch.nn.Module, input_policy: str = KEEP_ASPECT,
-                            max_aspect: float = MAX_ASPECT) -> ModelInfo:
+                            max_aspect: float = MAX_ASPECT, input_height: int | None = None) -> ModelInfo:
     """The metadata of the export. keep_aspect needs a model size in multiples of 32 (the network's stride, at which
-    every width of the range gives the same padding and skip shapes); a model of another size is exported fixed."""
+    every width of the range gives the same padding and skip shapes); a model of another size is exported fixed.
+    ``input_height``: export at this height instead of the trained one, the width following at 4:3."""
     run = meta.get("run_info", {})
     w, h = run.get("input_size", [384, 288])
+    if input_height is not None:
+        w, h = width_for_aspect(int(input_height), 4 / 3), int(input_height)
     policy = {}
     if input_policy == KEEP_ASPECT:
         if int(w) % 32 or int(h) % 32:
@@ -100,7 +110,14 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="carla-seg export", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--weights", type=Path, required=True, help="trained .safetensors from carla-seg train")
-    p.add_argument("--out", type=Path, default=Path("models/carla_unet.onnx"), help="ONNX file to write")
+    p.add_argument("--out", type=Path, default=None,
+                   help="ONNX file to write (default: models/carla_unet.onnx, or the --rung's file)")
+    p.add_argument("--rung", choices=RUNGS, default=None,
+                   help="model ladder rung this export is (runtime/model_ladder.py): sets the default --out to "
+                        "models/" + ", models/".join(RUNG_FILES.values()) + " respectively")
+    p.add_argument("--input-height", type=int, default=None, metavar="H",
+                   help="export at this input height (a multiple of 32 for keep_aspect; width 4:3) instead of the "
+                        "trained size, e.g. 224 for a fast rung")
     p.add_argument("--data", type=Path, default=default_data_dir(), help="dataset for the parity check")
     p.add_argument("--split", default="val", help="split for the parity check (default: %(default)s)")
     p.add_argument("--no-parity", action="store_true", help="skip the parity check (not recommended)")
@@ -122,9 +139,14 @@ def parity_widths(info: ModelInfo) -> list[int]:
 
 
 def main(argv=None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.input_height is not None and args.input_height < 32:
+        parser.error("--input-height must be >= 32")
+    if args.out is None:
+        args.out = Path("models") / RUNG_FILES[args.rung or "accurate"]
     net, meta = load_model(args.weights)
-    info = model_info_from_weights(meta, net, args.input_policy, args.max_aspect)
+    info = model_info_from_weights(meta, net, args.input_policy, args.max_aspect, args.input_height)
     export_onnx(net, info, args.out)
     weights_copy = args.out.with_suffix(".safetensors")
     if args.weights.resolve() != weights_copy.resolve():

@@ -128,7 +128,7 @@ class CameraIO:
 
     # ---------------------------------------------------------------- diagnostics
     def diagnostic_status(self, manager, model_path, requested: str, fqn: str,
-                          model_choice: str = "") -> DiagnosticStatus:
+                          model_choice: str = "", rung: dict | None = None) -> DiagnosticStatus:
         s = self.stats.snapshot(time.monotonic())
         backend = manager.backend
         execution = backend.execution_info()
@@ -145,6 +145,8 @@ class CameraIO:
             # what the runtime really runs: OpenVINO's resolved precision (bf16 / f32) and its kernels per ISA
             "inference_precision": execution.get("inference_precision", "n/a"),
             "kernels": execution_line(execution) if execution else "n/a",
+            # the ladder (runtime/model_ladder.py): model_rung, rung_choice, rung_timings_ms, rung_budget_ms
+            **(rung or {}),
             **({"camera": self.name} if self.name else {}),
             "input_topic": self.sub.topic_name, "input_rate_hz": s["input_rate_hz"],
             "output_rate_hz": s["output_rate_hz"], "frames_received": s["received"],

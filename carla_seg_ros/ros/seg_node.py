@@ -58,7 +58,9 @@ from carla_seg_ros.runtime.cpu_info import execution_line
 from carla_seg_ros.runtime import frame_ops, memory
 from carla_seg_ros.runtime.inference import group_by_size
 from carla_seg_ros.runtime.input_size import width_range
-from carla_seg_ros.runtime.model_choice import choose_model
+from carla_seg_ros.runtime.model_ladder import (MODEL_CHOICES, RUNG_FILES, RungChoice, budget_ms, choose_rung,
+                                                discover, format_timings, parse_frame_size, time_calls,
+                                                timing_size)
 from carla_seg_ros.runtime.preprocess import resize_mask
 
 MANAGED_FLAG = "--managed"
@@ -77,22 +79,8 @@ class SegPipeline:
     def _configure_pipeline(self) -> None:
         self.p = declare_parameters(self)
         self._steady = Clock(clock_type=ClockType.STEADY_TIME)
-        if self.p["model_path"]:
-            model_path, self.model_choice = Path(self.p["model_path"]), "model_path parameter"
-        else:
-            choice = choose_model(self.p["backend"])
-            model_path, self.model_choice = choice.path, choice.reason
         frame_ops.set_opencv_threads(self.p["opencv_threads"])     # measured in runtime/frame_ops.py
-        try:
-            self.manager = BackendManager(self.p["backend"], model_path, allow_fallback=self.p["allow_fallback"],
-                                          background_build=self.p["background_engine_build"],
-                                          threads=self.p["threads"], log_info=self.get_logger().info)
-        except FileNotFoundError as exc:
-            raise StartupError(f"model_path: {exc}") from exc
-        except ValueError as exc:   # corrupt or foreign model file (or an unknown backend, caught earlier)
-            raise StartupError(f"model_path: {exc}") from exc
-        except Exception as exc:  # noqa: BLE001 - BackendError and whatever a runtime raises while loading
-            raise StartupError(f"backend {self.p['backend']!r}: {exc}") from exc
+        self.manager, model_path = self._select_model()
         self.model_path = model_path
         loaded = self.manager.backend.name
         if self.p["backend"] not in ("auto", loaded):
@@ -118,6 +106,111 @@ class SegPipeline:
         except Exception as exc:  # noqa: BLE001 - a model that loads but cannot run is a startup error too
             self._cleanup_pipeline()
             raise StartupError(f"backend {self.manager_name()}: warm-up inference failed: {exc}") from exc
+
+    # ---------------------------------------------------------------- the model: a ladder rung or a file
+    def _select_model(self) -> tuple[BackendManager, Path]:
+        """Load the model the ``model`` parameter names (auto: the timed ladder choice); sets ``model_choice``
+        (why this file) and ``rung`` (the /diagnostics values saying which rung and why)."""
+        model, legacy = self.p["model"], self.p["model_path"]
+        self.rung = {"model_rung": "", "rung_choice": "", "rung_timings_ms": "", "rung_budget_ms": ""}
+        try:
+            parse_frame_size(self.p["timing_frame_size"])
+        except ValueError as exc:
+            raise StartupError(f"parameter timing_frame_size: {exc}") from exc
+        if legacy:
+            if model != "auto":
+                raise StartupError(f"parameters model ({model!r}) and model_path ({legacy!r}, deprecated) are both "
+                                   f"set: set model alone")
+            self.get_logger().warning("parameter model_path is deprecated: use model:=<path> (same meaning)")
+            self.model_choice = "model_path parameter"
+            self.rung.update(model_rung="file", rung_choice="model_path parameter")
+            return self._load(Path(legacy), "model_path"), Path(legacy)
+        if model not in MODEL_CHOICES:
+            if not Path(model).is_file():
+                raise StartupError(f"parameter model: {model!r} is neither {', '.join(MODEL_CHOICES)} nor an "
+                                   f"existing model file")
+            self.model_choice = "model parameter"
+            self.rung.update(model_rung="file", rung_choice="model parameter")
+            return self._load(Path(model), "model"), Path(model)
+        directory = Path(self.p["models_dir"]) if self.p["models_dir"] else None
+        if directory is not None and not directory.is_dir():
+            raise StartupError(f"parameter models_dir: {directory} is not a folder")
+        ladder = discover(self.p["backend"], directory)
+        for name, path, why in ladder.skipped:
+            self.get_logger().warning(f"model ladder: {name} rung {path} skipped: {why}")
+        if model != "auto":
+            rung = ladder.get(model)
+            if rung is None:
+                raise StartupError(f"parameter model: no usable {model} rung in {ladder.directory} "
+                                   f"({RUNG_FILES[model]} missing or unreadable)")
+            self.model_choice = f"rung {model} (model parameter); {rung.why_file}"
+            self.rung.update(model_rung=model, rung_choice="model parameter")
+            return self._load(rung.path, "model"), rung.path
+        return self._auto_rung(ladder)
+
+    def _load(self, path: Path, parameter: str) -> BackendManager:
+        try:
+            return BackendManager(self.p["backend"], path, allow_fallback=self.p["allow_fallback"],
+                                  background_build=self.p["background_engine_build"],
+                                  threads=self.p["threads"], log_info=self.get_logger().info)
+        except FileNotFoundError as exc:
+            raise StartupError(f"{parameter}: {exc}") from exc
+        except ValueError as exc:   # corrupt or foreign model file (or an unknown backend, caught earlier)
+            raise StartupError(f"{parameter}: {exc}") from exc
+        except Exception as exc:  # noqa: BLE001 - BackendError and whatever a runtime raises while loading
+            raise StartupError(f"backend {self.p['backend']!r}: {exc}") from exc
+
+    def _auto_rung(self, ladder) -> tuple[BackendManager, Path]:
+        """model auto: load and time every rung (runtime/model_ladder.py), keep the most accurate that fits."""
+        log = self.get_logger()
+        if not ladder.rungs:
+            skipped = "; ".join(f"{path}: {why}" for _, path, why in ladder.skipped)
+            raise StartupError(f"model: auto found no usable rung in {ladder.directory} "
+                               f"({skipped or 'no ' + ', '.join(RUNG_FILES.values())})")
+        budget = budget_ms(self.p["target_rate"], self.p["budget_fraction"])   # both range-checked parameters
+        frame_wh = parse_frame_size(self.p["timing_frame_size"])                # checked by _select_model
+        batch = max(1, len(self.p["cameras"]))
+        managers, timings, choice, last_error = {}, {}, None, None
+        for rung in ladder.rungs:
+            try:
+                manager = self._load(rung.path, "model")
+            except StartupError as exc:
+                log.warning(f"model ladder: {rung.name} rung {rung.path} cannot load, skipped: {exc}")
+                timings[rung.name], last_error = None, exc
+                continue
+            managers[rung.name] = manager
+            if manager.status.state == "building":
+                # A CPU runtime serves while TensorRT builds: timing it says nothing about the GPU, which runs the
+                # accurate model far within any budget (README, Performance); take this rung untimed.
+                choice = RungChoice(rung.name, f"{rung.name}: not timed, the TensorRT engine builds in the "
+                                    f"background (the GPU runs it within budget)", True, budget, {})
+                break
+            try:
+                ms = time_calls(manager.backend, timing_size(manager.backend, frame_wh), batch)
+            except Exception as exc:  # noqa: BLE001 - a rung that cannot run is skipped, not a crash
+                log.warning(f"model ladder: {rung.name} rung {rung.path} failed its timing, skipped: {exc}")
+                ms = None
+            timings[rung.name] = ms
+        if choice is None:
+            try:
+                choice = choose_rung(timings, budget)
+            except ValueError as exc:
+                for manager in managers.values():
+                    manager.close()
+                if last_error is not None:
+                    raise last_error
+                raise StartupError(f"model: auto: {exc}") from exc
+        for name, manager in managers.items():
+            if name != choice.rung:
+                manager.close()
+        rung = ladder.get(choice.rung)
+        (log.info if choice.fits else log.warning)(
+            f"model ladder: rung {choice.reason}; target {self.p['target_rate']:g} Hz, budget "
+            f"{self.p['budget_fraction']:.0%} of the frame period")
+        self.model_choice = f"rung {choice.reason}; {rung.why_file}"
+        self.rung.update(model_rung=choice.rung, rung_choice=choice.reason,
+                         rung_timings_ms=format_timings(choice.timings_ms), rung_budget_ms=f"{budget:.1f}")
+        return managers[choice.rung], rung.path
 
     def manager_name(self) -> str:
         return self.manager.backend.name if self.manager is not None else self.p["backend"]
@@ -287,8 +380,8 @@ class SegPipeline:
         msg = DiagnosticArray()
         msg.header.stamp = self.get_clock().now().to_msg()
         fqn = self.get_fully_qualified_name()
-        msg.status = [c.diagnostic_status(self.manager, self.model_path, self.p["backend"], fqn, self.model_choice)
-                      for c in self.cameras]
+        msg.status = [c.diagnostic_status(self.manager, self.model_path, self.p["backend"], fqn, self.model_choice,
+                                          self.rung) for c in self.cameras]
         self.pub_diag.publish(msg)
 
 

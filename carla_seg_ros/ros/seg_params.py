@@ -56,10 +56,25 @@ PARAMETERS = (
           "fastest CPU runtime for the model", choices=BACKEND_CHOICES),
     Param("allow_fallback", False, "When the requested backend cannot load, log why and use the next CPU runtime "
           "instead of failing at startup"),
-    Param("model_path", "", "Exported ONNX model (with carla_seg metadata); empty = chosen per backend from the "
-          "package's models/: carla_unet_int8.onnx on the CPU runtimes when it passed its accuracy check, else "
-          "carla_unet.onnx (runtime/model_choice.py)",
-          constraints="an existing .onnx file exported by `carla-seg export`"),
+    Param("model", "auto", "Which model runs. auto: time every rung of the model ladder in models_dir on the "
+          "chosen runtime at startup and run the most accurate one whose model call fits the frame budget "
+          "(budget_fraction of 1/target_rate), else the fastest with a warning; accurate: carla_unet.onnx (its "
+          "checked int8 twin on the CPU runtimes, runtime/model_choice.py); fast: carla_unet_fast.onnx; or a path "
+          "to an exported .onnx file (runtime/model_ladder.py)",
+          constraints="auto, accurate, fast, or an existing .onnx file exported by `carla-seg export`"),
+    Param("models_dir", "", "Folder holding the ladder's rungs (carla_unet.onnx, carla_unet_fast.onnx); empty = "
+          "the package's models/", constraints="an existing folder, or empty"),
+    Param("target_rate", 20.0, "model auto: the frame rate (Hz) the chosen rung must keep up with", 0.1, 1000.0),
+    # 60 %: the rest of the frame period is the node's work around the model call (decode, resizes, outputs, grids,
+    # DDS: 5-10 ms at 800x600 in `carla-seg bench node`) and headroom for a shared CPU's p99 (1.3-1.5x its median).
+    Param("budget_fraction", 0.6, "model auto: the share of the frame period (1/target_rate) the model call may "
+          "take; the rest is for the work around it (0.6 at 20 Hz: 30 ms of 50)", 0.05, 1.0),
+    Param("timing_frame_size", "", "model auto: camera frame size WIDTHxHEIGHT the rungs are timed at (their "
+          "input at that aspect); empty = each rung's own 4:3 input size",
+          constraints="WIDTHxHEIGHT such as 800x600, or empty"),
+    Param("model_path", "", "Deprecated: use model:=<path>. An exported ONNX file; when set it wins over model "
+          "(which must then be auto) and the node logs a deprecation warning",
+          constraints="an existing .onnx file exported by `carla-seg export`, or empty"),
     Param("threads", 0, "Intra-op threads of the CPU runtime (0 = the runtime's default)", 0, 256),
     Param("opencv_threads", 0, "Threads OpenCV may use for the frame's resizes before and after the model (0 = "
           "OpenCV's default, one per core; 1 = the inference thread alone)", 0, 256),

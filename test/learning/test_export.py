@@ -128,3 +128,22 @@ def test_export_of_the_pretrained_encoder_model_normalises_as_its_weights_expect
     with torch.no_grad():
         ref, _ = DeployModel(load_model(weights)[0])(torch.from_numpy(images))
     assert (ids == ref.numpy()).mean() >= export.PARITY_MIN
+
+
+def test_rung_and_input_height_export_a_fast_rung_at_a_lower_height(tmp_path, monkeypatch, data_dir):
+    """--rung fast writes the fast rung's file name; --input-height exports the same weights at another height (width
+    4:3, multiples of 32), and the parity check runs at that height."""
+    from carla_seg_ros.runtime.model_ladder import FAST_MODEL_NAME
+    net = build_model({"arch": "fast_unet", "num_classes": 13}).eval()
+    weights = tmp_path / "w.safetensors"
+    save_weights(net, {"arch": "fast_unet", "num_classes": 13}, weights, extra={"input_size": [128, 96], "args": {}})
+    monkeypatch.chdir(tmp_path)
+    assert export.main(["--weights", str(weights), "--rung", "fast", "--input-height", "64", "--data", str(data_dir),
+                        "--split", "val"]) == 0
+    out = tmp_path / "models" / FAST_MODEL_NAME
+    info = read_onnx_info(out)
+    assert info.input_size == (96, 64) and info.input_policy == "keep_aspect" and info.min_width == 96
+    ids, _ = create_backend("onnxruntime", out).infer(np.zeros((1, 64, 96, 3), np.uint8))
+    assert ids.shape == (1, 64, 96)
+    with pytest.raises(SystemExit):
+        export.main(["--weights", str(weights), "--input-height", "16"])
