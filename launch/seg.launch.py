@@ -2,13 +2,15 @@ r"""Launch seg_node next to the CARLA ROS bridge.
 
     ros2 launch carla_seg_ros seg.launch.py                                 # /carla/ego_vehicle/rgb_front/image
     ros2 launch carla_seg_ros seg.launch.py role_name:=hero camera:=rgb_left backend:=onnxruntime
+    ros2 launch carla_seg_ros seg.launch.py model:=fast        # the ladder's fast rung (default: the params file's auto)
     ros2 launch carla_seg_ros seg.launch.py use_sim_time:=false params_file:=/path/my_seg.yaml
     ros2 launch carla_seg_ros seg.launch.py cameras:=rgb_front,rgb_left,rgb_right rviz:=true   # one node, 3 cameras
     ros2 launch carla_seg_ros seg.launch.py managed:=true      # lifecycle node: ros2 lifecycle set /seg_node configure
 
 Parameter precedence: a launch argument given on the command line wins; otherwise the params file's value;
-otherwise the launch default (use_sim_time: true); otherwise the node's own default. backend and use_sim_time
-default to "" = "not given", so a params file saying `backend: onnxruntime` is obeyed. Params file sections named
+otherwise the launch default (use_sim_time: true); otherwise the node's own default. backend, model and use_sim_time
+default to "" = "not given", so a params file saying `backend: onnxruntime` is obeyed. config/seg.yaml says
+`model: auto`: the node times the model ladder's rungs at startup and runs the most accurate one that fits 20 Hz. Params file sections named
 `seg_node:` (relative) apply under any namespace:=, like `/**:` (the shipped config/seg.yaml).
 
 seg_node runs with config/fastdds_large_frames.xml (dds_profile; the default transports with 32 MB buffers, which
@@ -49,7 +51,8 @@ def _launch_setup(context):
     if rviz:
         require_rviz()
     namespace = arg("namespace")
-    params = resolve_parameters(arg("params_file"), {"backend": arg("backend"), "use_sim_time": arg("use_sim_time")},
+    params = resolve_parameters(arg("params_file"), {"backend": arg("backend"), "model": arg("model"),
+                                                     "use_sim_time": arg("use_sim_time")},
                                 namespace=namespace, node_name=NODE_NAME)
     cameras = camera_topics(arg("cameras"), arg("role_name"))
     single_topic = f"/carla/{arg('role_name')}/{arg('camera')}/image"
@@ -90,6 +93,10 @@ def generate_launch_description():
         DeclareLaunchArgument("backend", default_value="",
                               description="auto | tensorrt | onnxruntime | openvino | torch | torch_cuda "
                                           "(empty: the params file's, else auto)"),
+        DeclareLaunchArgument("model", default_value="",
+                              description="auto | accurate | fast | /path/model.onnx (empty: the params file's, "
+                                          "config/seg.yaml: auto = the most accurate rung that fits the frame "
+                                          "budget, timed at startup)"),
         DeclareLaunchArgument("namespace", default_value="", description="namespace of seg_node"),
         DeclareLaunchArgument("use_sim_time", default_value="",
                               description="use the CARLA bridge's /clock (the bridge stamps images in sim time); "

@@ -26,7 +26,7 @@ import yaml
 NODE_NAME = "seg_node"
 LAUNCH_DEFAULTS = {"use_sim_time": True}          # when neither the params file nor a launch argument sets it
 BOOL_ARGS = ("use_sim_time",)
-OVERRIDABLE = ("backend", "use_sim_time")          # launch arguments that map to node parameters
+OVERRIDABLE = ("backend", "model", "use_sim_time")  # launch arguments that map to node parameters
 _TRUE, _FALSE = ("true", "1", "yes", "on"), ("false", "0", "no", "off")
 RVIZ_PACKAGE = "rviz2"
 RVIZ_MISSING = ("rviz:=true, but the package rviz2 is not installed: install it (sudo apt install "

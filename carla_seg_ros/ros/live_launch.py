@@ -7,6 +7,7 @@ to that seg_node and to the semantic camera of the same vehicle, and the ground-
 from __future__ import annotations
 
 from carla_seg_ros.ros.launch_setup import full_name, parse_bool, resolve_parameters
+from carla_seg_ros.runtime.model_ladder import MODEL_CHOICES
 
 GT_SOURCES = {   # gt_source -> (seg_eval_node gt_format, coding, `carla-seg carla --ros`)
     "bridge": ("palette", "auto", "client"),     # CityScapes colours; the coding is told apart by its palette
@@ -18,6 +19,7 @@ ARGUMENTS = (   # name, default, description; the first ones are seg.launch.py's
     ("params_file", None, "seg_node parameters (ros__parameters YAML); default config/seg.yaml. Its values win "
                           "over the launch defaults, launch arguments given explicitly win over it"),
     ("backend", "", "auto | tensorrt | onnxruntime | openvino | torch | torch_cuda (empty: the params file's)"),
+    ("model", "", "auto | accurate | fast | /path/model.onnx (empty: the params file's; config/seg.yaml: auto)"),
     ("namespace", "", "namespace of seg_node and seg_eval_node"),
     ("use_sim_time", "", "use CARLA's /clock (the bridge and the client stamp images in sim time); empty: the "
                          "params file's, else true"),
@@ -42,7 +44,7 @@ def node_settings(values: dict) -> dict:
         raise ValueError(f"launch argument gt_source:={values['gt_source']!r} is not one of "
                          f"{', '.join(GT_SOURCES)}")
     gt_format, coding, client_ros = GT_SOURCES[values["gt_source"]]
-    seg = resolve_parameters(values["params_file"], {"backend": values["backend"],
+    seg = resolve_parameters(values["params_file"], {"backend": values["backend"], "model": values.get("model", ""),
                                                      "use_sim_time": values["use_sim_time"]},
                              namespace=namespace, node_name="seg_node")
     evaluator = {"mask_topic": f"{full_name(namespace, 'seg_node')}/mask",
@@ -50,8 +52,10 @@ def node_settings(values: dict) -> dict:
                  "gt_format": gt_format, "coding": coding, "output_dir": values["output_dir"],
                  "timely_budget": float(values["timely_budget"]),
                  "use_sim_time": bool(seg.get("use_sim_time", True))}
-    if seg.get("model_path"):
-        evaluator["model_path"] = seg["model_path"]     # the class table and hood rule of the model in use
+    model_file = seg.get("model_path") or (seg.get("model") if seg.get("model") not in (None, "", *MODEL_CHOICES)
+                                           else None)
+    if model_file:
+        evaluator["model_path"] = model_file            # the class table and hood rule of the model in use
     client = None
     if parse_bool("start_client", values["start_client"]):
         client = ["carla", "--host", values["host"], "--port", str(int(values["port"])), "--role", role,

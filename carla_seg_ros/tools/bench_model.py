@@ -13,6 +13,11 @@ Per input shape (a keep_aspect model runs each camera aspect at its own width, r
 size (384x288, 512x288, 768x288 for the committed model), ``--shapes 384x288,512x288`` at those model input sizes
 directly; one row per backend and shape, labelled ``backend @WxH``. The frame is the same test frame, resized.
 
+Model ladder (runtime/model_ladder.py): ``--models accurate,fast`` (rung names, files in ``--models-dir``, default
+the package's models/; or .onnx paths) times every backend on each model in the same run, rows labelled
+``backend [model]``, and prints for each backend the rung seg_node's ``model: auto`` would choose from these p50s at
+``--target-rate`` (default 20 Hz; budget = 60 % of the frame period). A rung whose file is missing is skipped.
+
 The last row, ``machine baseline``, times a fixed numpy matrix-multiply workload the same way. Its p99/p50 is the
 machine's own jitter (other tenants of a VM, frequency changes): a runtime whose p99/p50 is close to it adds no
 tail of its own.
@@ -33,6 +38,8 @@ from carla_seg_ros.runtime.cpu_info import add_cpu_option, apply_cpu_option, exe
 from carla_seg_ros.datasets import find_pairs, read_rgb
 from carla_seg_ros.paths import default_data_dir, default_model
 from carla_seg_ros.runtime.input_size import accepts
+from carla_seg_ros.runtime.model_ladder import (BUDGET_FRACTION, DEFAULT_TARGET_RATE, RUNG_FILES, budget_ms,
+                                                choose_rung)
 from carla_seg_ros.runtime.preprocess import resize_image
 
 TARGET_MS = 20.0
@@ -98,6 +105,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--also", type=Path, action="append",
                    help="another .onnx timed in the same run on the ONNX runtimes (repeatable; default: "
                         f"{DEFAULT_INT8.name} beside the default model, when present)")
+    p.add_argument("--models", default=None, metavar="RUNG|PATH,...",
+                   help="time these models instead of --model/--also: model ladder rungs (accurate, fast) or .onnx "
+                        "paths, e.g. accurate,fast; the first is the torch baseline's")
+    p.add_argument("--models-dir", type=Path, default=None,
+                   help="folder of the ladder's rung files (default: the package's models/)")
+    p.add_argument("--target-rate", type=float, default=DEFAULT_TARGET_RATE, metavar="HZ",
+                   help="--models: frame rate of the ladder verdict (default: %(default)s)")
     p.add_argument("--batch", type=int, default=1, help="frames per inference call")
     p.add_argument("--iters", type=int, default=100)
     p.add_argument("--warmup", type=int, default=10)
@@ -122,10 +136,20 @@ def main(argv=None) -> int:
         parser.error("--rate must be >= 0")
     cpu = apply_cpu_option(args)          # before any runtime loads: --emulate-avx2 works through the environment
     backends = [b.strip() for b in args.backends.split(",")]
-    also = args.also if args.also is not None else [m for m in [DEFAULT_INT8] if m.is_file() and m != args.model]
-    # (row label, model, backend): the torch backend needs the model's .safetensors, so only the main model has it
-    runs = [(name, args.model, name) for name in backends]
-    runs += [(f"{name} [{model.stem}]", model, name) for model in also for name in backends if name != "torch"]
+    ladder = []        # [(model label, path)] with --models
+    if args.models:
+        ladder = resolve_models(args.models, args.models_dir)
+        if not ladder:
+            print("none of --models is there")
+            return 1
+        args.model = ladder[0][1]
+        runs = [(f"{name} [{label}]", path, name) for label, path in ladder for name in backends
+                if name != "torch" or path.with_suffix(".safetensors").is_file()]
+    else:
+        also = args.also if args.also is not None else [m for m in [DEFAULT_INT8] if m.is_file() and m != args.model]
+        # (row label, model, backend): the torch backend needs the model's .safetensors: only the main model's
+        runs = [(name, args.model, name) for name in backends]
+        runs += [(f"{name} [{model.stem}]", model, name) for model in also for name in backends if name != "torch"]
     results = {}
     source = None
     shapes_timed = []
@@ -187,12 +211,50 @@ def main(argv=None) -> int:
         where = "fastest" if len(shapes_timed) == 1 else f"fastest at {sw}x{sh}"
         print(f"{where}: {best}, {per_frame:.2f} ms/frame p50 -> {verdict} the {TARGET_MS:.0f} ms/frame target")
     best = min((n for n in results if results[n]["input"] == [w, h]), key=lambda n: results[n]["p50_ms"])
+    verdicts = ladder_verdicts(results, ladder, backends, args.target_rate, args.batch) if ladder else {}
     if args.json:
         args.json.write_text(json.dumps({"model": str(args.model), "input": [w, h],
                                          "inputs": [list(s) for s in shapes_timed], "batch": args.batch,
                                          "rate_hz": args.rate, "results": results, "machine_baseline": machine,
-                                         "fastest": best, "cpu": cpu}, indent=2))
+                                         "fastest": best, "ladder": verdicts, "cpu": cpu}, indent=2))
     return 0
+
+
+def resolve_models(text: str, directory: Path | None) -> list[tuple[str, Path]]:
+    """``accurate,fast,/x/m.onnx`` -> [(label, path)]: rung names are files of the ladder's folder; missing ones are
+    reported and left out."""
+    from carla_seg_ros.paths import models_dir
+    directory = Path(directory) if directory is not None else models_dir()
+    out = []
+    for entry in (e.strip() for e in text.split(",") if e.strip()):
+        path = directory / RUNG_FILES[entry] if entry in RUNG_FILES else Path(entry)
+        if not path.is_file():
+            print(f"{entry}: skipped ({path} not found)")
+            continue
+        out.append((entry if entry in RUNG_FILES else path.stem, path))
+    return out
+
+
+def ladder_verdicts(results: dict, ladder: list, backends: list, rate: float, batch: int) -> dict:
+    """Per backend, the rung `model: auto` would choose from these p50s (per frame) at ``rate`` (printed)."""
+    budget = budget_ms(rate, BUDGET_FRACTION)
+    out = {}
+    print(f"\nmodel ladder at {rate:g} Hz (budget {budget:.1f} ms = {BUDGET_FRACTION:.0%} of the frame period; "
+          f"seg_node's model: auto times the same way at startup):")
+    for name in backends:
+        timings = {}
+        for label, path in ladder:
+            # the model's own input size, the first row of that backend and model
+            row = next((r for key, r in results.items() if r["backend"] == name and r["model"] == str(path)
+                        and key.startswith(f"{name} [{label}]")), None)
+            timings[label] = row["p50_ms"] / batch if row else None
+        try:
+            choice = choose_rung(timings, budget)
+        except ValueError:
+            continue
+        out[name] = {"rung": choice.rung, "fits": choice.fits, "timings_ms": timings, "budget_ms": budget}
+        print(f"  {name}: {choice.reason}")
+    return out
 
 
 if __name__ == "__main__":

@@ -1,6 +1,8 @@
 """`carla-seg demo` (`make demo`): seg_node on real CARLA frames over ROS 2, end to end, with a scored summary.
 
-Starts seg_node as a separate process with the committed model, plays the 800x600 frames of ``<data>/fullres`` at
+Starts seg_node as a separate process with ``model: auto`` (the most accurate rung of the model ladder whose
+startup-timed call fits the play rate's frame budget, runtime/model_ladder.py; ``--model`` picks a rung or a file),
+plays the 800x600 frames of ``<data>/fullres`` at
 20 Hz as bgra8 on /carla/ego_vehicle/rgb_front/image exactly like the CARLA ROS bridge (RELIABLE, KEEP_LAST 10,
 frame_id ego_vehicle/rgb_front, stamps advancing by exactly 1/rate like simulation time), records what the node
 publishes and writes to ``--out`` (default out/demo):
@@ -30,11 +32,11 @@ from pathlib import Path
 import numpy as np
 
 from carla_seg_ros.runtime.backends import BACKEND_CHOICES
-from carla_seg_ros.datasets import HoodRule, Pair, find_pairs, read_label
+from carla_seg_ros.datasets import HoodRule, Pair, find_pairs, read_label, read_rgb
 from carla_seg_ros.paths import default_data_dir
 from carla_seg_ros.ros.playback.dds import DEFAULT_DDS_CONFIG, apply_in_this_process, dds_env
-from carla_seg_ros.runtime.model_choice import choose_model
 from carla_seg_ros.runtime.cpu_info import add_cpu_option, apply_cpu_option, cpu_line
+from carla_seg_ros.runtime.model_ladder import MODEL_CHOICES
 from carla_seg_ros.ros.playback import NO_DATA_HELP, resolve_split
 
 NODE_NAME = "seg_node"
@@ -131,13 +133,17 @@ def run(args) -> dict:
     overlays = player.watch(f"/{NODE_NAME}/overlay", Image, recorder.on_overlay)
     label_info = player.watch_latest(f"/{NODE_NAME}/label_info", String)
     diagnostics = player.watch_latest("/diagnostics", DiagnosticArray)
-    params = {"backend": args.backend, "model_path": str(Path(args.model).resolve())}
+    # The rungs are timed at the frames' own size and against the play rate's budget (runtime/model_ladder.py).
+    height, width = read_rgb(pairs[0].rgb).shape[:2]
+    params = {"backend": args.backend, "model": args.model, "target_rate": min(max(float(args.rate), 0.1), 1000.0),
+              "timing_frame_size": f"{width}x{height}"}
     proc = NodeProcess(NODE_NAME, node_argv("carla_seg_ros.ros.seg_node", NODE_NAME, params, {"image": CAMERA_TOPIC}),
                        log_path=out / "seg_node.log", env=dds_env(DEFAULT_DDS_CONFIG))
-    summary = {"data_dir": str(data_dir), "split": split, "frames_planned": len(pairs), "model": params["model_path"],
+    summary = {"data_dir": str(data_dir), "split": split, "frames_planned": len(pairs), "model": params["model"],
                "backend_requested": args.backend, "rate_hz": args.rate, "topic": CAMERA_TOPIC,
                "interrupted": False, "error": None, "cpu": getattr(args, "cpu", None)}
-    print(f"demo: {len(pairs)} frames from {data_dir} (split {split}) -> seg_node [{args.backend}] on "
+    print(f"demo: {len(pairs)} frames from {data_dir} (split {split}) -> seg_node [{args.backend}, model "
+          f"{args.model}] on "
           f"{CAMERA_TOPIC} at {args.rate:g} Hz; output in {out}/", flush=True)
     try:
         play(player, proc, pairs, recorder, masks, diagnostics, args, summary)
@@ -230,6 +236,8 @@ def print_summary(s: dict, out: Path) -> None:
         print(f"  {cpu_line(s['cpu'])}")
     if values.get("kernels"):
         print(f"  runtime       {values['kernels']}")
+    if values.get("model_file"):
+        print(f"  model         {values['model_file']}: {values.get('model_choice', '?')}")
     print(f"  received      {s['frames_received']}/{s['frames_sent']} masks, {s['overlays_received']} overlays, "
           f"{s['dropped']} dropped; output {_f(s['output_rate_hz'], '.1f')} Hz")
     print(f"  latency       p50 {_f(lat['p50'], '.1f')} ms, p99 {_f(lat['p99'], '.1f')} ms "
@@ -263,9 +271,10 @@ def main(argv=None) -> int:
     parser.add_argument("--rate", type=float, default=20.0, help="publish rate in Hz (default: 20)")
     parser.add_argument("--backend", default="auto", choices=list(BACKEND_CHOICES),
                         help="seg_node inference backend (default: auto)")
-    parser.add_argument("--model", type=Path, default=None,
-                        help="ONNX model (default: the committed model seg_node picks for the backend: int8 on the "
-                             "CPU runtimes, see runtime/model_choice.py)")
+    parser.add_argument("--model", default="auto",
+                        help="seg_node's model parameter: auto (default: the most accurate rung of the model ladder "
+                             "that fits the --rate's frame budget, timed at startup), accurate, fast, or an .onnx "
+                             "file")
     parser.add_argument("--max-frames", type=int, default=None, help="play only the first N frames")
     parser.add_argument("--ready-timeout", type=float, default=120.0,
                         help="seconds seg_node may take to start and answer (default: 120)")
@@ -280,10 +289,12 @@ def main(argv=None) -> int:
     if args.data is None:
         print(f"carla-seg demo: {NO_DATA_HELP}", file=sys.stderr)
         return 2
-    args.model = args.model or choose_model(args.backend).path     # the file seg_node itself would pick
-    if not Path(args.model).is_file():
-        print(f"carla-seg demo: model {args.model} not found", file=sys.stderr)
-        return 2
+    if args.model not in MODEL_CHOICES:
+        if not Path(args.model).is_file():
+            print(f"carla-seg demo: model {args.model} not found (auto, accurate, fast or an .onnx file)",
+                  file=sys.stderr)
+            return 2
+        args.model = str(Path(args.model).resolve())
     try:
         find_pairs(args.data, resolve_split(Path(args.data), args.split))
     except FileNotFoundError as exc:

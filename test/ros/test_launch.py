@@ -81,6 +81,7 @@ def test_launch_arguments_and_defaults(launch_args):
     # "" = not given: the params file's value is used (see test_launch_params.py for the precedence rule)
     assert launch_args["use_sim_time"] == ""
     assert launch_args["backend"] == ""
+    assert launch_args["model"] == ""       # config/seg.yaml's model: auto (the ladder's timed choice)
     assert launch_args["namespace"] == ""
     assert launch_args["cameras"] == ""
     assert launch_args["managed"] == "false"

@@ -52,7 +52,8 @@ def test_shares_seg_launch_arguments_and_defaults(live):
         default = keyword(call, "default_value")
         theirs[call.args[0].value] = default.value if isinstance(default, ast.Constant) else None
     # One camera, one evaluator: seg.launch.py's multi-camera, managed and rviz arguments are not offered here.
-    for name in ("role_name", "camera", "params_file", "backend", "namespace", "use_sim_time", "dds_profile"):
+    for name in ("role_name", "camera", "params_file", "backend", "model", "namespace", "use_sim_time",
+                 "dds_profile"):
         assert name in ours and name in theirs, name
         if theirs[name] is not None:
             assert ours[name] == theirs[name], name

@@ -154,6 +154,13 @@ def test_explicit_launch_arguments_win_over_the_params_file(monkeypatch, tmp_pat
     assert params["backend"] == "openvino" and params["use_sim_time"] is True
 
 
+def test_the_shipped_params_file_runs_the_model_ladder_and_model_overrides_it(monkeypatch, tmp_path):
+    assert node_params(run_launch(monkeypatch)[0])["model"] == "auto"      # config/seg.yaml
+    assert node_params(run_launch(monkeypatch, model="fast")[0])["model"] == "fast"
+    custom = write_yaml(tmp_path / "my.yaml", "seg_node", {"model": "accurate"})
+    assert node_params(run_launch(monkeypatch, params_file=str(custom))[0])["model"] == "accurate"
+
+
 def test_a_file_that_sets_nothing_leaves_the_node_defaults(tmp_path):
     empty = write_yaml(tmp_path / "empty.yaml", "/**", {"overlay_alpha": 0.3})
     assert resolve_parameters(empty, {}) == {"use_sim_time": True, "overlay_alpha": 0.3}   # no backend: node's auto
