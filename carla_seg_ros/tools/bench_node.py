@@ -36,6 +36,7 @@ import numpy as np
 
 from carla_seg_ros.runtime.backends import BACKEND_CHOICES
 from carla_seg_ros.runtime.cpu_info import add_cpu_option, apply_cpu_option
+from carla_seg_ros.runtime.model_ladder import MODEL_CHOICES
 from carla_seg_ros.datasets import find_pairs
 from carla_seg_ros.paths import default_data_dir
 from carla_seg_ros.ros.playback.dds import DDS_CONFIGS, DEFAULT_DDS_CONFIG, apply_in_this_process, dds_env
@@ -69,16 +70,17 @@ class Pipeline:
         return f"/{self.node_name}/mask"
 
 
-def pipelines_for(backends: list[str], model: Path | None, echo: bool, node_params: dict,
+def pipelines_for(backends: list[str], model: str | None, echo: bool, node_params: dict,
                   occupancy: bool = False) -> list[Pipeline]:
-    """One seg_node per backend (model None: each node picks its own file, runtime/model_choice.py), then echo."""
+    """One seg_node per backend (model None: the node's own model parameter, auto: the ladder's timed choice,
+    runtime/model_ladder.py), then echo."""
     out = []
     for i, backend in enumerate(backends):
         # Distinct node names keep each run's topics apart from any leftover of the previous process.
         name = "seg_node" if i == 0 else f"seg_node_{backend}"
         if any(p.node_name == name for p in out):        # the same backend twice: repeat runs
             name = f"{name}_{i}"
-        params = {"backend": backend, **({"model_path": str(model)} if model else {}), **node_params}
+        params = {"backend": backend, **({"model": str(model)} if model else {}), **node_params}
         label = f"seg_node [{backend}]"
         out.append(Pipeline(label, "carla_seg_ros.ros.seg_node", name, params, camera_info=occupancy))
         if occupancy:
@@ -325,9 +327,10 @@ def build_parser() -> argparse.ArgumentParser:
                         help="dataset folder (default: $CARLA_SEG_DATA or ../shared/data/carla_seg)")
     parser.add_argument("--split", default=None,
                         help="split or sub-folder to play (default: fullres, or all for a Kaggle/flat folder)")
-    parser.add_argument("--model", type=Path, default=None,
-                        help="ONNX model for every seg_node (default: the node's own choice per backend: int8 on the "
-                             "CPU runtimes, fp32 for torch/TensorRT)")
+    parser.add_argument("--model", default=None,
+                        help="every seg_node's model parameter: auto, accurate, fast or an .onnx file (default: the "
+                             "node's own, auto: the most accurate rung of the model ladder that fits --rate, timed "
+                             "at startup; each run prints the rung it chose)")
     parser.add_argument("--rate", type=float, default=TARGET_RATE_HZ, help="publish rate in Hz (default: 20)")
     parser.add_argument("--frames", type=int, default=200, help="measured frames per pipeline (default: 200)")
     parser.add_argument("--camera-size", action="append", default=None, type=parse_size, metavar="WxH",
@@ -372,8 +375,10 @@ def main(argv=None) -> int:
         parser.error(NO_DATA_HELP)
     args.split = resolve_split(Path(data_dir), args.split)
     model = args.model
-    if model is not None and not Path(model).is_file():
-        parser.error(f"model {model} not found")
+    if model is not None and model not in MODEL_CHOICES:
+        if not Path(model).is_file():
+            parser.error(f"model {model} not found (auto, accurate, fast or an .onnx file)")
+        model = str(Path(model).resolve())
     try:
         pairs = find_pairs(data_dir, args.split)[:DISTINCT_FRAMES]
     except FileNotFoundError as exc:
@@ -398,8 +403,9 @@ def main(argv=None) -> int:
     interrupted = False
     try:
         runs = [(size, at_camera_size(pipeline, size, sizes[:i].count(size))) for i, size in enumerate(sizes)
-                for pipeline in pipelines_for(args.backends, model, not args.no_echo, parse_params(args.node_param),
-                                              args.occupancy)]
+                for pipeline in pipelines_for(args.backends, model, not args.no_echo,
+                                              {"target_rate": min(max(float(args.rate), 0.1), 1000.0),
+                                               **parse_params(args.node_param)}, args.occupancy)]
         played = {size: frames if size is None else [camera_frame(f, size) for f in frames] for size in sizes}
         for size, pipeline in runs:
             print(f"-> {pipeline.label}", flush=True)
@@ -421,9 +427,11 @@ def main(argv=None) -> int:
         if "model_file" in values:
             print(f"{r['pipeline']} ran {values['model_file']} ({values.get('model_choice', '?')}); "
                   f"{values.get('kernels', 'precision ' + values.get('inference_precision', '?'))}")
+        if values.get("model_rung"):      # the model ladder's choice: which rung, from which timings and budget
+            print(f"{r['pipeline']} rung: {values['model_rung']} ({values.get('rung_choice', '')})")
 
     report = {"publisher_dds": args.publisher_dds, "node_dds": args.node_dds,
-              "data_dir": str(data_dir), "split": args.split, "model": str(model) if model else "per backend",
+              "data_dir": str(data_dir), "split": args.split, "model": str(model) if model else "node default (auto)",
               "rate_hz": args.rate,
               "frames_per_pipeline": args.frames, "frame_size": [w, h], "cpus": os.cpu_count(), "cpu": cpu,
               "load_average_start": load, "load_average_end": os.getloadavg(),

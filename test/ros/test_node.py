@@ -490,15 +490,23 @@ def test_backend_that_cannot_load_falls_back_when_allowed(tmp_path):
 
 
 def test_default_model_is_chosen_per_backend_and_reported(probe, node):
-    """CPU runtimes run the checked int8 file by default; /diagnostics and the ready line say which file and why."""
+    """model: auto (config/seg.yaml) runs a rung of the ladder; the accurate rung's file is the checked int8 file on
+    the CPU runtimes; /diagnostics and the ready line say which rung and file, and why."""
     from carla_seg_ros.runtime.model_choice import choose_model
+    from carla_seg_ros.runtime.model_ladder import FAST_MODEL_NAME
     diagnostics = probe.latest_diagnostics()
+    assert diagnostics["model_rung"] in ("accurate", "fast"), diagnostics
+    assert diagnostics["rung_budget_ms"] and diagnostics["rung_timings_ms"], diagnostics
+    if diagnostics["model_rung"] == "fast":
+        assert diagnostics["model_file"].endswith(FAST_MODEL_NAME)
+        return
     expected = choose_model(diagnostics["backend"])
-    assert diagnostics["model_file"] == str(expected.path) and diagnostics["model_choice"] == expected.reason
+    assert diagnostics["model_file"] == str(expected.path) and expected.reason in diagnostics["model_choice"]
     if diagnostics["backend"] in ("openvino", "onnxruntime") and expected.path.with_name("carla_unet_int8.onnx") \
             .is_file():
         assert expected.is_int8, expected.reason
-    assert f"model {expected.path} ({expected.reason})" in node[1].read_text()
+    text = node[1].read_text()
+    assert f"model {expected.path} (rung accurate: " in text and expected.reason in text
 
 
 def test_explicit_model_path_wins(tmp_path, model_path):

@@ -63,3 +63,20 @@ def test_bench_model_times_each_camera_aspect_at_its_input_size(tmp_path, model_
     assert report["inputs"] == [[448, 288], [384, 288], [512, 288], [768, 288]]
     assert "onnxruntime @400x288: skipped" in printed          # not a multiple of 32: the model does not take it
     assert "fastest at 768x288" in printed
+
+
+def test_bench_model_times_every_rung_of_the_ladder_and_says_which_auto_would_run(tmp_path, model_path, capsys):
+    """--models accurate,fast: the rung files of --models-dir (a missing one is skipped), every backend on each, and
+    per backend the rung model: auto would choose from those timings (consistent with them and the budget)."""
+    from carla_seg_ros.runtime.model_ladder import budget_ms
+    shutil.copyfile(model_path, tmp_path / "carla_unet.onnx")
+    out = tmp_path / "bench.json"
+    assert bench_model.main(["--models", "accurate,fast", "--models-dir", str(tmp_path), "--backends", "onnxruntime",
+                             "--iters", "3", "--warmup", "1", "--json", str(out)]) == 0
+    printed = capsys.readouterr().out
+    assert "fast: skipped" in printed and "model ladder at 20 Hz" in printed
+    report = json.loads(out.read_text())
+    assert set(report["results"]) == {"onnxruntime [accurate]"}
+    verdict = report["ladder"]["onnxruntime"]
+    assert verdict["rung"] == "accurate" and verdict["budget_ms"] == budget_ms(20.0)
+    assert verdict["fits"] == (verdict["timings_ms"]["accurate"] <= verdict["budget_ms"])

@@ -39,6 +39,7 @@ def test_bench_node_reports_seg_node_and_echo_baseline(data_dir, tmp_path):
     assert seg["p50_above_echo_ms"] == pytest.approx(
         seg["latency_ms"]["p50"] - report["pipelines"][1]["latency_ms"]["p50"])
     assert "p50 - echo_node p50" in proc.stdout
+    assert "seg_node [onnxruntime] rung: accurate (" in proc.stdout      # model: auto, a ladder of one here
     assert plot.is_file() and plot.stat().st_size > 0
 
 
