@@ -2,7 +2,7 @@ r"""Launch seg_node next to the CARLA ROS bridge.
 
     ros2 launch carla_seg_ros seg.launch.py                                 # /carla/ego_vehicle/rgb_front/image
     ros2 launch carla_seg_ros seg.launch.py role_name:=hero camera:=rgb_left backend:=onnxruntime
-    ros2 launch carla_seg_ros seg.launch.py model:=fast        # the ladder's fast rung (default: the params file's auto)
+    ros2 launch carla_seg_ros seg.launch.py model:=fast        # the ladder's fast rung (default: params file: auto)
     ros2 launch carla_seg_ros seg.launch.py use_sim_time:=false params_file:=/path/my_seg.yaml
     ros2 launch carla_seg_ros seg.launch.py cameras:=rgb_front,rgb_left,rgb_right rviz:=true   # one node, 3 cameras
     ros2 launch carla_seg_ros seg.launch.py managed:=true      # lifecycle node: ros2 lifecycle set /seg_node configure
@@ -10,8 +10,9 @@ r"""Launch seg_node next to the CARLA ROS bridge.
 Parameter precedence: a launch argument given on the command line wins; otherwise the params file's value;
 otherwise the launch default (use_sim_time: true); otherwise the node's own default. backend, model and use_sim_time
 default to "" = "not given", so a params file saying `backend: onnxruntime` is obeyed. config/seg.yaml says
-`model: auto`: the node times the model ladder's rungs at startup and runs the most accurate one that fits 20 Hz. Params file sections named
-`seg_node:` (relative) apply under any namespace:=, like `/**:` (the shipped config/seg.yaml).
+`model: auto`: the node times the model ladder's rungs at startup and runs the most accurate one that fits 20 Hz.
+Params file sections named `seg_node:` (relative) apply under any namespace:=, like `/**:` (the shipped
+config/seg.yaml).
 
 seg_node runs with config/fastdds_large_frames.xml (dds_profile; the default transports with 32 MB buffers, which
 still match a CARLA bridge on Fast DDS defaults). The big gain is on the bridge's side, which this file does not

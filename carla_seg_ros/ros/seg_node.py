@@ -178,19 +178,32 @@ class SegPipeline:
                 log.warning(f"model ladder: {rung.name} rung {rung.path} cannot load, skipped: {exc}")
                 timings[rung.name], last_error = None, exc
                 continue
-            managers[rung.name] = manager
             if manager.status.state == "building":
-                # A CPU runtime serves while TensorRT builds: timing it says nothing about the GPU, which runs the
-                # accurate model far within any budget (README, Performance); take this rung untimed.
-                choice = RungChoice(rung.name, f"{rung.name}: not timed, the TensorRT engine builds in the "
-                                    f"background (the GPU runs it within budget)", True, budget, {})
-                break
+                if not managers:
+                    # A CPU runtime serves while TensorRT builds: timing it says nothing about the GPU, which runs
+                    # the accurate model far within any budget (README, Performance); take this rung untimed.
+                    managers[rung.name] = manager
+                    choice = RungChoice(rung.name, f"{rung.name}: not timed, the TensorRT engine builds in the "
+                                        f"background (the GPU runs it within budget)", True, budget, {})
+                    break
+                log.warning(f"model ladder: {rung.name} rung not timed: its TensorRT engine is not built yet")
+                manager.close()
+                timings[rung.name] = None
+                continue
+            managers[rung.name] = manager
             try:
                 ms = time_calls(manager.backend, timing_size(manager.backend, frame_wh), batch)
             except Exception as exc:  # noqa: BLE001 - a rung that cannot run is skipped, not a crash
                 log.warning(f"model ladder: {rung.name} rung {rung.path} failed its timing, skipped: {exc}")
                 ms = None
             timings[rung.name] = ms
+            if manager.backend.name == "tensorrt" and ms is not None and ms <= budget and rung != ladder.rungs[-1]:
+                # On the GPU the first rung that fits is the choice: the less accurate rungs would only cost
+                # TensorRT engine builds (minutes each) to be timed.
+                choice = RungChoice(rung.name, f"{rung.name}: the most accurate rung that fits the budget on "
+                                    f"TensorRT (measured {format_timings(timings)} ms, budget {budget:.1f} ms; the "
+                                    f"less accurate rungs not loaded)", True, budget, dict(timings))
+                break
         if choice is None:
             try:
                 choice = choose_rung(timings, budget)
