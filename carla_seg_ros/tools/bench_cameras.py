@@ -33,7 +33,7 @@ def layouts(n: int, model: Path, node_params: dict) -> dict:
     """``one``: one node with N cameras; ``separate``: N single-camera nodes. -> (argv list, output topics)."""
     from carla_seg_ros.ros.playback import node_argv
 
-    base = {"model_path": str(model), **node_params}
+    base = {"model": str(model), **node_params}
     topics = [CAMERA_TOPIC.format(i) for i in range(n)]
     one = ([node_argv(SEG_NODE_MODULE, "seg_node", {**base, "cameras": "[" + ",".join(topics) + "]"})],
            [f"/seg_node/cam{i}/mask" for i in range(n)])

@@ -109,7 +109,7 @@ def start(args, extra_params: dict | None = None, node: str = NODE_NAME):
     if node == NODE_NAME:
         params = {"backend": args.backend, **(extra_params or {})}
         if args.model is not None:
-            params["model_path"] = str(Path(args.model).resolve())
+            params["model"] = str(Path(args.model).resolve())
     proc = NodeProcess(node, node_argv(NODE_MODULES[node], node, params, {"image": CAMERA_TOPIC}),
                        log_path=args.log, env=dds_env(args.node_dds, dict(os.environ, PYTHONUNBUFFERED="1")))
     return player, proc, masks, diagnostics
