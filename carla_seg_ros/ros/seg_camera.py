@@ -145,7 +145,7 @@ class CameraIO:
             # what the runtime really runs: OpenVINO's resolved precision (bf16 / f32) and its kernels per ISA
             "inference_precision": execution.get("inference_precision", "n/a"),
             "kernels": execution_line(execution) if execution else "n/a",
-            # the ladder (runtime/model_ladder.py): model_rung, rung_choice, rung_timings_ms, rung_budget_ms
+            # the ladder (runtime/model_ladder.py): model_rung, rung_choice, rung_timings_ms, rung_budget_ms, rung_fits
             **(rung or {}),
             **({"camera": self.name} if self.name else {}),
             "input_topic": self.sub.topic_name, "input_rate_hz": s["input_rate_hz"],
@@ -169,6 +169,10 @@ class CameraIO:
             level, message = DiagnosticStatus.WARN, self.occupancy.problem()
         elif s["received"] == 0:
             level, message = DiagnosticStatus.WARN, f"no images received on {self.sub.topic_name} yet"
+        elif (rung or {}).get("rung_fits") == "false":     # model auto: even the fastest rung missed the budget
+            level = DiagnosticStatus.WARN
+            message = (f"model rung {rung['model_rung']} over the frame budget ({rung['rung_timings_ms']} ms, budget "
+                       f"{rung['rung_budget_ms']} ms)")
         # "<node>: segmentation" as before for the single camera; "<node>: <camera> segmentation" per camera.
         name = f"{fqn}: {self.name + ' ' if self.name else ''}segmentation"
         return DiagnosticStatus(level=level, name=name, message=message, hardware_id=backend.name,

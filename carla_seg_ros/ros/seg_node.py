@@ -112,7 +112,7 @@ class SegPipeline:
         """Load the model the ``model`` parameter names (auto: the timed ladder choice); sets ``model_choice``
         (why this file) and ``rung`` (the /diagnostics values saying which rung and why)."""
         model, legacy = self.p["model"], self.p["model_path"]
-        self.rung = {"model_rung": "", "rung_choice": "", "rung_timings_ms": "", "rung_budget_ms": ""}
+        self.rung = {"model_rung": "", "rung_choice": "", "rung_timings_ms": "", "rung_budget_ms": "", "rung_fits": ""}
         try:
             parse_frame_size(self.p["timing_frame_size"])
         except ValueError as exc:
@@ -222,7 +222,8 @@ class SegPipeline:
             f"{self.p['budget_fraction']:.0%} of the frame period")
         self.model_choice = f"rung {choice.reason}; {rung.why_file}"
         self.rung.update(model_rung=choice.rung, rung_choice=choice.reason,
-                         rung_timings_ms=format_timings(choice.timings_ms), rung_budget_ms=f"{budget:.1f}")
+                         rung_timings_ms=format_timings(choice.timings_ms), rung_budget_ms=f"{budget:.1f}",
+                         rung_fits="true" if choice.fits else "false")
         return managers[choice.rung], rung.path
 
     def manager_name(self) -> str:

@@ -54,13 +54,15 @@ def parse_timings(text: str) -> dict:
     return out
 
 
-def node_diagnostics(probe: Probe, timeout: float = 15.0) -> dict:
+def node_diagnostics(probe: Probe, timeout: float = 15.0, node: str = NODE) -> dict:
     got = []
 
     def cb(msg):
         for status in msg.status:
-            if status.name.startswith(f"{NODE}:"):
-                got.append({kv.key: kv.value for kv in status.values})
+            if status.name.startswith(f"{node}:"):
+                level = int.from_bytes(status.level, "little") if isinstance(status.level, bytes) else status.level
+                got.append({kv.key: kv.value for kv in status.values} | {"_level": level,
+                                                                          "_message": status.message})
     sub = probe.node.create_subscription(DiagnosticArray, "/diagnostics", cb, 10)
     try:
         wait_for(lambda: got, timeout, "seg_node's /diagnostics")
@@ -78,12 +80,7 @@ def test_auto_runs_the_rung_its_timings_and_budget_give_and_answers_frames(ladde
     try:
         wait_for(lambda: camera.get_subscription_count() >= 1 and mask.get_publisher_count() >= 1,
                  START_TIMEOUT_S, "seg_node to subscribe", proc, log)
-        stamp = 1_000_000_000
-        deadline = time.monotonic() + 60.0
-        while not probe.got(f"{NODE}/mask") and time.monotonic() < deadline:   # a frame may precede discovery
-            camera.publish(Probe.frame(800, 600, "camera", stamp))
-            stamp += 50_000_000
-            time.sleep(0.5)
+        send_until_answered(probe, camera, f"{NODE}/mask", proc, log)
         (frame_id, width, height), = list(probe.got(f"{NODE}/mask").values())[:1]
         assert (frame_id, width, height) == ("camera", 800, 600)
         values = node_diagnostics(probe)
@@ -96,28 +93,49 @@ def test_auto_runs_the_rung_its_timings_and_budget_give_and_answers_frames(ladde
     assert values["model_rung"] == expected.rung, values
     assert values["model_file"].endswith("carla_unet.onnx" if expected.rung == "accurate" else FAST_MODEL_NAME)
     assert values["rung_choice"] in values["model_choice"]
+    assert values["rung_fits"] == ("true" if expected.fits else "false")
+    if not expected.fits:          # none fits: the status says so (WARN) once frames come
+        assert values["_level"] == 1 and "over the frame budget" in values["_message"], values
     text = log.read_text()
     assert f"model ladder: rung {values['model_rung']}:" in text and "seg_node ready" in text
     assert f"budget {budget:.1f} ms" in text      # the ready log names timings and budget too
 
 
-def test_a_corrupt_fast_rung_is_skipped_and_auto_runs_the_only_rung_left(model_path, tmp_path):
+def send_until_answered(probe: Probe, camera, mask_topic: str, proc, log) -> None:
+    stamp = 1_000_000_000
+    deadline = time.monotonic() + 60.0
+    while not probe.got(mask_topic) and time.monotonic() < deadline:   # a frame may precede discovery
+        camera.publish(Probe.frame(800, 600, "camera", stamp))
+        stamp += 50_000_000
+        time.sleep(0.5)
+    assert probe.got(mask_topic), f"no mask came back:\n{log.read_text()[-3000:]}"
+
+
+def test_a_corrupt_fast_rung_is_skipped_and_auto_runs_the_only_rung_left(model_path, probe, tmp_path):
     folder = tmp_path / "models"
     folder.mkdir()
     shutil.copyfile(model_path, folder / "carla_unet.onnx")
     (folder / FAST_MODEL_NAME).write_bytes(b"\x08\x07not an onnx model" * 100)
     log = tmp_path / "seg_node.log"
-    # A budget no machine meets (0.05 ms): with one rung left, auto still runs it and warns.
-    proc = start_node(log, "-r", f"__ns:={NS}_corrupt", "-p", "model:=auto", "-p", f"models_dir:={folder}",
-                      "-p", "target_rate:=1000.0", "-p", "budget_fraction:=0.05")
+    ns = f"{NS}_corrupt"
+    mask = probe.record(f"{ns}/seg_node/mask")
+    camera = probe.camera(f"{ns}/camera/image")
+    # A budget no machine meets (0.05 ms): with one rung left, auto still runs it, warns, and /diagnostics says so.
+    proc = start_node(log, "-r", f"__ns:={ns}", "-r", f"image:={ns}/camera/image", "-p", "model:=auto",
+                      "-p", f"models_dir:={folder}", "-p", "target_rate:=1000.0", "-p", "budget_fraction:=0.05")
     try:
-        wait_for(lambda: "seg_node ready" in log.read_text(), START_TIMEOUT_S, "the node to start", proc, log)
+        wait_for(lambda: camera.get_subscription_count() >= 1 and mask.get_publisher_count() >= 1,
+                 START_TIMEOUT_S, "seg_node to subscribe", proc, log)
+        send_until_answered(probe, camera, f"{ns}/seg_node/mask", proc, log)
+        values = node_diagnostics(probe, node=f"{ns}/seg_node")
     finally:
         stop_node(proc)
     text = log.read_text()
     assert f"fast rung {folder / FAST_MODEL_NAME} skipped" in text, text
     assert "rung accurate: the only rung in the models folder, over the budget" in text, text
-    assert "budget 0.1 ms" in text or "budget 0.0 ms" in text, text
+    assert values["model_rung"] == "accurate" and values["rung_fits"] == "false", values
+    assert list(parse_timings(values["rung_timings_ms"])) == ["accurate"]
+    assert values["_level"] == 1 and values["_message"].startswith("model rung accurate over the frame budget"), values
 
 
 @pytest.mark.parametrize("params, expected", [
