@@ -96,24 +96,72 @@ def load_coding(name: str, path: Path | None = None) -> Coding:
 
 
 def model_coding() -> Coding:
-    """The coding the network predicts (13 Lyft/CARLA-0.8 classes)."""
+    """The coding the default class set (lyft13) predicts: the 13 Lyft/CARLA-0.8 classes."""
     return load_coding(_load(str(config_path("classes.yaml")))["model_coding"])
 
 
-def class_names() -> list[str]:
-    return list(model_coding().names)
+DEFAULT_CLASS_SET = "lyft13"
 
 
-def num_classes() -> int:
-    return model_coding().num_tags
+def class_set_names() -> list[str]:
+    """The class sets a model can be trained for (classes.yaml ``class_sets``)."""
+    return sorted(_load(str(config_path("classes.yaml")))["class_sets"])
 
 
-def class_table() -> list[dict]:
-    """The model's classes as plain dicts (id, name, color) for YAML/JSON metadata."""
-    c = model_coding()
-    return [{"id": i, "name": n, "color": [int(v) for v in rgb]} for i, n, rgb in zip(c.ids, c.names, c.colors)]
+def _class_set_entry(name: str) -> dict:
+    sets = _load(str(config_path("classes.yaml")))["class_sets"]
+    if name not in sets:
+        raise ValueError(f"unknown class set {name!r}; known: {sorted(sets)}")
+    return sets[name]
+
+
+def class_table(class_set: str = DEFAULT_CLASS_SET) -> list[dict]:
+    """A class set's classes as plain dicts (id, name, color) for YAML/JSON metadata (default: the 13 classes)."""
+    entry = _class_set_entry(class_set)
+    if "coding" in entry:
+        c = load_coding(entry["coding"])
+        rows = zip(c.ids, c.names, c.colors)
+    else:
+        rows = entry["classes"]
+    return [{"id": int(i), "name": str(n), "color": [int(v) for v in rgb]} for i, n, rgb in rows]
+
+
+def class_names(class_set: str = DEFAULT_CLASS_SET) -> list[str]:
+    return [c["name"] for c in class_table(class_set)]
+
+
+def num_classes(class_set: str = DEFAULT_CLASS_SET) -> int:
+    return len(class_table(class_set))
+
+
+def tag_maps(class_set: str = DEFAULT_CLASS_SET) -> dict[str, dict[str, int]]:
+    """{coding: {tag id (str): class id}} of a class set, for every coding (the model metadata's ``tag_maps``;
+    JSON keys are strings). Tags not listed are ignored (IGNORE_INDEX)."""
+    entry = _class_set_entry(class_set)
+    if "coding" in entry:      # lyft13: each coding's own to_model
+        raw = _load(str(config_path("classes.yaml")))["codings"]
+        return {c: {str(k): int(v) for k, v in raw[c]["to_model"].items()} for c in CODINGS}
+    return {c: {str(k): int(v) for k, v in entry["from"][c].items()} for c in CODINGS if c in entry["from"]}
+
+
+def lut_from_map(mapping: dict) -> np.ndarray:
+    """(256,) uint8 lookup table tag id -> class id from a {tag: class} map (tags not in it -> IGNORE_INDEX)."""
+    lut = np.full(256, IGNORE_INDEX, np.uint8)
+    for tag, cls in mapping.items():
+        lut[int(tag)] = int(cls)
+    lut.flags.writeable = False
+    return lut
+
+
+@lru_cache(maxsize=None)
+def tag_lut(coding: str, class_set: str = DEFAULT_CLASS_SET) -> np.ndarray:
+    """(256,) uint8: raw tag id of ``coding`` -> class id of ``class_set`` (IGNORE_INDEX where not mapped)."""
+    maps = tag_maps(class_set)
+    if coding not in maps:
+        raise ValueError(f"class set {class_set!r} has no map from coding {coding!r}")
+    return lut_from_map(maps[coding])
 
 
 def colorize(class_ids: np.ndarray) -> np.ndarray:
-    """Class-id mask (H, W) -> RGB palette image (H, W, 3)."""
+    """Class-id mask (H, W) -> RGB palette image (H, W, 3) in the default class set's colours."""
     return model_coding().palette_lut()[class_ids]

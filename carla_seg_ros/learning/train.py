@@ -7,6 +7,11 @@ The previous model (v1, FastUNet, trained from scratch):
     carla-seg train --preset fast_unet --train-splits train,val --out runs/fast_unet
 The seed-architecture reproduction (the original notebook's U-Net at 128x96):
     carla-seg train --preset seed --out runs/seed_unet
+Fine-tuning the shipped model on recorded frames (docs/adapt.md), mixed with the 13-tag data:
+    carla-seg train --init models/carla_unet.safetensors --preset finetune --data runs/rec/town10 \
+        --data ../shared/data/carla_seg --out runs/ft_town10
+Several processes (DistributedDataParallel; gloo on CPU, NCCL on GPUs; same global batch and seed as one process):
+    torchrun --standalone --nproc_per_node 4 -m carla_seg_ros.learning.train --init ... --out runs/ft
 """
 from __future__ import annotations
 
@@ -14,6 +19,7 @@ import argparse
 import csv
 import json
 import math
+import os
 import time
 from pathlib import Path
 
@@ -24,11 +30,12 @@ import torch.nn.functional as F
 from carla_seg_ros import classes
 from carla_seg_ros.evaluation import metrics
 from carla_seg_ros.learning.augment import PASTE_CLASSES, training_batch
-from carla_seg_ros.datasets import HoodRule, find_pairs, read_label, read_rgb
+from carla_seg_ros.datasets import (HoodRule, find_pairs, is_flat, read_label, read_rgb, time_block_split,
+                                    time_order)
 from carla_seg_ros.networks.models import build_model, count_parameters, input_normalisation, normalize_uint8
 from carla_seg_ros.paths import default_data_dir
 from carla_seg_ros.runtime.preprocess import resize_image, resize_mask
-from carla_seg_ros.networks.weights import save_weights
+from carla_seg_ros.networks.weights import load_model, read_metadata, save_weights
 
 PRESETS = {
     # v1 (FastUNet, the default until model v2): residual-encoder U-Net at 384x288, trained on whole-frame-sized
@@ -52,6 +59,17 @@ PRESETS = {
     "seed": dict(arch="seed_unet", input_size="128x96", crop="128x96", epochs=30, batch_size=16, lr=1e-3,
                  weight_decay=0.0, loss="ce", augment=False, scale_min=1.0, scale_max=1.0, copy_paste=0.0),
 }
+# Fine-tuning a trained model (--init, required) on recorded frames: the architecture, encoder and input size come
+# from the --init file. A tenth of the "pretrained" learning rates (decoder 3e-4, encoder 3e-5): the model is
+# already at a good minimum, and a few thousand frames of one simulator setup at the full rates would overwrite
+# what the 13-tag data taught (forgetting) before they add anything. 3 epochs: 2,000 recorded frames give 750 steps
+# at batch 8, enough for the decoder to settle on a town's look (the cosine schedule still decays to 1 %).
+# BatchNorm frozen (running statistics kept, eval-mode normalisation; its scale and shift still learn): the
+# statistics of 8-frame batches of one town are noisier than the ones the model was trained with, and a frozen
+# BatchNorm makes several processes compute exactly what one process computes (no per-process batch statistics).
+PRESETS["finetune"] = dict(epochs=3, batch_size=8, lr=3e-4, encoder_lr=3e-5, weight_decay=1e-4, loss="ce_dice",
+                           augment=True, scale_min=0.75, scale_max=1.35, copy_paste=0.5, channels_last=True,
+                           freeze_bn=True)
 PRESETS["default"] = PRESETS["pretrained"]   # the committed model's recipe
 
 
@@ -68,13 +86,44 @@ def parse_size(text: str) -> tuple[int, int]:
 # ---------------------------------------------------------------------------------------------------------------
 # data
 # ---------------------------------------------------------------------------------------------------------------
-def load_splits(data_dir, splits: list[str], size_wh, hood: HoodRule, limit: int | None = None):
+def load_splits(data_dir, splits: list[str], size_wh, hood: HoodRule, limit: int | None = None,
+                class_set: str = classes.DEFAULT_CLASS_SET):
     """All frames of the splits, concatenated and resized to the model's input size, as uint8 arrays held in memory
-    (~130 MB)."""
+    (~130 MB); labels as class ids of ``class_set``."""
     pairs = [p for split in splits for p in find_pairs(data_dir, split)][:limit]
+    return load_pairs(pairs, size_wh, hood, class_set)
+
+
+def load_pairs(pairs, size_wh, hood: HoodRule, class_set: str = classes.DEFAULT_CLASS_SET):
+    """Frames and labels of ``pairs`` (any mix of codings: each label remapped from its own coding to
+    ``class_set``), resized to the input size, as uint8 arrays."""
     images = np.stack([resize_image(read_rgb(p.rgb), size_wh) for p in pairs])
-    labels = np.stack([resize_mask(read_label(p, hood), size_wh) for p in pairs])
+    labels = np.stack([resize_mask(read_label(p, hood, class_set), size_wh) for p in pairs])
     return images, labels
+
+
+def split_folder(data_dir: Path, train_splits: list[str], args) -> tuple[list, list, dict]:
+    """(train pairs, val pairs, split record) of one --data folder.
+
+    A prepared folder (train/ val/ ...) gives its splits. A recorded (flat) folder is cut in time: contiguous val
+    blocks with guard bands (datasets.time_block_split); "val" in --train-splits then puts the val blocks into
+    the training data too (guard frames stay out)."""
+    data_dir = Path(data_dir)
+    if not is_flat(data_dir):
+        train = [p for split in train_splits for p in find_pairs(data_dir, split)]
+        val = find_pairs(data_dir, "val")
+        return train, val, {"folder": str(data_dir), "layout": "prepared", "train_splits": train_splits,
+                            "train": [p.name for p in train], "val": [p.name for p in val]}
+    ordered, order = time_order(data_dir, find_pairs(data_dir, "all"))
+    blocks = args.val_blocks or max(1, min(5, len(ordered) // 400))
+    split = time_block_split(ordered, args.val_fraction, args.guard_frames, blocks)
+    train = split.train + (split.val if "val" in train_splits else [])
+    codings = sorted({p.coding for p in ordered})
+    return train, split.val, {
+        "folder": str(data_dir), "layout": "recorded (flat): contiguous time blocks", "order": order,
+        "codings": codings, "frames": len(ordered), "val_fraction": args.val_fraction, "guard_frames_per_side":
+        args.guard_frames, "val_blocks": [[ordered[a].name, ordered[b].name] for a, b in split.blocks],
+        "train": [p.name for p in train], "val": [p.name for p in split.val], "guard": [p.name for p in split.guard]}
 
 
 def class_weights(labels: np.ndarray, num_classes: int) -> torch.Tensor:
@@ -116,10 +165,10 @@ def segmentation_loss(logits, target, num_classes, class_weight=None, dice_weigh
 
 
 @torch.no_grad()
-def evaluate_arrays(model, images, labels, device, batch_size=8) -> np.ndarray:
+def evaluate_arrays(model, images, labels, device, batch_size=8, num_classes: int | None = None) -> np.ndarray:
     """Confusion matrix of the model on preloaded (already resized) frames."""
     model.eval()
-    n_cls = classes.num_classes()
+    n_cls = num_classes or classes.num_classes()
     cm = np.zeros((n_cls, n_cls), np.int64)
     for i in range(0, len(images), batch_size):
         x = normalize_uint8(torch.from_numpy(images[i:i + batch_size]).to(device), *input_normalisation(model))
@@ -154,11 +203,36 @@ def plot_curves(log_rows: list[dict], path: Path) -> None:
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="carla-seg train", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--preset", choices=sorted(PRESETS), default="default",
-                   help="recipe whose values the other options override (default: %(default)s)")
-    p.add_argument("--data", type=Path, default=default_data_dir(),
-                   help="dataset folder (prepared layout or the Kaggle lyft-udacity-challenge download); "
-                        "default: $CARLA_SEG_DATA or ../shared/data/carla_seg")
+    p.add_argument("--preset", choices=sorted(PRESETS), default=None,
+                   help="recipe whose values the other options override (default: 'default', with --init: "
+                        "'finetune')")
+    p.add_argument("--data", type=Path, action="append",
+                   help="dataset folder, repeatable to mix folders of different codings (13/23/29 tags, from the name "
+                        "prefix or the manifest's coding column; labels remapped to --classes): a prepared layout "
+                        "(train/ val/), a recorded folder (rgb/ label/ manifest.csv: split in time, see "
+                        "--val-fraction) or the Kaggle download; default: $CARLA_SEG_DATA or ../shared/data/carla_seg")
+    p.add_argument("--classes", dest="class_set", choices=classes.class_set_names(),
+                   help="the class set the model predicts (config/classes.yaml class_sets): lyft13 (the 13 classes "
+                        "of the shipped model, default) or carla18 (CARLA 0.9.14+: Sky, Terrain, TrafficLight, "
+                        "large vehicles and two-wheelers apart); with --init: the init model's set")
+    p.add_argument("--init", type=Path, metavar="WEIGHTS",
+                   help="start from a trained model's .safetensors (fine-tuning): its architecture, encoder and "
+                        "input size come from the file, no ImageNet weights are loaded")
+    p.add_argument("--val-fraction", type=float, default=0.1,
+                   help="recorded folders: fraction of the frames in the val blocks (default: %(default)s)")
+    p.add_argument("--val-blocks", type=int, default=0,
+                   help="recorded folders: number of contiguous val blocks (0 = one per 400 frames, 1 to 5)")
+    p.add_argument("--guard-frames", type=int, default=10,
+                   help="recorded folders: frames dropped on each side of a val block (default: %(default)s)")
+    p.add_argument("--dropout", type=float, metavar="P",
+                   help="dropout before the head (default: the architecture's, 0.1 for the U-Nets); each process "
+                        "draws its own dropout masks, so several processes match one only in distribution")
+    p.add_argument("--freeze-bn", action=argparse.BooleanOptionalAction, default=None,
+                   help="keep BatchNorm statistics (eval-mode normalisation; on in the finetune preset)")
+    p.add_argument("--sync-bn", choices=["auto", "on", "off"], default="auto",
+                   help="several GPU processes: SyncBatchNorm (batch statistics over the global batch); auto = on "
+                        "for CUDA with more than one process and BatchNorm not frozen. gloo on CPU has none: "
+                        "per-process statistics there")
     p.add_argument("--out", type=Path, default=Path("runs/train"), help="run folder for checkpoints and logs")
     p.add_argument("--train-splits", type=lambda t: [v for v in t.split(",") if v], default=["train"],
                    help="comma-separated splits to fit on (default: train). 'train,val' is the usual final fit once "
@@ -195,13 +269,48 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+def init_settings(path: Path) -> dict:
+    """Architecture, encoder, input size and class set of the --init model, read from its file."""
+    meta = read_metadata(path)
+    config, run = meta["model_config"], meta.get("run_info", {})
+    out = {"arch": config["arch"], "input_size": tuple(run.get("input_size", (384, 288))),
+           "class_set": run.get("class_set", classes.DEFAULT_CLASS_SET), "num_classes": config.get("num_classes")}
+    if config.get("encoder"):
+        out["encoder"] = config["encoder"]
+    return out
+
+
 def resolve_args(argv=None) -> argparse.Namespace:
     p = build_parser()
     args = p.parse_args(argv)
+    if args.preset is None:
+        args.preset = "finetune" if args.init else "default"
+    if args.preset == "finetune" and not args.init:
+        p.error("--preset finetune needs --init WEIGHTS (the trained model to fine-tune)")
+    if not args.data:
+        args.data = [default_data_dir()] if default_data_dir() is not None else None
+    if args.init:
+        if not args.init.is_file():
+            p.error(f"--init {args.init}: no such file")
+        init = init_settings(args.init)
+        for k in ("arch", "encoder", "input_size"):
+            if k in init and getattr(args, k) not in (None, init[k]):
+                p.error(f"--{k.replace('_', '-')} {getattr(args, k)} differs from the --init model's {init[k]}")
+            if k in init:
+                setattr(args, k, init[k])
+        if args.class_set not in (None, init["class_set"]):
+            p.error(f"--classes {args.class_set}: the --init model predicts {init['class_set']} "
+                    f"({init['num_classes']} classes); fine-tune within its class set")
+        args.class_set = init["class_set"]
+        if args.crop is None:
+            args.crop = args.input_size
+    args.class_set = args.class_set or classes.DEFAULT_CLASS_SET
     for k, v in PRESETS[args.preset].items():
         if getattr(args, k, None) is None:
             setattr(args, k, parse_size(v) if k in ("input_size", "crop") else v)
     args.channels_last = PRESETS[args.preset].get("channels_last", False)  # a speed setting, no CLI option
+    if args.freeze_bn is None:
+        args.freeze_bn = False
     if args.arch == "efficientnet_lite_unet" and args.encoder is None:
         args.encoder = "lite0"
     if not 0.0 <= args.copy_paste <= 1.0:
@@ -210,6 +319,8 @@ def resolve_args(argv=None) -> argparse.Namespace:
         p.error("--train-splits must not include test or fullres: those frames are what the model card reports on")
     if args.data is None:
         p.error("no dataset found: pass --data DIR or set CARLA_SEG_DATA (see README: Data)")
+    if not 0.0 < args.val_fraction < 1.0:
+        p.error(f"--val-fraction is in (0, 1), got {args.val_fraction}")
     return args
 
 
@@ -221,16 +332,30 @@ def cpu_has_bf16() -> bool:
     return "amx_bf16" in flags
 
 
-def build_network(args):
-    """The network of the preset, with its ImageNet encoder weights on a fresh run; (model, JSON-able config)."""
-    model_config = {"arch": args.arch, "num_classes": classes.num_classes()}
+def build_network(args, verbose: bool = True):
+    """The network of the preset, with its ImageNet encoder weights on a fresh run, or the --init model's weights;
+    (model, JSON-able config)."""
+    if getattr(args, "init", None):
+        model, meta = load_model(args.init)
+        if getattr(args, "dropout", None) is not None:
+            for m in model.modules():
+                if isinstance(m, torch.nn.modules.dropout._DropoutNd):
+                    m.p = args.dropout
+        if verbose:
+            print(f"init: {args.init} ({meta['model_config']['arch']}, {args.class_set}); no ImageNet weights loaded")
+        return model.train(), meta["model_config"]
+    model_config = {"arch": args.arch, "num_classes": classes.num_classes(getattr(args, "class_set",
+                                                                                    classes.DEFAULT_CLASS_SET))}
+    if getattr(args, "dropout", None) is not None:
+        model_config["dropout"] = args.dropout
     if args.arch == "efficientnet_lite_unet":
         from carla_seg_ros.networks.efficientnet_lite import LITE_MEAN, LITE_STD
         model_config.update(encoder=args.encoder, mean=list(LITE_MEAN), std=list(LITE_STD))
     model = build_model(model_config)
     if hasattr(model, "load_pretrained") and not (args.resume and (args.out / "last.pt").is_file()):
         model.load_pretrained()
-        print(f"encoder: ImageNet weights of EfficientNet-{args.encoder.capitalize()} loaded")
+        if verbose:
+            print(f"encoder: ImageNet weights of EfficientNet-{args.encoder.capitalize()} loaded")
     return model, model_config
 
 
@@ -290,19 +415,43 @@ def write_log(log_rows: list[dict], out: Path) -> None:
 LOG_FIELDS = ["epoch", "step", "lr", "train_loss", "val_pixel_acc", "val_miou", "seconds"]
 
 
-def load_data(args, hood: HoodRule):
-    """(train images, labels) and (val images, labels), resized to the input size and held in memory."""
+def load_data(args, hood: HoodRule, verbose: bool = True):
+    """(train images, labels) and (val images, labels) of every --data folder, resized to the input size and held
+    in memory; the split of each folder is printed and written to OUT/split.json (rank 0)."""
     t_load = time.time()
-    train = load_splits(args.data, args.train_splits, args.input_size, hood, args.limit_images)
-    val = load_splits(args.data, ["val"], args.input_size, hood, args.limit_images)
-    print(f"data: {len(train[0])} frames of {'+'.join(args.train_splits)} / {len(val[0])} val frames "
-          f"{'' if 'val' not in args.train_splits else '(NOT held out: part of the training data) '}"
-          f"at {args.input_size[0]}x{args.input_size[1]} ({time.time() - t_load:.1f}s)")
+    train_pairs, val_pairs, record = [], [], []
+    for folder in args.data:
+        tr, va, rec = split_folder(folder, args.train_splits, args)
+        tr, va = tr[:args.limit_images], va[:args.limit_images]
+        train_pairs += tr
+        val_pairs += va
+        rec.update(train_used=len(tr), val_used=len(va))
+        record.append(rec)
+        if verbose:
+            codings = "+".join(sorted({p.coding for p in tr + va}))
+            print(f"data {folder}: {rec['layout']}, {codings}: {len(tr)} train / {len(va)} val frames"
+                  + (f" ({len(rec['guard'])} guard frames dropped; val blocks "
+                     + ", ".join(f"{a}..{b}" for a, b in rec["val_blocks"]) + f"; order: {rec['order']})"
+                     if "guard" in rec else ""))
+    if not val_pairs:
+        raise SystemExit("no validation frames: give a folder with a val split or a recorded folder")
+    if verbose:
+        (args.out / "split.json").write_text(json.dumps({"class_set": args.class_set, "folders": record}, indent=1))
+    train = load_pairs(train_pairs, args.input_size, hood, args.class_set)
+    val = load_pairs(val_pairs, args.input_size, hood, args.class_set)
+    if verbose:
+        print(f"data: {len(train[0])} frames of {'+'.join(args.train_splits)} / {len(val[0])} val frames "
+              f"{'' if 'val' not in args.train_splits else '(NOT held out: part of the training data) '}"
+              f"at {args.input_size[0]}x{args.input_size[1]}, classes {args.class_set} "
+              f"({time.time() - t_load:.1f}s); split in {args.out / 'split.json'}")
     return train, val
 
 
-def train_step(model, optimizer, xb, yb, lr: float, mean_std, class_weight, args, device, use_bf16: bool) -> float:
-    """One optimiser step on a uint8 batch; returns the loss."""
+def train_step(model, optimizer, xb, yb, lr: float, mean_std, class_weight, args, device, use_bf16: bool,
+               loss_scale: float = 1.0) -> float:
+    """One optimiser step on a uint8 batch; returns the loss. ``loss_scale`` weighs this process's share of the
+    global batch (several processes: n_local / n_global x world size, so that DDP's gradient mean is the gradient
+    of the global batch's mean loss)."""
     x = normalize_uint8(torch.from_numpy(xb).to(device), *mean_std)
     if args.channels_last:
         x = x.contiguous(memory_format=torch.channels_last)
@@ -314,17 +463,70 @@ def train_step(model, optimizer, xb, yb, lr: float, mean_std, class_weight, args
     loss = segmentation_loss(logits, y, logits.shape[1], class_weight,
                              dice_weight=0.5 if args.loss == "ce_dice" else 0.0)
     optimizer.zero_grad(set_to_none=True)
-    loss.backward()
+    (loss * loss_scale).backward()
     optimizer.step()
     return loss.item()
+
+
+def set_train_mode(model: torch.nn.Module, freeze_bn: bool) -> None:
+    """Training mode; with freeze_bn the BatchNorm layers normalise with their running statistics (eval mode) and
+    keep them, while their scale and shift still learn."""
+    model.train()
+    if freeze_bn:
+        for m in model.modules():
+            if isinstance(m, torch.nn.modules.batchnorm._BatchNorm):
+                m.eval()
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# several processes (torchrun): DistributedDataParallel
+# ---------------------------------------------------------------------------------------------------------------
+def setup_distributed(args) -> tuple[int, int, torch.device]:
+    """(rank, world size, device). Under torchrun (RANK / WORLD_SIZE / LOCAL_RANK set) this joins the process
+    group: NCCL with one GPU per process (cuda:LOCAL_RANK), gloo on CPU."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    want_cuda = args.device == "cuda" or (args.device == "auto" and torch.cuda.is_available())
+    if world == 1:
+        return 0, 1, torch.device("cuda" if want_cuda else ("cpu" if args.device == "auto" else args.device))
+    import torch.distributed as dist
+    local_rank = int(os.environ.get("LOCAL_RANK", "0"))
+    if want_cuda:
+        torch.cuda.set_device(local_rank)
+        device = torch.device("cuda", local_rank)
+    else:
+        device = torch.device("cpu")
+    dist.init_process_group(backend="nccl" if want_cuda else "gloo")
+    return dist.get_rank(), world, device
+
+
+def shard(idx: np.ndarray, rank: int, world: int) -> np.ndarray:
+    """This process's contiguous part of a global batch (sizes differ by at most one), as DistributedSampler
+    divides a dataset."""
+    return np.array_split(idx, world)[rank]
+
+
+def sample_batch(train_x, train_y, idx, positions, args, paste_ids, epoch: int, step: int):
+    """The augmented frames idx. Each sample draws from its own generator, seeded by (seed, epoch, step, position
+    in the global batch), so a frame is augmented the same way whichever process takes it."""
+    xs, ys = [], []
+    for j, pos in zip(idx, positions):
+        rng = np.random.default_rng([args.seed, epoch, step, int(pos)])
+        xb, yb = training_batch(train_x, train_y, np.array([j]), args, paste_ids, rng)
+        xs.append(xb[0])
+        ys.append(yb[0])
+    return np.stack(xs), np.stack(ys)
 
 
 def main(argv=None) -> int:
     args = resolve_args(argv)
     from tqdm import tqdm
 
-    device = torch.device("cuda" if args.device == "auto" and torch.cuda.is_available() else
-                          ("cpu" if args.device == "auto" else args.device))
+    rank, world, device = setup_distributed(args)
+    main_rank = rank == 0
+    log = print if main_rank else (lambda *a, **k: None)
+    if world > 1:
+        import torch.distributed as dist
+        from torch.nn.parallel import DistributedDataParallel as DDP
     use_bf16 = args.bf16 == "on" or (args.bf16 == "auto" and (device.type == "cuda" or cpu_has_bf16()))
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -332,41 +534,73 @@ def main(argv=None) -> int:
     args.out.mkdir(parents=True, exist_ok=True)
 
     hood = HoodRule(args.hood_mode, args.hood_row)
-    n_cls = classes.num_classes()
-    (train_x, train_y), (val_x, val_y) = load_data(args, hood)
+    n_cls = classes.num_classes(args.class_set)
+    (train_x, train_y), (val_x, val_y) = load_data(args, hood, verbose=main_rank)
     val_held_out = "val" not in args.train_splits
-    print(f"device {device}, bf16 autocast {'on' if use_bf16 else 'off'}")
+    log(f"device {device}, bf16 autocast {'on' if use_bf16 else 'off'}"
+        + (f"; {world} processes (DistributedDataParallel, {dist.get_backend()}), global batch {args.batch_size}"
+           if world > 1 else ""))
 
-    model, model_config = build_network(args)
+    model, model_config = build_network(args, verbose=main_rank)
+    if model_config.get("num_classes") != n_cls:
+        raise SystemExit(f"model has {model_config.get('num_classes')} classes, class set {args.class_set} {n_cls}")
     model = model.to(device, memory_format=torch.channels_last if args.channels_last else torch.contiguous_format)
     mean, std = input_normalisation(model)
     weights = class_weights(train_y, n_cls).to(device) if args.loss == "ce_dice" else None
-    paste_ids = np.array([classes.class_names().index(name) for name in PASTE_CLASSES], np.uint8)
+    names = classes.class_names(args.class_set)
+    paste_ids = np.array([names.index(name) for name in PASTE_CLASSES if name in names], np.uint8)
     optimizer = make_optimizer(model, args)
     steps_per_epoch = math.ceil(len(train_x) / args.batch_size)
     lr_at = lr_schedule(args.lr, args.epochs * steps_per_epoch)
     state = resume(args, model, optimizer, device)
     step, best_miou, log_rows, rng = state["step"], state["best_miou"], state["log_rows"], state["rng"]
 
-    run_info = {"model": model_config, "input_size": list(args.input_size), "hood_mode": hood.mode,
-                "hood_row_fraction": hood.row_fraction, "args": {k: str(v) for k, v in vars(args).items()},
-                "parameters": count_parameters(model)}
-    (args.out / "config.json").write_text(json.dumps(run_info, indent=2))
-    print(f"model {args.arch}: {count_parameters(model) / 1e6:.2f} M parameters; {args.epochs} epochs x "
-          f"{steps_per_epoch} steps")
+    # BatchNorm over several processes: SyncBatchNorm on GPUs (statistics of the global batch, as one process),
+    # per-process statistics on CPU (gloo has no SyncBatchNorm); frozen BatchNorm needs neither.
+    sync_bn = world > 1 and not args.freeze_bn and (
+        args.sync_bn == "on" or (args.sync_bn == "auto" and device.type == "cuda"))
+    if sync_bn:
+        model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)
+    net = DDP(model, device_ids=[device.index] if device.type == "cuda" else None) if world > 1 else model
+    bn_note = ("frozen" if args.freeze_bn else "SyncBatchNorm" if sync_bn else
+               "per-process batch statistics" if world > 1 else "batch statistics")
 
-    model.train()
+    run_info = {"model": model_config, "input_size": list(args.input_size), "hood_mode": hood.mode,
+                "hood_row_fraction": hood.row_fraction, "class_set": args.class_set,
+                "classes": classes.class_table(args.class_set), "tag_maps": classes.tag_maps(args.class_set),
+                "init": str(args.init) if args.init else "", "world_size": world,
+                "args": {k: str(v) for k, v in vars(args).items()}, "parameters": count_parameters(model)}
+    if main_rank:
+        (args.out / "config.json").write_text(json.dumps(run_info, indent=2))
+    log(f"model {args.arch}: {count_parameters(model) / 1e6:.2f} M parameters, {n_cls} classes ({args.class_set}); "
+        f"{args.epochs} epochs x {steps_per_epoch} steps; BatchNorm {bn_note}")
+
+    step_log = open(args.out / "steps.csv", "a" if state["step"] else "w", newline="") if main_rank else None
+    if step_log is not None and not state["step"]:
+        step_log.write("step,lr,loss\n")
+    set_train_mode(net, args.freeze_bn)
     t0 = time.time() - state["elapsed"]
     for epoch in range(state["epoch"], args.epochs):
         order = rng.permutation(len(train_x))
         losses = []
         bar = tqdm(range(steps_per_epoch), desc=f"epoch {epoch + 1}/{args.epochs}", leave=False,
-                   disable=None, dynamic_ncols=True)
+                   disable=None if main_rank else True, dynamic_ncols=True)
         for i in bar:
-            idx = order[i * args.batch_size:(i + 1) * args.batch_size]
-            xb, yb = training_batch(train_x, train_y, idx, args, paste_ids, rng)
-            losses.append(train_step(model, optimizer, xb, yb, lr_at(step), (mean, std), weights, args, device,
-                                     use_bf16))
+            global_idx = order[i * args.batch_size:(i + 1) * args.batch_size]
+            if len(global_idx) < world:        # a tail batch too small to give every process a frame
+                break
+            positions = shard(np.arange(len(global_idx)), rank, world)
+            xb, yb = sample_batch(train_x, train_y, global_idx[positions], positions, args, paste_ids, epoch, step)
+            scale = len(positions) / len(global_idx) * world
+            loss = train_step(net, optimizer, xb, yb, lr_at(step), (mean, std), weights, args, device, use_bf16,
+                              loss_scale=scale)
+            if world > 1:                      # the global batch's loss: the share-weighted mean over processes
+                t = torch.tensor([loss * len(positions)], dtype=torch.float64)
+                dist.all_reduce(t)
+                loss = t.item() / len(global_idx)
+            losses.append(loss)
+            if step_log is not None:
+                step_log.write(f"{step + 1},{lr_at(step):.6g},{loss:.8f}\n")
             bar.set_postfix(loss=f"{losses[-1]:.3f}", lr=f"{lr_at(step):.2e}")
             step += 1
             if args.max_steps and step >= args.max_steps:
@@ -375,26 +609,37 @@ def main(argv=None) -> int:
         row = {"epoch": epoch + 1, "step": step, "lr": lr_at(step - 1), "train_loss": float(np.mean(losses)),
                "val_pixel_acc": "", "val_miou": "", "seconds": round(time.time() - t0, 1)}
         last_epoch = epoch + 1 == args.epochs or bool(args.max_steps and step >= args.max_steps)
-        if (epoch + 1) % args.eval_every == 0 or last_epoch:
-            cm = evaluate_arrays(model, val_x, val_y, device)
-            row["val_pixel_acc"], row["val_miou"] = metrics.pixel_accuracy(cm), metrics.mean_iou(cm)
-            if val_held_out and row["val_miou"] > best_miou:
-                best_miou = row["val_miou"]
-                save_weights(model, model_config, args.out / "best.safetensors", extra=run_info)
-        log_rows.append(row)
-        print(f"epoch {epoch + 1:3d}  loss {row['train_loss']:.4f}  lr {row['lr']:.2e}  "
-              + (f"val acc {row['val_pixel_acc']:.4f} mIoU {row['val_miou']:.4f}  " if row["val_miou"] != "" else "")
-              + f"{row['seconds']:.0f}s", flush=True)
-        write_log(log_rows, args.out)
-        torch.save({"model": model.state_dict(), "optimizer": optimizer.state_dict(), "step": step,
-                    "epoch": epoch + 1, "best_miou": best_miou, "elapsed": time.time() - t0}, args.out / "last.pt")
+        if main_rank:                          # rank 0 evaluates, logs and saves; the others wait at the barrier
+            if (epoch + 1) % args.eval_every == 0 or last_epoch:
+                cm = evaluate_arrays(model, val_x, val_y, device, num_classes=n_cls)
+                set_train_mode(net, args.freeze_bn)
+                row["val_pixel_acc"], row["val_miou"] = metrics.pixel_accuracy(cm), metrics.mean_iou(cm)
+                if val_held_out and row["val_miou"] > best_miou:
+                    best_miou = row["val_miou"]
+                    save_weights(model, model_config, args.out / "best.safetensors", extra=run_info)
+            log_rows.append(row)
+            print(f"epoch {epoch + 1:3d}  loss {row['train_loss']:.4f}  lr {row['lr']:.2e}  "
+                  + (f"val acc {row['val_pixel_acc']:.4f} mIoU {row['val_miou']:.4f}  "
+                     if row["val_miou"] != "" else "") + f"{row['seconds']:.0f}s", flush=True)
+            write_log(log_rows, args.out)
+            step_log.flush()
+            torch.save({"model": model.state_dict(), "optimizer": optimizer.state_dict(), "step": step,
+                        "epoch": epoch + 1, "best_miou": best_miou, "elapsed": time.time() - t0},
+                       args.out / "last.pt")
+        if world > 1:
+            dist.barrier()
         if last_epoch:
             break
 
-    save_weights(model, model_config, args.out / "final.safetensors", extra=run_info)
-    minutes = (time.time() - t0) / 60
-    best = f"best val mIoU {best_miou:.4f}" if val_held_out else "val was trained on: use final.safetensors"
-    print(f"done in {minutes:.1f} min; {best}; weights in {args.out}")
+    if main_rank:
+        save_weights(model, model_config, args.out / "final.safetensors", extra=run_info)
+        step_log.close()
+        minutes = (time.time() - t0) / 60
+        best = f"best val mIoU {best_miou:.4f}" if val_held_out else "val was trained on: use final.safetensors"
+        print(f"done in {minutes:.1f} min; {best}; weights in {args.out}")
+    if world > 1:
+        dist.barrier()
+        dist.destroy_process_group()
     return 0
 
 
