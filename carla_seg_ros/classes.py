@@ -144,6 +144,20 @@ def tag_maps(class_set: str = DEFAULT_CLASS_SET) -> dict[str, dict[str, int]]:
     return {c: {str(k): int(v) for k, v in entry["from"][c].items()} for c in CODINGS if c in entry["from"]}
 
 
+def colors_for(names: list[str] | None = None) -> np.ndarray:
+    """(N, 3) uint8 colours of a model's classes given their names: the class set with exactly these names (any
+    set of classes.yaml), else the default set's colours, extended with grey for classes it does not have."""
+    if names is not None:
+        for name in class_set_names():
+            table = class_table(name)
+            if [c["name"] for c in table] == list(names):
+                return np.asarray([c["color"] for c in table], np.uint8)
+    colors = np.asarray([c["color"] for c in class_table()], np.uint8)
+    if names is not None and len(names) > len(colors):
+        colors = np.concatenate([colors, np.full((len(names) - len(colors), 3), 128, np.uint8)])
+    return colors[:len(names)] if names is not None else colors
+
+
 def lut_from_map(mapping: dict) -> np.ndarray:
     """(256,) uint8 lookup table tag id -> class id from a {tag: class} map (tags not in it -> IGNORE_INDEX)."""
     lut = np.full(256, IGNORE_INDEX, np.uint8)

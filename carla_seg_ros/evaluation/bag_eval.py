@@ -10,7 +10,7 @@ How frames are used:
   used once); unmatched messages on either topic are counted in ``metrics.json`` and the report.
 * The ground truth is CARLA palette colours (what the bridge publishes, bgra8) or raw tag ids (mono8, or the red
   channel of a colour image: CARLA's raw format); ``--gt-format auto`` decides by encoding. Tag ids of the chosen
-  CARLA coding are remapped to the model's 13 classes; colours not in the palette are ignored and counted.
+  CARLA coding are remapped to the model's classes (its metadata's class set); colours not in the palette are ignored and counted.
 * Frames that cannot be decoded (unknown encoding, truncated data...) are skipped and counted by reason.
 * Everything after decoding is `carla-seg evaluate`'s code (``evaluate.run_batch``, ``evaluate.Evaluation``), so a
   bag made by `carla-seg make-bag` from a split gives the same metrics to the last digit (timings aside).
@@ -52,7 +52,8 @@ COPYABLE_TYPES = ("sensor_msgs/msg/Image", "sensor_msgs/msg/CameraInfo", "rosgra
 class PredictionBag:
     """--write-bag: the predictions as seg_node publishes them, plus the input topics for replay."""
 
-    def __init__(self, out: Path, storage: str, pred_ns: str, copy_conns: list):
+    def __init__(self, out: Path, storage: str, pred_ns: str, copy_conns: list, class_names: list | None = None):
+        self.class_names = class_names            # the model's classes: mask_color in their colours
         self.writer = open_writer(out, storage)
         self.writer.open()
         self.store = typestore()
@@ -74,7 +75,7 @@ class PredictionBag:
         from carla_seg_ros.evaluation.report import colorize_ids
         header = self.make.Header(stamp=self.make.time(header_stamp_ns(image_msg)),
                                   frame_id=image_msg.header.frame_id)
-        for key, arr, enc in (("mask", ids, "mono8"), ("mask_color", colorize_ids(ids), "rgb8"),
+        for key, arr, enc in (("mask", ids, "mono8"), ("mask_color", colorize_ids(ids, self.class_names), "rgb8"),
                               ("confidence", conf, "mono8")):
             self.writer.write(self.pred[key], log_ns, self.make.serialize(self.make.image(arr, enc, header)))
         self.count += 1
@@ -138,7 +139,8 @@ def run(args) -> int:
         copy_conns = [c for c in reader.connections if c.msgtype in COPYABLE_TYPES and (
             c.topic in (args.image_topic, args.gt_topic, "/clock")
             or c.topic == args.image_topic.rsplit("/", 1)[0] + "/camera_info")] if reader.is2 else []
-        out_bag = (PredictionBag(args.write_bag, args.write_storage, args.pred_ns, copy_conns)
+        out_bag = (PredictionBag(args.write_bag, args.write_storage, args.pred_ns, copy_conns,
+                                 [c["name"] for c in backend.info.classes])
                    if args.write_bag is not None else None)
         evaluation = Evaluation([c["name"] for c in backend.info.classes], args.samples,
                                 expected_frames=len(frames.pairs))
@@ -208,6 +210,7 @@ def stream_pairs(reader, frames: PairedFrames, copy_conns, args, coding, hood, c
     from tqdm import tqdm
 
     pairs = frames.pairs
+    lut = segmenter.backend.info.tag_lut(coding.name)     # ground truth in the model's own classes
     image_slot = {i: k for k, (i, _) in enumerate(pairs)}   # message ordinal -> pair index
     gt_slot = {j: k for k, (_, j) in enumerate(pairs)}
     pending: dict[int, dict] = {}       # pair index -> decoded parts collected so far
@@ -247,7 +250,7 @@ def stream_pairs(reader, frames: PairedFrames, copy_conns, args, coding, hood, c
                     entry["stamp"] = header_stamp_ns(msg)
                 else:
                     entry["label"] = labels_from_tag_ids(decode_ground_truth(msg, args.gt_format, coding, counters),
-                                                         coding.name, hood)
+                                                         coding.name, hood, lut=lut)
             except ImageRejected as exc:
                 counters.skip(f"{side}:{exc.reason}", f"{side} message {index} ({conn.topic}): {exc.message}")
                 entry["failed"] = True

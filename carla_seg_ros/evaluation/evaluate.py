@@ -26,7 +26,7 @@ import numpy as np
 from carla_seg_ros.evaluation import metrics
 from carla_seg_ros.runtime.backends import BACKEND_CHOICES, Backend, create_backend
 from carla_seg_ros.classes import CODINGS, IGNORE_INDEX
-from carla_seg_ros.datasets import HOOD_MODES, HoodRule, find_pairs, read_label, read_rgb
+from carla_seg_ros.datasets import HOOD_MODES, HoodRule, find_pairs, labels_from_tag_ids, read_rgb, read_tag_ids
 from carla_seg_ros.runtime.inference import Segmenter
 from carla_seg_ros.runtime.input_size import width_range
 from carla_seg_ros.runtime.model_info import ModelInfo
@@ -242,7 +242,10 @@ def main(argv=None) -> int:
             batch = []
             for pair in pairs[start:start + args.batch_size]:
                 codings[pair.coding] = codings.get(pair.coding, 0) + 1
-                batch.append((pair.name, read_rgb(pair.rgb), read_label(pair, hood)))
+                # labels in the model's classes: its metadata maps each coding's tags to its class set
+                label = labels_from_tag_ids(read_tag_ids(pair.label), pair.coding, hood,
+                                            lut=backend.info.tag_lut(pair.coding))
+                batch.append((pair.name, read_rgb(pair.rgb), label))
             run_batch(segmenter, evaluation, batch)
             bar.update(len(batch))
 

@@ -46,13 +46,15 @@ def resolved_format(gt_format: str, encoding: str) -> str:
 class GroundTruthDecoder:
     """sensor_msgs/Image -> model class ids (H, W) uint8, hood rule applied; ImageRejected for unusable frames."""
 
-    def __init__(self, gt_format: str, coding: str, hood: HoodRule, counters: Counters):
+    def __init__(self, gt_format: str, coding: str, hood: HoodRule, counters: Counters, tag_lut=None):
         self.gt_format = check_choice("gt_format", gt_format, GT_FORMATS)
         self.requested_coding = check_choice("coding", coding, CODING_CHOICES)
         self.coding = None if coding == "auto" else load_coding(coding)
         self.locked = self.coding is not None
         self.hood = hood
         self.counters = counters
+        # coding name -> (256,) tag id -> class id of the model (ModelInfo.tag_lut); None: the 13 lyft13 classes
+        self.tag_lut = tag_lut
 
     @property
     def coding_name(self) -> str:
@@ -79,4 +81,5 @@ class GroundTruthDecoder:
 
     def decode(self, msg) -> np.ndarray:
         tags = self.decode_tags(msg)
-        return labels_from_tag_ids(tags, self.coding.name, self.hood)
+        lut = self.tag_lut(self.coding.name) if self.tag_lut is not None else None
+        return labels_from_tag_ids(tags, self.coding.name, self.hood, lut=lut)

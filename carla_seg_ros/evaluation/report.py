@@ -10,7 +10,7 @@ from pathlib import Path
 
 import numpy as np
 
-from carla_seg_ros.classes import IGNORE_INDEX, model_coding
+from carla_seg_ros.classes import IGNORE_INDEX, colors_for, model_coding
 
 IGNORE_COLOR = (255, 255, 255)   # ignored label pixels (e.g. the hood with --hood ignore): white, unlike any class
 SAMPLE_PANEL_WIDTH = 400         # px per panel in the sample strip; 2048-wide frames are shrunk to this
@@ -23,14 +23,16 @@ def _pyplot():
     return plt
 
 
-def class_colors() -> np.ndarray:
-    return model_coding().colors
+def class_colors(names: list[str] | None = None) -> np.ndarray:
+    """The colours of a model's classes (by their names: its class set's colours); default: the 13 classes."""
+    return colors_for(names) if names is not None else model_coding().colors
 
 
-def colorize_ids(ids: np.ndarray) -> np.ndarray:
-    """Class ids -> RGB palette image; IGNORE_INDEX pixels in IGNORE_COLOR."""
+def colorize_ids(ids: np.ndarray, names: list[str] | None = None) -> np.ndarray:
+    """Class ids -> RGB palette image in the colours of the classes ``names``; IGNORE_INDEX pixels in
+    IGNORE_COLOR."""
     lut = np.zeros((256, 3), np.uint8)
-    colors = class_colors()
+    colors = class_colors(names)
     lut[:len(colors)] = colors
     lut[IGNORE_INDEX] = IGNORE_COLOR
     return lut[ids]
@@ -67,7 +69,7 @@ def plot_iou(iou: dict, mean_iou: float, path: Path) -> Path:
     plt = _pyplot()
     names = list(iou)
     values = [iou[n] if iou[n] is not None else 0.0 for n in names]
-    colors = class_colors()[:len(names)] / 255.0
+    colors = class_colors(names)[:len(names)] / 255.0
     fig, ax = plt.subplots(figsize=(7, 0.35 * len(names) + 1.2), dpi=110)
     bars = ax.barh(range(len(names)), values, color=colors, edgecolor="black", linewidth=0.6)
     ax.set_yticks(range(len(names)), names)
@@ -119,8 +121,8 @@ def plot_samples(samples: list[dict], names: list[str], path: Path) -> Path:
     fig, axes = plt.subplots(rows, 3, figsize=(3 * panel_w / 100, height_in), dpi=100, squeeze=False)
     for r, s in enumerate(samples):
         size = (panel_w, int(round(s["rgb"].shape[0] * panel_w / s["rgb"].shape[1])))
-        panels = (resize_image(np.ascontiguousarray(s["rgb"]), size), colorize_ids(resize_mask(s["pred"], size)),
-                  colorize_ids(resize_mask(s["label"], size)))
+        panels = (resize_image(np.ascontiguousarray(s["rgb"]), size),
+                  colorize_ids(resize_mask(s["pred"], size), names), colorize_ids(resize_mask(s["label"], size), names))
         for c, (img, title) in enumerate(zip(panels, ("image", "prediction", "ground truth"))):
             ax = axes[r, c]
             ax.imshow(img)
@@ -130,7 +132,7 @@ def plot_samples(samples: list[dict], names: list[str], path: Path) -> Path:
                 ax.set_title(title, fontsize=10)
             if c == 0:
                 ax.set_ylabel(s["name"][-32:], fontsize=7)
-    colors = class_colors()
+    colors = class_colors(names)
     handles = [Patch(facecolor=colors[i] / 255.0, edgecolor="black", label=n) for i, n in enumerate(names)]
     handles.append(Patch(facecolor=np.asarray(IGNORE_COLOR) / 255.0, edgecolor="black", label="ignored"))
     fig.legend(handles=handles, loc="lower center", ncol=7, fontsize=8, frameon=False)

@@ -60,12 +60,18 @@ def model_info_from_weights(meta: dict, net: torch.nn.Module, input_policy: str 
         else:
             policy = keep_aspect_fields(int(w), int(h), max_aspect)
     training = {k: run["args"][k] for k in ("preset", "epochs", "seed", "lr", "encoder_lr", "crop", "loss",
-                                             "train_splits") if k in run.get("args", {})}
+                                             "train_splits", "init", "data") if k in run.get("args", {})}
     mean, std = input_normalisation(net)  # the network's own (pretrained encoders) or the dataset's
-    return ModelInfo(input_width=int(w), input_height=int(h), classes=classes.class_table(), mean=list(mean),
+    class_set = run.get("class_set", classes.DEFAULT_CLASS_SET)
+    table = run.get("classes") or classes.class_table(class_set)
+    if len(table) != meta["model_config"].get("num_classes", len(table)):
+        raise ValueError(f"class table of {len(table)} classes for a network of "
+                         f"{meta['model_config']['num_classes']} outputs")
+    return ModelInfo(input_width=int(w), input_height=int(h), classes=table, mean=list(mean),
                      std=list(std), hood_mode=run.get("hood_mode", "background"),
                      hood_row_fraction=float(run.get("hood_row_fraction", 495 / 600)),
-                     arch=meta["model_config"]["arch"], training=training, **policy)
+                     arch=meta["model_config"]["arch"], training=training, class_set=class_set,
+                     tag_maps=run.get("tag_maps") or classes.tag_maps(class_set), **policy)
 
 
 def export_onnx(net: torch.nn.Module, info: ModelInfo, out: Path) -> None:

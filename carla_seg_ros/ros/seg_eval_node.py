@@ -111,7 +111,9 @@ class SegEvalNode(Node):
     def reset(self) -> None:
         """A new run: fresh counters, matrices and pairing buffers."""
         self.counters = Counters(log=self._log_skip)
-        self.decoder = GroundTruthDecoder(self.p["gt_format"], self.p["coding"], self.hood, self.counters)
+        # ground truth in the model's own classes: its metadata maps each coding's tags to its class set
+        self.decoder = GroundTruthDecoder(self.p["gt_format"], self.p["coding"], self.hood, self.counters,
+                                          tag_lut=self.info.tag_lut)
         self.online = OnlineEvaluation(
             self.class_names, self.counters, tolerance_ns=int(round(self.p["stamp_tolerance"] * 1e9)),
             match_window_ns=int(round(self.p["match_window"] * 1e9)), window_frames=self.p["window_frames"],

@@ -34,6 +34,11 @@ class ModelInfo:
     min_width: int = 0               # keep_aspect: widths min_width..max_width in steps of width_multiple
     max_width: int = 0
     width_multiple: int = 32
+    # The class set (config/classes.yaml class_sets) and its maps {coding: {tag id: class id}} from CARLA's tags to
+    # these classes, so ground truth of any coding is scored in the model's own classes. Files without them
+    # (exported before class sets) predict the 13 lyft13 classes.
+    class_set: str = "lyft13"
+    tag_maps: dict = field(default_factory=dict)
 
     @property
     def input_size(self) -> tuple[int, int]:
@@ -42,6 +47,16 @@ class ModelInfo:
     @property
     def num_classes(self) -> int:
         return len(self.classes)
+
+    def tag_lut(self, coding: str):
+        """(256,) uint8: raw tag id of ``coding`` -> this model's class id (IGNORE_INDEX where not mapped): from
+        the model's own tag_maps, else from classes.yaml for its class set."""
+        from carla_seg_ros.classes import lut_from_map, tag_lut
+        cache = self.__dict__.setdefault("_tag_luts", {})       # not a dataclass field: not in the JSON
+        if coding not in cache:
+            cache[coding] = (lut_from_map(self.tag_maps[coding]) if coding in self.tag_maps
+                             else tag_lut(coding, self.class_set or "lyft13"))
+        return cache[coding]
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), sort_keys=True)

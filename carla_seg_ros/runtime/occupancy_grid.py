@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 import yaml
 
-from carla_seg_ros.classes import class_names
+from carla_seg_ros.classes import class_names, class_set_names
 from carla_seg_ros.paths import config_path
 from carla_seg_ros.runtime.ground_projection import CellLookup
 
@@ -56,9 +56,15 @@ def load_occupancy_config(path: Path | None = None, names: list[str] | None = No
     if not isinstance(raw, dict) or not isinstance(raw.get("groups"), dict) or not raw["groups"]:
         raise ValueError(f"{path}: needs a non-empty 'groups' mapping (group name -> list of class names)")
 
+    # A name of another class set (classes.yaml class_sets) that this model does not predict is skipped, so one
+    # file serves every class set (vehicles: [Car, LargeVehicle, TwoWheeler]); any other name is a mistake.
+    known = {n for s in class_set_names() for n in class_names(s)}
+
     def lut(classes, where: str) -> np.ndarray:
         table = np.zeros(256, bool)
         for name in classes or []:
+            if name not in names and name in known:
+                continue
             if name not in names:
                 raise ValueError(f"{path}: {where}: unknown class {name!r} (the model's classes: {', '.join(names)})")
             table[names.index(name)] = True
