@@ -214,7 +214,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--classes", dest="class_set", choices=classes.class_set_names(),
                    help="the class set the model predicts (config/classes.yaml class_sets): lyft13 (the 13 classes "
                         "of the shipped model, default) or carla18 (CARLA 0.9.14+: Sky, Terrain, TrafficLight, "
-                        "large vehicles and two-wheelers apart); with --init: the init model's set")
+                        "large vehicles and two-wheelers apart); default: lyft13, with --init the init model's set "
+                        "(another set there gets a new head, each class starting from its closest old class)")
     p.add_argument("--init", type=Path, metavar="WEIGHTS",
                    help="start from a trained model's .safetensors (fine-tuning): its architecture, encoder and "
                         "input size come from the file, no ImageNet weights are loaded")
@@ -298,10 +299,8 @@ def resolve_args(argv=None) -> argparse.Namespace:
                 p.error(f"--{k.replace('_', '-')} {getattr(args, k)} differs from the --init model's {init[k]}")
             if k in init:
                 setattr(args, k, init[k])
-        if args.class_set not in (None, init["class_set"]):
-            p.error(f"--classes {args.class_set}: the --init model predicts {init['class_set']} "
-                    f"({init['num_classes']} classes); fine-tune within its class set")
-        args.class_set = init["class_set"]
+        args.init_class_set = init["class_set"]
+        args.class_set = args.class_set or init["class_set"]
         if args.crop is None:
             args.crop = args.input_size
     args.class_set = args.class_set or classes.DEFAULT_CLASS_SET
@@ -337,6 +336,12 @@ def build_network(args, verbose: bool = True):
     (model, JSON-able config)."""
     if getattr(args, "init", None):
         model, meta = load_model(args.init)
+        init_set = getattr(args, "init_class_set", args.class_set)
+        if args.class_set != init_set:
+            meta["model_config"] = rehead(model, meta["model_config"], init_set, args.class_set)
+            if verbose:
+                print(f"init: new head for {args.class_set} ({meta['model_config']['num_classes']} classes), each "
+                      f"class starting from the {init_set} class that predicted its pixels before")
         if getattr(args, "dropout", None) is not None:
             for m in model.modules():
                 if isinstance(m, torch.nn.modules.dropout._DropoutNd):
@@ -357,6 +362,40 @@ def build_network(args, verbose: bool = True):
         if verbose:
             print(f"encoder: ImageNet weights of EfficientNet-{args.encoder.capitalize()} loaded")
     return model, model_config
+
+
+def parent_classes(old_set: str, new_set: str) -> list[int]:
+    """For each class of ``new_set``, the ``old_set`` class its pixels had: the same name, else the old class most
+    of its CARLA 0.9.14+ tags (tags29) map to (Sky -> Unlabeled, TrafficLight -> TrafficSign in lyft13)."""
+    old_names, new_names = classes.class_names(old_set), classes.class_names(new_set)
+    old_map, new_map = classes.tag_maps(old_set)["tags29"], classes.tag_maps(new_set)["tags29"]
+    parents = []
+    for c, name in enumerate(new_names):
+        if name in old_names:
+            parents.append(old_names.index(name))
+            continue
+        votes = [old_map[t] for t, k in sorted(new_map.items(), key=lambda tk: int(tk[0]))
+                 if k == c and old_map.get(t, 255) < len(old_names)]
+        parents.append(max(votes, key=votes.count) if votes else 0)     # a tie: the lowest tag's class
+    return parents
+
+
+def rehead(model, model_config: dict, old_set: str, new_set: str) -> dict:
+    """Give a trained network a 1x1 head for another class set; every new class starts as a copy of its parent
+    class (parent_classes), so the network first predicts what it did before and fine-tuning splits the classes
+    apart. Returns the new model config."""
+    head = getattr(model, "head", None)
+    if not isinstance(head, torch.nn.Conv2d) or head.kernel_size != (1, 1):
+        raise SystemExit(f"--classes {new_set}: the --init network ({model_config['arch']}) has no 1x1 head to "
+                         f"replace; train it from scratch for {new_set} instead")
+    parents = parent_classes(old_set, new_set)
+    new = torch.nn.Conv2d(head.in_channels, len(parents), 1, bias=head.bias is not None)
+    with torch.no_grad():
+        new.weight.copy_(head.weight[parents])
+        if head.bias is not None:
+            new.bias.copy_(head.bias[parents])
+    model.head = new
+    return dict(model_config, num_classes=len(parents))
 
 
 def make_optimizer(model, args) -> torch.optim.Optimizer:

@@ -102,7 +102,24 @@ def test_init_fine_tunes_the_trained_model_without_imagenet(tmp_path, data_dir, 
     assert not np.allclose(w, w0) and float((w - w0).abs().max()) < 0.01
     bn = next(n for n, _ in model.named_buffers() if n.endswith("running_mean"))
     np.testing.assert_array_equal(model.get_buffer(bn), ref.get_buffer(bn))
-    with pytest.raises(SystemExit):                        # the class set is the init model's
-        train.resolve_args(["--init", str(init), "--classes", "carla18", "--data", str(folder)])
+    assert train.resolve_args(["--init", str(init), "--data", str(folder)]).class_set == "lyft13"
     with pytest.raises(SystemExit):
         train.resolve_args(["--preset", "finetune", "--data", str(folder)])
+
+
+def test_init_with_another_class_set_gets_a_head_that_starts_from_the_old_classes(data_dir):
+    from carla_seg_ros.paths import models_dir
+    init = models_dir() / "carla_unet.safetensors"
+    args = train.resolve_args(["--init", str(init), "--classes", "carla18", "--data", str(data_dir)])
+    assert (args.class_set, args.init_class_set) == ("carla18", "lyft13")
+    old, _ = load_model(init)
+    model, config = train.build_network(args)
+    assert config["num_classes"] == 18 and model.head.out_channels == 18
+    lyft, c18 = classes.class_names("lyft13"), classes.class_names("carla18")
+    parents = train.parent_classes("lyft13", "carla18")
+    expected = {"Sky": "Unlabeled", "Terrain": "Vegetation", "TrafficLight": "TrafficSign", "LargeVehicle": "Car",
+                "TwoWheeler": "Car", "Road": "Road", "Pedestrian": "Pedestrian"}
+    for name, parent in expected.items():
+        assert lyft[parents[c18.index(name)]] == parent, name
+        np.testing.assert_array_equal(model.head.weight[c18.index(name)].detach(),
+                                      old.head.weight[lyft.index(parent)].detach())
