@@ -285,7 +285,7 @@ class SegPipeline:
     @staticmethod
     def label_info_yaml(info) -> str:
         # input_size: the model's own (a 4:3 frame's); keep_aspect models run other aspects at input_widths.
-        table = {"model": info.arch or "", "input_size": list(info.input_size), "input_policy": info.input_policy,
+        table = {"model": info.arch or "", "class_set": info.class_set, "input_size": list(info.input_size), "input_policy": info.input_policy,
                  "input_widths": list(width_range(info)), "ignore_index": 255,
                  "classes": [{"id": int(c["id"]), "name": str(c["name"]), "color": [int(v) for v in c["color"]]}
                              for c in info.classes]}

@@ -117,8 +117,9 @@ def test_seg_node_serves_the_trained_model(models, probe, tmp_path, modern_dir, 
     assert (mask.width, mask.height) == (rgb.shape[1], rgb.shape[0])
     ids = np.frombuffer(mask.data, np.uint8).reshape(mask.height, mask.step)[:, :mask.width]
     assert ids.max() < info.num_classes
-    table = yaml.safe_load(tables[-1].data)["classes"]
-    assert [c["name"] for c in table] == [c["name"] for c in info.classes]     # the model's table, not lyft13's
+    table = yaml.safe_load(tables[-1].data)
+    assert table["class_set"] == class_set
+    assert table["classes"] == info.classes                                   # the model's table, not lyft13's
 
 
 def test_bag_eval_and_seg_eval_node_score_29_tag_ground_truth_in_the_models_classes(models, tmp_path, modern_dir):
