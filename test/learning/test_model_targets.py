@@ -20,20 +20,24 @@ TARGETS = {
     "external": (0.80, 0.35, 0.75),
     "modern": (0.72, 0.28, None),
 }
+# On the held-out block of the unlabelled frames (carla-seg evaluate-boxes): vehicle box recall at 25 % coverage and
+# Car precision against boxes grown by 10 %.
+TARGET_BOX_RECALL, TARGET_CAR_PRECISION = 0.85, 0.75
+CARD_BOXES = (0.8167, 0.4808)   # v2: 0.7333 / 0.4190
 # On the 6 test frames of other drives: mIoU and Lyft F2 on Car.
 TARGET_OTHER_DRIVES_MEAN_IOU = 0.45
 TARGET_OTHER_DRIVES_F2_CAR = 0.60
 # Kept for test_quantize and older imports: the test-split targets.
 MIN_PIXEL_ACCURACY, MIN_MEAN_IOU, MIN_LYFT_F_AVG = TARGETS["test"]
 
-# What the committed model measured (models/README.md, ONNX Runtime fp32, at the camera's aspect): pixel accuracy,
-# mIoU, Lyft F_avg. Squashed to 384x288 as before keep_aspect, external was 0.6449 / 0.2440 / 0.5961 and modern at
-# full resolution 0.6715 / 0.2607 / 0.7347; test and modern (400x300, 4:3) are unchanged.
+# What the committed model (v3) measured (models/README.md, ONNX Runtime fp32, at the camera's aspect): pixel
+# accuracy, mIoU, Lyft F_avg. v2 in the same session: test 0.9528 / 0.6733 / 0.9122, external 0.6779 / 0.2506 /
+# 0.5667, modern 0.6504 / 0.2264 / 0.6923, modern full resolution 0.6795 / 0.2621 / 0.7448.
 CARD = {
-    "test": (0.9528, 0.6733, 0.9122),
-    "external": (0.6779, 0.2506, 0.5667),
-    "modern": (0.6504, 0.2264, 0.6923),
-    "modern_fullres": (0.6795, 0.2621, 0.7448),
+    "test": (0.9521, 0.6708, 0.9143),
+    "external": (0.7207, 0.2686, 0.5824),
+    "modern": (0.6582, 0.2301, 0.6968),
+    "modern_fullres": (0.6948, 0.2706, 0.7534),
 }
 CARD_PIXEL_ACCURACY, CARD_MEAN_IOU, CARD_LYFT_F_AVG = CARD["test"]
 MARGIN = 0.005          # runtime and library differences
@@ -100,3 +104,25 @@ def test_committed_model_meets_other_drive_targets(tmp_path, data_dir, model_pat
                                                          "--match", "lyft*", "--match", "bearpelican*"])["metrics"]
     assert m["mean_iou"] >= TARGET_OTHER_DRIVES_MEAN_IOU
     assert m["lyft"]["f2_car"] >= TARGET_OTHER_DRIVES_F2_CAR
+
+
+@pytest.fixture(scope="module")
+def box_scores(tmp_path_factory, unlabelled_dir, model_path):
+    from carla_seg_ros.evaluation import box_eval
+    out = tmp_path_factory.mktemp("boxes") / "held_out.json"
+    assert box_eval.main(["--data", str(unlabelled_dir), "--model", str(model_path), "--json", str(out),
+                          "--samples", "0"]) == 0
+    overall = json.loads(out.read_text())["overall"]
+    print(f"held-out boxes: recall {overall['recall']:.4f}, Car precision {overall['car_precision']:.4f}")
+    return overall["recall"], overall["car_precision"]
+
+
+def test_committed_model_matches_its_card_on_the_held_out_boxes(box_scores):
+    for what, measured, card in zip(("vehicle box recall", "Car precision"), box_scores, CARD_BOXES):
+        assert measured >= card - MARGIN, f"held-out {what} {measured:.4f} < card {card:.4f} - {MARGIN}"
+
+
+@pytest.mark.xfail(reason="the held-out box targets are not met yet (models/README.md)", strict=False)
+def test_committed_model_meets_the_held_out_box_targets(box_scores):
+    recall, precision = box_scores
+    assert recall >= TARGET_BOX_RECALL and precision >= TARGET_CAR_PRECISION
