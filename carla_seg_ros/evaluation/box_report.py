@@ -3,13 +3,13 @@ Markdown file linking them and one self-contained HTML page with them embedded.
 """
 from __future__ import annotations
 
-import base64
 import html
 from pathlib import Path
 
 import numpy as np
 
-from carla_seg_ros.evaluation.report import CSS, _fmt, _html_table, _md_table, _pyplot
+from carla_seg_ros.evaluation.report import (CSS, _fmt, _html_table, _md_table, _pyplot, embedded_figure,
+                                             figure_markdown)
 
 CAR_TINT = (0, 200, 255)      # predicted Car pixels, blended into the frame
 TINT_ALPHA = 0.45
@@ -210,16 +210,13 @@ def write_report(result: dict, figures: dict[str, Path], out_dir: Path, prefix: 
         md += [f"## {heading}", "", _md_table(GROUP_HEADER, rows), ""]
     md += ["## Per box size", "", _md_table(size_header, _size_rows(result)), "",
            "## Recall against the coverage threshold", "", _md_table(curve_header, _curve_rows(result)), ""]
-    for key, label in FIGURE_TITLES.items():
-        if key in figures:
-            md += [f"## {label}", "", f"![{label}]({Path(figures[key]).name})", ""]
+    md += figure_markdown(figures, FIGURE_TITLES)
     md += ["## Run", "", _md_table(("item", "value"), context), ""]
     md_path = out_dir / f"{prefix}report.md"
     md_path.write_text("\n".join(md))
 
     def img(key):
-        data = base64.b64encode(Path(figures[key]).read_bytes()).decode("ascii")
-        return f'<h2>{html.escape(FIGURE_TITLES[key])}</h2><img alt="{key}" src="data:image/png;base64,{data}">'
+        return embedded_figure(figures, key, FIGURE_TITLES)
 
     parts = [f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title>"
              f"<style>{CSS}</style></head><body><h1>{html.escape(title)}</h1>",

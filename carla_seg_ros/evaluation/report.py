@@ -253,6 +253,21 @@ th{background:#f0f0f0}img{max-width:100%;border:1px solid #ddd;margin:6px 0}h2{m
 .grid{display:flex;flex-wrap:wrap;gap:24px;align-items:flex-start}.grid>div{flex:1 1 480px}"""
 
 
+def figure_markdown(figures: dict[str, Path], titles: dict[str, str]) -> list[str]:
+    """Markdown lines linking each written figure under its title (the figures sit beside the report)."""
+    md = []
+    for key, label in titles.items():
+        if key in figures:
+            md += [f"## {label}", "", f"![{label}]({Path(figures[key]).name})", ""]
+    return md
+
+
+def embedded_figure(figures: dict[str, Path], key: str, titles: dict[str, str]) -> str:
+    """HTML heading + the figure as a data URI, so the report is one self-contained file."""
+    data = base64.b64encode(Path(figures[key]).read_bytes()).decode("ascii")
+    return f'<h2>{html.escape(titles[key])}</h2><img alt="{key}" src="data:image/png;base64,{data}">'
+
+
 def write_report(result: dict, figures: dict[str, Path], out_dir: Path, prefix: str = "",
                  title: str = "carla-seg evaluation") -> tuple[Path, Path]:
     """Write ``{prefix}report.md`` (figures linked) and ``{prefix}report.html`` (figures embedded)."""
@@ -262,16 +277,13 @@ def write_report(result: dict, figures: dict[str, Path], out_dir: Path, prefix: 
 
     md = [f"# {title}", "", _md_table(("metric", "value"), summary), "", "## Per-class IoU", "",
           _md_table(class_header, classes_), ""]
-    for key, label in FIGURE_TITLES.items():
-        if key in figures:
-            md += [f"## {label}", "", f"![{label}]({Path(figures[key]).name})", ""]
+    md += figure_markdown(figures, FIGURE_TITLES)
     md += ["## Run", "", _md_table(("item", "value"), context), ""]
     md_path = out_dir / f"{prefix}report.md"
     md_path.write_text("\n".join(md))
 
     def img(key):
-        data = base64.b64encode(Path(figures[key]).read_bytes()).decode("ascii")
-        return f'<h2>{html.escape(FIGURE_TITLES[key])}</h2><img alt="{key}" src="data:image/png;base64,{data}">'
+        return embedded_figure(figures, key, FIGURE_TITLES)
 
     parts = [f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title>"
              f"<style>{CSS}</style></head><body><h1>{html.escape(title)}</h1>",
