@@ -41,7 +41,7 @@ from carla_seg_ros.learning.augment import PASTE_CLASSES, copy_paste, photometri
 from carla_seg_ros.learning.target_augment import class_mix, crop_width, random_crop, strong_photometric
 from carla_seg_ros.learning.train import class_weights, load_splits, segmentation_loss
 from carla_seg_ros.networks.models import input_normalisation, normalize_uint8
-from carla_seg_ros.networks.weights import load_model, read_metadata, save_weights
+from carla_seg_ros.networks.weights import load_model, save_weights
 from carla_seg_ros.paths import default_data_dir, models_dir
 from carla_seg_ros.runtime.input_size import width_for_aspect
 from carla_seg_ros.runtime.preprocess import resize_image

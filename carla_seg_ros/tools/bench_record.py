@@ -18,7 +18,6 @@ import argparse
 import itertools
 import json
 import os
-import platform
 import shutil
 import signal
 import subprocess
@@ -28,18 +27,9 @@ import time
 from pathlib import Path
 
 from carla_seg_ros.paths import default_data_dir
+from carla_seg_ros.runtime.cpu_info import cpu_line, cpu_report
 
 TARGET_SKIPPED = 0.01
-
-
-def cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return f"{line.split(':', 1)[1].strip()} ({os.cpu_count()} CPUs)"
-    except OSError:
-        pass
-    return f"{platform.processor() or platform.machine()} ({os.cpu_count()} CPUs)"
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -156,10 +146,10 @@ def main(argv=None) -> int:
     os.environ["ROS_AUTOMATIC_DISCOVERY_RANGE"] = "LOCALHOST"
     messages = load_messages(args.data)
     out = args.out or Path(tempfile.mkdtemp(prefix="bench_record_")) / "ds"
-    results = {"cpu": cpu_model(), "frames": args.frames, "rate_hz": args.rate,
+    results = {"cpu": cpu_line(cpu_report()), "frames": args.frames, "rate_hz": args.rate,
                "size": f"{messages[0][0].width}x{messages[0][0].height}"}
     print(f"carla-seg bench record: {args.frames} pairs of {results['size']} bgra8 at {args.rate:g} Hz per receiver; "
-          f"CPU {results['cpu']}", flush=True)
+          f"{results['cpu']}", flush=True)
     with BagPlayer(name="bench_record_player") as player:
         for topic in topics:
             player.publisher(topic, type(messages[0][0]))
