@@ -1,9 +1,11 @@
 """`carla-seg self-train`: adapt a trained model to unlabelled CARLA frames with a mean teacher (model v3's recipe).
 
-Example (model v3: from the committed v2 weights, the labelled train+val frames and the unlabelled training pool):
-    carla-seg self-train --init models/carla_unet.safetensors --unlabelled ../shared/data/carla_unlabelled \\
-        --out runs/v3
+Example (model v3: from the v2 weights, the labelled train+val frames and the unlabelled training pool; models/README.md):
+    git show 3362984:models/carla_unet.safetensors > v2.safetensors
+    carla-seg self-train --init v2.safetensors --unlabelled ../shared/data/carla_unlabelled --out runs/v3
     carla-seg export --weights runs/v3/teacher.safetensors --out models/carla_unet.onnx
+The run saves the student and the teacher; the model card says how one of them was chosen (val guard, then the
+held-out box scores, both printed at the end and written to OUT/final.json).
 
 Every step (DACS / DAFormer style, sized for two CPU cores):
 1. a labelled batch: crops of the model height and a width drawn per step (4:3 to 20:9), copy-paste, mostly
@@ -26,6 +28,7 @@ import copy
 import csv
 import json
 import math
+import sys
 import time
 from pathlib import Path
 
@@ -276,8 +279,36 @@ def format_row(row: dict) -> str:
                      if k != "step" and v != "")
 
 
+def check_args(p: argparse.ArgumentParser, args) -> None:
+    if args.steps < 1 or args.batch < 1 or args.eval_every < 1 or args.checkpoint_every < 1:
+        p.error("--steps, --batch, --eval-every and --checkpoint-every must be >= 1")
+    if args.height < 32 or args.height % 32:
+        p.error(f"--height must be a positive multiple of 32 (the network's stride), got {args.height}")
+    if not 0.0 <= args.ema < 1.0:
+        p.error(f"--ema must be in [0, 1), got {args.ema}")
+    if not 0.0 < args.threshold_min <= args.threshold_max <= 1.0:
+        p.error("the thresholds must satisfy 0 < --threshold-min <= --threshold-max <= 1")
+    for name in ("classmix", "strong_source"):
+        if not 0.0 <= getattr(args, name) <= 1.0:
+            p.error(f"--{name.replace('_', '-')} is a probability in [0, 1], got {getattr(args, name)}")
+    if {"test", "fullres"} & set(args.train_splits):
+        p.error("--train-splits must not include test or fullres: those frames are what the model card reports on")
+    if args.data is None:
+        p.error("no labelled dataset found: pass --data DIR or set CARLA_SEG_DATA")
+
+
 def main(argv=None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    check_args(parser, args)
+    try:
+        return run(args)
+    except (FileNotFoundError, ValueError) as exc:     # missing folders, unreadable frames or weights
+        print(f"carla-seg self-train: {exc}", file=sys.stderr)
+        return 2
+
+
+def run(args) -> int:
     from tqdm import tqdm
 
     device = torch.device("cuda" if args.device == "auto" and torch.cuda.is_available() else

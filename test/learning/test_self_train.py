@@ -150,3 +150,17 @@ def test_self_train_runs_resumes_and_writes_weights(tmp_path, data_dir, unlabell
     assert meta["run_info"]["recipe"] == "self-train"
     x = torch.zeros(1, 3, 288, 512)
     assert model(x).shape == (1, classes.num_classes(), 288, 512)
+
+
+@pytest.mark.parametrize("bad", [["--height", "100"], ["--ema", "1.5"], ["--steps", "0"], ["--classmix", "2"],
+                                 ["--threshold-min", "0.95"], ["--train-splits", "train,test"]])
+def test_bad_options_are_refused_with_a_message(bad, tmp_path, capsys):
+    with pytest.raises(SystemExit) as exc:
+        st.main(["--unlabelled", str(tmp_path), "--out", str(tmp_path / "run")] + bad)
+    assert exc.value.code == 2 and "error:" in capsys.readouterr().err
+
+
+def test_a_missing_unlabelled_folder_is_one_clear_error(tmp_path, data_dir, capsys):
+    assert st.main(["--unlabelled", str(tmp_path / "missing"), "--data", str(data_dir), "--out", str(tmp_path / "r"),
+                    "--limit-images", "2"]) == 2
+    assert "has no rgb/ folder" in capsys.readouterr().err
