@@ -10,7 +10,8 @@ How frames are used:
   used once); unmatched messages on either topic are counted in ``metrics.json`` and the report.
 * The ground truth is CARLA palette colours (what the bridge publishes, bgra8) or raw tag ids (mono8, or the red
   channel of a colour image: CARLA's raw format); ``--gt-format auto`` decides by encoding. Tag ids of the chosen
-  CARLA coding are remapped to the model's classes (its metadata's class set); colours not in the palette are ignored and counted.
+  CARLA coding are remapped to the model's classes (its metadata's class set); colours not in the palette are
+  ignored and counted.
 * Frames that cannot be decoded (unknown encoding, truncated data...) are skipped and counted by reason.
 * Everything after decoding is `carla-seg evaluate`'s code (``evaluate.run_batch``, ``evaluate.Evaluation``), so a
   bag made by `carla-seg make-bag` from a split gives the same metrics to the last digit (timings aside).

@@ -1,6 +1,6 @@
 """`carla-seg self-train`: adapt a trained model to unlabelled CARLA frames with a mean teacher (model v3's recipe).
 
-Example (model v3: from the v2 weights, the labelled train+val frames and the unlabelled training pool; models/README.md):
+Example (model v3, models/README.md: from the v2 weights, the labelled train+val frames and the unlabelled pool):
     git show 3362984:models/carla_unet.safetensors > v2.safetensors
     carla-seg self-train --init v2.safetensors --unlabelled ../shared/data/carla_unlabelled --out runs/v3
     carla-seg export --weights runs/v3/teacher.safetensors --out models/carla_unet.onnx
@@ -122,7 +122,8 @@ def load_unlabelled(args):
     model's 4:3 size: every held-out frame of this data is 4:3)."""
     frames = read_unlabelled(args.unlabelled)
     split = split_unlabelled(frames)
-    pool, held = frames_of(frames, split, POOL)[:args.limit_images], frames_of(frames, split, HELD_OUT)[:args.limit_images]
+    pool = frames_of(frames, split, POOL)[:args.limit_images]
+    held = frames_of(frames, split, HELD_OUT)[:args.limit_images]
     from tqdm import tqdm
     images, maps = [], []
     for fr in tqdm(pool, desc="unlabelled pool", leave=False, disable=None):

@@ -180,8 +180,9 @@ class SegPipeline:
                 continue
             if manager.status.state == "building":
                 if not managers:
-                    # A CPU runtime serves while TensorRT builds: timing it says nothing about the GPU, which runs
-                    # the accurate model far within any budget (README, Performance); take this rung untimed.
+                    # A CPU runtime serves while TensorRT builds: timing it says nothing about the GPU, where the
+                    # accurate model is expected to fit any budget (not measured yet: README, Performance, GPU);
+                    # take this rung untimed.
                     managers[rung.name] = manager
                     choice = RungChoice(rung.name, f"{rung.name}: not timed, the TensorRT engine builds in the "
                                         f"background (the GPU runs it within budget)", True, budget, {})
@@ -285,8 +286,8 @@ class SegPipeline:
     @staticmethod
     def label_info_yaml(info) -> str:
         # input_size: the model's own (a 4:3 frame's); keep_aspect models run other aspects at input_widths.
-        table = {"model": info.arch or "", "class_set": info.class_set, "input_size": list(info.input_size), "input_policy": info.input_policy,
-                 "input_widths": list(width_range(info)), "ignore_index": 255,
+        table = {"model": info.arch or "", "class_set": info.class_set, "input_size": list(info.input_size),
+                 "input_policy": info.input_policy, "input_widths": list(width_range(info)), "ignore_index": 255,
                  "classes": [{"id": int(c["id"]), "name": str(c["name"]), "color": [int(v) for v in c["color"]]}
                              for c in info.classes]}
         return yaml.safe_dump(table, sort_keys=False, default_flow_style=None)

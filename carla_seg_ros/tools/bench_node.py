@@ -3,8 +3,8 @@
 Plays 800x600 bgra8 frames (``<data>/fullres``, cycled) at a fixed rate as a CARLA-bridge-like publisher
 (RELIABLE, KEEP_LAST 10, wall-clock stamps) to each pipeline in turn, every one a separate process:
 
-* ``seg_node [BACKEND]`` for each ``--backends`` entry (default: auto = the fastest CPU runtime, then torch = PyTorch eager on the
-  same weights);
+* ``seg_node [BACKEND]`` for each ``--backends`` entry (default: auto = the fastest CPU runtime, then torch =
+  PyTorch eager on the same weights);
 * ``echo_node``: subscribes like seg_node and only republishes a mono8 image (the transport floor).
 
 and prints frames sent/received, output rate, latency p50/p99 (input stamp -> mask received, wall clock) and drops,

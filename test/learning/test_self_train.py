@@ -135,7 +135,8 @@ def test_class_mix_pastes_half_of_the_source_classes():
 
 def test_self_train_runs_resumes_and_writes_weights(tmp_path, data_dir, unlabelled_dir):
     out = tmp_path / "run"
-    argv = ["--unlabelled", str(unlabelled_dir), "--data", str(data_dir), "--out", str(out), "--limit-images", "6", "--batch", "2",
+    argv = ["--unlabelled", str(unlabelled_dir), "--data", str(data_dir), "--out", str(out), "--limit-images", "6",
+            "--batch", "2",
             "--eval-every", "2", "--checkpoint-every", "2", "--threads", "2",
             "--init", str(models_dir() / "carla_unet.safetensors")]
     assert st.main(argv + ["--steps", "2"]) == 0
