@@ -45,7 +45,7 @@ from carla_seg_ros.learning.target_augment import class_mix, crop_width, random_
 from carla_seg_ros.learning.train import class_weights, load_splits, segmentation_loss
 from carla_seg_ros.networks.models import input_normalisation, normalize_uint8
 from carla_seg_ros.networks.weights import load_model, save_weights
-from carla_seg_ros.paths import default_data_dir, models_dir
+from carla_seg_ros.paths import default_data_dir, default_unlabelled_dir, models_dir
 from carla_seg_ros.runtime.input_size import width_for_aspect
 from carla_seg_ros.runtime.preprocess import resize_image
 from carla_seg_ros.unlabelled import (HELD_OUT, POOL, VEHICLE_BOX_CLASSES, frames_of, read_frame, read_unlabelled,
@@ -64,7 +64,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--data", type=Path, default=default_data_dir(), help="labelled dataset folder")
     p.add_argument("--train-splits", type=lambda t: [v for v in t.split(",") if v], default=["train", "val"],
                    help="labelled splits to keep learning (default: train,val, the data of the initial model)")
-    p.add_argument("--unlabelled", type=Path, required=True, help="folder of unlabelled frames (rgb/, boxes.csv)")
+    p.add_argument("--unlabelled", type=Path, default=default_unlabelled_dir(),
+                   help="folder of unlabelled frames (rgb/, boxes.csv); default: $CARLA_SEG_UNLABELLED or "
+                        "../shared/data/carla_unlabelled")
     p.add_argument("--out", type=Path, default=Path("runs/self_train"))
     p.add_argument("--steps", type=int, default=500)
     p.add_argument("--height", type=int, default=288,
@@ -296,6 +298,8 @@ def check_args(p: argparse.ArgumentParser, args) -> None:
         p.error("--train-splits must not include test or fullres: those frames are what the model card reports on")
     if args.data is None:
         p.error("no labelled dataset found: pass --data DIR or set CARLA_SEG_DATA")
+    if args.unlabelled is None:
+        p.error("no unlabelled frames found: pass --unlabelled DIR or set CARLA_SEG_UNLABELLED")
 
 
 def main(argv=None) -> int:
