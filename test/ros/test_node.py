@@ -239,28 +239,38 @@ def test_class_fractions_follow_the_mask(fullres_outputs):
         np.testing.assert_allclose(fractions, expected, atol=1e-6)
 
 
-# Pixel accuracy of the committed model on the 40 fullres frames, rows above the ego hood, as the offline pipeline
-# measures it (models/README.md): the node must deliver the model's accuracy over DDS, not less.
-MODEL_FULLRES_ACCURACY_ABOVE_HOOD = 0.9379
 RECEIVED_ACCURACY_TARGET = 0.95
+FIRST_HOOD_ROW = HoodRule(row_fraction=DEFAULT_HOOD_ROW_FRACTION).first_row(600)    # 495: the ego hood starts
+
+
+def accuracy_above_hood(masks_and_labels) -> float:
+    correct = total = 0
+    for mask, label in masks_and_labels:
+        correct += int((mask[:FIRST_HOOD_ROW] == label[:FIRST_HOOD_ROW]).sum())
+        total += mask[:FIRST_HOOD_ROW].size
+    return correct / total
 
 
 @pytest.fixture(scope="module")
 def received_accuracy(fullres_outputs):
-    first_row = HoodRule(row_fraction=DEFAULT_HOOD_ROW_FRACTION).first_row(600)    # 495: the ego hood starts
-    correct = total = 0
-    for r in fullres_outputs:
-        mask, label = r["mask"]["pixels"][..., 0], r["label"]
-        correct += int((mask[:first_row] == label[:first_row]).sum())
-        total += mask[:first_row].size
-    accuracy = correct / total
-    print(f"pixel accuracy of the received masks over {len(fullres_outputs)} frames, rows < {first_row}: "
+    accuracy = accuracy_above_hood((r["mask"]["pixels"][..., 0], r["label"]) for r in fullres_outputs)
+    print(f"pixel accuracy of the received masks over {len(fullres_outputs)} frames, rows < {FIRST_HOOD_ROW}: "
           f"{accuracy:.4f}")
     return accuracy
 
 
-def test_received_masks_are_as_accurate_as_the_model(received_accuracy):
-    assert received_accuracy >= MODEL_FULLRES_ACCURACY_ABOVE_HOOD - 0.002
+def test_received_masks_are_as_accurate_as_the_model(received_accuracy, fullres_outputs, probe):
+    """The node delivers its model's accuracy over DDS, not less: the offline pipeline runs the file and runtime the
+    node reports (model: auto may run either rung of the ladder, depending on this machine's speed) on the same
+    frames."""
+    from carla_seg_ros.runtime.backends import create_backend
+    from carla_seg_ros.runtime.inference import Segmenter
+
+    diagnostics = probe.latest_diagnostics()
+    segmenter = Segmenter(create_backend(diagnostics["backend"], Path(diagnostics["model_file"])))
+    offline = accuracy_above_hood((segmenter.segment(read_rgb(r["pair"].rgb))[0], r["label"])
+                                  for r in fullres_outputs)
+    assert received_accuracy >= offline - 0.002, (received_accuracy, offline, diagnostics["model_file"])
 
 
 @pytest.mark.xfail(reason="received-mask accuracy target: >= 95 % pixel accuracy of the received masks; the "

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -39,7 +40,8 @@ def test_bench_node_reports_seg_node_and_echo_baseline(data_dir, tmp_path):
     assert seg["p50_above_echo_ms"] == pytest.approx(
         seg["latency_ms"]["p50"] - report["pipelines"][1]["latency_ms"]["p50"])
     assert "p50 - echo_node p50" in proc.stdout
-    assert "seg_node [onnxruntime] rung: accurate (" in proc.stdout      # model: auto, a ladder of one here
+    # model: auto runs the most accurate rung that fits this machine's budget: which one depends on its speed
+    assert re.search(r"seg_node \[onnxruntime\] rung: (accurate|fast) \(", proc.stdout), proc.stdout[-2000:]
     assert plot.is_file() and plot.stat().st_size > 0
 
 
