@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import argparse
 import fnmatch
-import json
 import sys
 import time
 from pathlib import Path
@@ -33,7 +32,7 @@ import numpy as np
 
 from carla_seg_ros.evaluation.boxes import BoxRule, BoxScores, scored_boxes
 from carla_seg_ros.evaluation.evaluate import (_evenly_spaced, add_inference_arguments, model_summary, output_paths,
-                                               pipeline_timing)
+                                               pipeline_timing, save_result)
 from carla_seg_ros.paths import default_unlabelled_dir
 from carla_seg_ros.runtime.backends import create_backend
 from carla_seg_ros.runtime.inference import Segmenter
@@ -233,10 +232,7 @@ def main(argv=None) -> int:
     figures = box_report.write_figures(result, samples, out_dir, prefix)
     md, html = box_report.write_report(result, figures, out_dir, prefix,
                                        title=f"{PROG}: {Path(args.data).name}/{args.part}")
-    result["files"] = {k: str(v) for k, v in {**figures, "report_md": md, "report_html": html}.items()}
-    json_path.write_text(json.dumps(result, indent=1))
-    print(format_summary(result))
-    print(f"wrote {json_path}, {html} and figures in {out_dir}")
+    save_result(result, json_path, figures, md, html, format_summary(result))
     return 0
 
 

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import numpy as np
 
-from carla_seg_ros.evaluation.report import (CSS, _fmt, _html_table, _md_table, _pyplot, embedded_figure,
-                                             figure_markdown)
+from carla_seg_ros.evaluation.report import (_fmt, _html_table, _md_table, _pyplot, embedded_figure,
+                                             figure_markdown, html_page)
 
 CAR_TINT = (0, 200, 255)      # predicted Car pixels, blended into the frame
 TINT_ALPHA = 0.45
@@ -218,9 +218,7 @@ def write_report(result: dict, figures: dict[str, Path], out_dir: Path, prefix: 
     def img(key):
         return embedded_figure(figures, key, FIGURE_TITLES)
 
-    parts = [f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title>"
-             f"<style>{CSS}</style></head><body><h1>{html.escape(title)}</h1>",
-             "<div class='grid'><div><h2>Summary</h2>", _html_table(("score", "value"), summary)]
+    parts = ["<div class='grid'><div><h2>Summary</h2>", _html_table(("score", "value"), summary)]
     for heading, rows in groups:
         parts += [f"<h2>{html.escape(heading)}</h2>", _html_table(GROUP_HEADER, rows)]
     parts += ["<h2>Per box size</h2>", _html_table(size_header, _size_rows(result)), "</div><div>",
@@ -230,7 +228,6 @@ def write_report(result: dict, figures: dict[str, Path], out_dir: Path, prefix: 
               "</div></div>"]
     if "samples_png" in figures:
         parts.append(img("samples_png"))
-    parts += ["<h2>Run</h2>", _html_table(("item", "value"), context), "</body></html>"]
     html_path = out_dir / f"{prefix}report.html"
-    html_path.write_text("".join(parts))
+    html_path.write_text(html_page(title, parts, context))
     return md_path, html_path

@@ -262,11 +262,17 @@ def main(argv=None) -> int:
     figures = report.write_figures(evaluation, out_dir, prefix)
     md, html = report.write_report(result, figures, out_dir, prefix,
                                    title=f"carla-seg evaluate: {Path(args.data).name}/{args.split}")
+    save_result(result, json_path, figures, md, html, format_summary(result))
+    return 0
+
+
+def save_result(result: dict, json_path: Path, figures: dict, md: Path, html: Path, summary: str) -> None:
+    """The files written (figures, reports) recorded in the result, the result as JSON, and the terminal lines:
+    the last step of `evaluate` and `evaluate-boxes`."""
     result["files"] = {k: str(v) for k, v in {**figures, "report_md": md, "report_html": html}.items()}
     json_path.write_text(json.dumps(result, indent=1))
-    print(format_summary(result))
-    print(f"wrote {json_path}, {html} and figures in {out_dir}")
-    return 0
+    print(summary)
+    print(f"wrote {json_path}, {html} and figures in {Path(html).parent}")     # the reports sit beside the figures
 
 
 if __name__ == "__main__":

@@ -268,6 +268,13 @@ def embedded_figure(figures: dict[str, Path], key: str, titles: dict[str, str]) 
     return f'<h2>{html.escape(titles[key])}</h2><img alt="{key}" src="data:image/png;base64,{data}">'
 
 
+def html_page(title: str, body: list[str], context: list) -> str:
+    """A self-contained report page: the title, ``body``, and the "Run" table of ``context`` rows at the end."""
+    return "".join([f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title>"
+                    f"<style>{CSS}</style></head><body><h1>{html.escape(title)}</h1>", *body,
+                    "<h2>Run</h2>", _html_table(("item", "value"), context), "</body></html>"])
+
+
 def write_report(result: dict, figures: dict[str, Path], out_dir: Path, prefix: str = "",
                  title: str = "carla-seg evaluation") -> tuple[Path, Path]:
     """Write ``{prefix}report.md`` (figures linked) and ``{prefix}report.html`` (figures embedded)."""
@@ -285,15 +292,12 @@ def write_report(result: dict, figures: dict[str, Path], out_dir: Path, prefix: 
     def img(key):
         return embedded_figure(figures, key, FIGURE_TITLES)
 
-    parts = [f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title>"
-             f"<style>{CSS}</style></head><body><h1>{html.escape(title)}</h1>",
-             "<div class='grid'><div><h2>Summary</h2>", _html_table(("metric", "value"), summary),
+    parts = ["<div class='grid'><div><h2>Summary</h2>", _html_table(("metric", "value"), summary),
              "<h2>Per-class IoU</h2>", _html_table(class_header, classes_), "</div><div>",
              img("iou_png") if "iou_png" in figures else "", "</div></div>"]
     parts += [img(k) for k in ("confusion_png", "latency_png", "samples_png") if k in figures]
-    parts += ["<h2>Run</h2>", _html_table(("item", "value"), context), "</body></html>"]
     html_path = out_dir / f"{prefix}report.html"
-    html_path.write_text("".join(parts))
+    html_path.write_text(html_page(title, parts, context))
     return md_path, html_path
 
 
