@@ -180,6 +180,19 @@ class PairRecorder:
 # ---------------------------------------------------------------------------------------------------------------
 # command-line options shared by `carla-seg record` and `carla-seg bag-to-dataset`
 # ---------------------------------------------------------------------------------------------------------------
+def add_selection_options(g) -> None:
+    """Which pairs the dataset writer keeps and how it compresses them: shared by `record`, `bag-to-dataset` and
+    `carla --record`."""
+    g.add_argument("--every", type=int, default=1, help="keep every Nth pair (default: %(default)s)")
+    g.add_argument("--min-change", type=float, default=0.0,
+                   help="skip a pair whose image differs from the last kept one by less than this mean absolute "
+                        "grey level (0-255; e.g. 2 skips a car standing still); 0 = off")
+    g.add_argument("--max-frames", type=int, default=0, help="stop after writing this many pairs (0 = no limit)")
+    g.add_argument("--png-level", type=int, default=1, choices=range(10), metavar="0-9",
+                   help="PNG zlib level; the filter and strategy are chosen per kind for speed (default: "
+                        "%(default)s)")
+
+
 def add_options(p) -> None:
     from carla_seg_ros.evaluation.ground_truth import CODING_CHOICES, GT_FORMATS
     p.add_argument("--out", type=Path, required=True, help="dataset folder to write (rgb/, label/, manifest.csv)")
@@ -206,14 +219,7 @@ def add_options(p) -> None:
                    help="a frame whose partner has not come once the stream is this many seconds further on is "
                         "unpaired (default: %(default)s)")
     s = p.add_argument_group("selection and writing")
-    s.add_argument("--every", type=int, default=1, help="keep every Nth pair (default: %(default)s)")
-    s.add_argument("--min-change", type=float, default=0.0,
-                   help="skip a pair whose image differs from the last kept one by less than this mean absolute "
-                        "grey level (0-255; e.g. 2 skips a car standing still); 0 = off")
-    s.add_argument("--max-frames", type=int, default=0, help="stop after writing this many pairs (0 = no limit)")
-    s.add_argument("--png-level", type=int, default=1, choices=range(10), metavar="0-9",
-                   help="PNG zlib level; the filter and strategy are chosen per kind for speed (default: "
-                        "%(default)s)")
+    add_selection_options(s)
     s.add_argument("--writers", type=int, default=1, help="writer threads (PNG encoding runs without the GIL; "
                                                           "default: %(default)s)")
     s.add_argument("--queue-size", type=int, default=32, help="pairs waiting for the writer thread (default: "

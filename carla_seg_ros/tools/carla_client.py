@@ -36,6 +36,7 @@ from pathlib import Path
 
 from carla_seg_ros.classes import CODINGS
 from carla_seg_ros.evaluation.bag_make import intrinsics
+from carla_seg_ros.evaluation.recording import add_selection_options
 from carla_seg_ros.tools import carla_sensors as cs
 
 
@@ -73,13 +74,7 @@ def build_parser() -> argparse.ArgumentParser:
                         "ClearNight (carla.WeatherParameters; needs --frames-per-town)")
     r.add_argument("--frames-per-town", type=int, default=0,
                    help="ticks per town, split evenly over the weathers")
-    r.add_argument("--every", type=int, default=1, help="keep every Nth pair (default: %(default)s)")
-    r.add_argument("--min-change", type=float, default=0.0,
-                   help="skip pairs whose image differs from the last kept one by less than this mean absolute "
-                        "grey level (a car standing still); 0 = off")
-    r.add_argument("--max-frames", type=int, default=0, help="stop after writing this many pairs (0 = no limit)")
-    r.add_argument("--png-level", type=int, default=1, choices=range(10), metavar="0-9",
-                   help="PNG compression level (default: %(default)s)")
+    add_selection_options(r)
     return p
 
 
