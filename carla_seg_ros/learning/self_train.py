@@ -27,7 +27,6 @@ import argparse
 import copy
 import csv
 import json
-import math
 import sys
 import time
 from pathlib import Path
@@ -42,7 +41,8 @@ from carla_seg_ros.evaluation import metrics
 from carla_seg_ros.evaluation.boxes import BoxScores
 from carla_seg_ros.learning.augment import PASTE_CLASSES, copy_paste, photometric
 from carla_seg_ros.learning.target_augment import class_mix, crop_width, random_crop, strong_photometric
-from carla_seg_ros.learning.train import class_weights, load_splits, segmentation_loss
+from carla_seg_ros.learning.train import (class_weights, evaluate_arrays, load_splits, lr_schedule,
+                                         segmentation_loss)
 from carla_seg_ros.networks.models import input_normalisation, normalize_uint8
 from carla_seg_ros.networks.weights import load_model, save_weights
 from carla_seg_ros.paths import default_data_dir, default_unlabelled_dir, models_dir
@@ -227,9 +227,7 @@ def predict(model, images: np.ndarray, device, batch: int = 8) -> np.ndarray:
 
 
 def evaluate(model, val, held, held_images, device, car_id) -> dict:
-    cm = np.zeros((classes.num_classes(),) * 2, np.int64)
-    for p, l in zip(predict(model, val[0], device), val[1]):
-        cm += metrics.confusion_matrix(l, p, classes.num_classes())
+    cm = evaluate_arrays(model, val[0], val[1], device)
     scores = BoxScores(car_id)
     for (fr, size), pred in zip(held, predict(model, np.stack(held_images), device)):
         scores.add(pred, fr, image_size=size)
@@ -243,15 +241,6 @@ def evaluate(model, val, held, held_images, device, car_id) -> dict:
 # ---------------------------------------------------------------------------------------------------------------
 LOG_FIELDS = ["step", "lr", "source_loss", "target_loss", "kept_fraction", "val_pixel_acc", "val_miou",
               "held_out_box_recall", "held_out_car_precision", "seconds"]
-
-
-def lr_at(step: int, total: int, peak: float) -> float:
-    """Linear warm-up over 5 % of the steps, then cosine decay to 5 % of the peak."""
-    warmup = max(1, total // 20)
-    if step < warmup:
-        return peak * (step + 1) / warmup
-    t = (step - warmup) / max(1, total - warmup)
-    return peak * (0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * t)))
 
 
 def plot_log(rows: list[dict], path: Path) -> None:
@@ -348,6 +337,8 @@ def run(args) -> int:
         [{"params": enc, "lr_scale": args.encoder_lr / args.lr},
          {"params": [q for q in student.parameters() if id(q) not in enc_ids], "lr_scale": 1.0}],
         lr=args.lr, weight_decay=args.weight_decay)
+    # Linear warm-up over 5 % of the steps, then cosine decay to 5 % of the peak (a short adaptation, not a fit).
+    lr_at = lr_schedule(args.lr, args.steps, warmup=max(1, args.steps // 20), floor=0.05)
     thresholds = ClassThresholds(classes.num_classes(), args.threshold_min, args.threshold_max)
     mean_std = input_normalisation(student)
 
@@ -402,7 +393,7 @@ def run(args) -> int:
         x = x.contiguous(memory_format=torch.channels_last)
         y_src = torch.from_numpy(sy).long().to(device)
         y_tgt = torch.from_numpy(np.stack(mixed_y)).long().to(device)
-        lr = lr_at(step, args.steps, args.lr)
+        lr = lr_at(step)
         for g in optimizer.param_groups:
             g["lr"] = lr * g["lr_scale"]
         logits = student(x)

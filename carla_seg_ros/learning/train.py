@@ -411,15 +411,15 @@ def make_optimizer(model, args) -> torch.optim.Optimizer:
     return torch.optim.AdamW(groups, lr=args.lr, weight_decay=args.weight_decay)
 
 
-def lr_schedule(peak: float, total_steps: int):
-    """Linear warm-up, then cosine decay to 1 % of the peak."""
-    warmup = min(200, total_steps // 10)
+def lr_schedule(peak: float, total_steps: int, warmup: int | None = None, floor: float = 0.01):
+    """Linear warm-up (default: a tenth of the steps, at most 200), then cosine decay to ``floor`` of the peak."""
+    warmup = min(200, total_steps // 10) if warmup is None else warmup
 
     def lr_at(step):
         if step < warmup:
             return peak * (step + 1) / warmup
         t = (step - warmup) / max(1, total_steps - warmup)
-        return peak * (0.01 + 0.99 * 0.5 * (1 + math.cos(math.pi * t)))
+        return peak * (floor + (1 - floor) * 0.5 * (1 + math.cos(math.pi * t)))
     return lr_at
 
 
