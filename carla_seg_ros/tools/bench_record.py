@@ -28,6 +28,7 @@ from pathlib import Path
 
 from carla_seg_ros.paths import default_data_dir
 from carla_seg_ros.runtime.cpu_info import cpu_line, cpu_report
+from carla_seg_ros.tools.endurance import cpu_seconds
 
 TARGET_SKIPPED = 0.01
 
@@ -112,10 +113,9 @@ def play(receiver: subprocess.Popen, player, topics, messages, frames: int, rate
 
 
 def process_cpu_s(pid: int) -> float | None:
-    """utime + stime of a process so far, seconds (Linux /proc)."""
+    """utime + stime of a process so far, seconds (endurance.cpu_seconds); None once it has gone."""
     try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+        return cpu_seconds([pid])
     except (OSError, IndexError, ValueError):
         return None
 
