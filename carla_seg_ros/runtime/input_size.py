@@ -39,6 +39,18 @@ MAX_ASPECT = 8 / 3          # default max_width of an export: 768 at height 288
 TENSORRT_OPT_ASPECT = 4 / 3  # the optimisation profile's opt width: CARLA's default 800x600 camera
 
 
+def parse_size(text: str) -> tuple[int, int]:
+    """``"800x600"`` -> (800, 600): the one reader of WIDTHxHEIGHT options and parameters; ValueError otherwise."""
+    text = text.strip().lower()
+    try:
+        w, h = (int(v) for v in text.split("x"))
+    except ValueError:
+        raise ValueError(f"{text!r} is not WIDTHxHEIGHT (e.g. 800x600)") from None
+    if w <= 0 or h <= 0:
+        raise ValueError(f"{text!r}: width and height must be positive")
+    return w, h
+
+
 def width_for_aspect(height: int, aspect: float, multiple: int = WIDTH_MULTIPLE) -> int:
     """``height * aspect`` rounded half-up to a multiple of ``multiple`` (never below one multiple)."""
     return max(multiple, int(math.floor(height * aspect / multiple + 0.5)) * multiple)

@@ -31,6 +31,7 @@ from pathlib import Path
 import numpy as np
 
 from carla_seg_ros.paths import DEFAULT_MODEL_NAME, models_dir
+from carla_seg_ros.runtime.input_size import parse_size
 
 RUNGS = ("accurate", "fast")               # most accurate first
 FAST_MODEL_NAME = "carla_unet_fast.onnx"
@@ -159,14 +160,5 @@ def timing_size(backend, frame_wh: tuple[int, int] | None) -> tuple[int, int]:
 
 
 def parse_frame_size(text: str) -> tuple[int, int] | None:
-    """``"800x600"`` -> (800, 600); ``""`` -> None; ValueError otherwise."""
-    text = text.strip().lower()
-    if not text:
-        return None
-    try:
-        w, h = (int(v) for v in text.split("x"))
-    except ValueError:
-        raise ValueError(f"{text!r} is not WIDTHxHEIGHT (e.g. 800x600)") from None
-    if w <= 0 or h <= 0:
-        raise ValueError(f"{text!r}: width and height must be positive")
-    return w, h
+    """``"800x600"`` -> (800, 600); ``""`` -> None (not set); ValueError otherwise."""
+    return parse_size(text) if text.strip() else None

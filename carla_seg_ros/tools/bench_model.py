@@ -37,7 +37,7 @@ from carla_seg_ros.runtime.backends import AUTO_CPU_ORDER, BackendError, create_
 from carla_seg_ros.runtime.cpu_info import add_cpu_option, apply_cpu_option, execution_line
 from carla_seg_ros.datasets import find_pairs, read_rgb
 from carla_seg_ros.paths import default_data_dir, default_model
-from carla_seg_ros.runtime.input_size import accepts
+from carla_seg_ros.runtime.input_size import accepts, parse_size
 from carla_seg_ros.runtime.model_ladder import (BUDGET_FRACTION, DEFAULT_TARGET_RATE, RUNG_FILES, budget_ms,
                                                 choose_rung)
 from carla_seg_ros.runtime.preprocess import resize_image
@@ -77,16 +77,10 @@ class MachineBaseline:
 
 def parse_sizes(text: str) -> list[tuple[int, int]]:
     """'800x600,1280x720' -> [(800, 600), (1280, 720)]."""
-    sizes = []
-    for item in text.split(","):
-        try:
-            w, h = (int(v) for v in item.strip().lower().split("x"))
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"{item!r} is not WIDTHxHEIGHT") from None
-        if w <= 0 or h <= 0:
-            raise argparse.ArgumentTypeError(f"{item!r}: sizes must be positive")
-        sizes.append((w, h))
-    return sizes
+    try:
+        return [parse_size(item) for item in text.split(",")]
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 def input_shapes(backend, shapes, cameras) -> list[tuple[tuple[int, int], str]]:

@@ -34,6 +34,7 @@ from pathlib import Path
 
 import numpy as np
 
+from carla_seg_ros.runtime import input_size
 from carla_seg_ros.runtime.backends import BACKEND_CHOICES
 from carla_seg_ros.runtime.cpu_info import add_cpu_option, apply_cpu_option
 from carla_seg_ros.runtime.model_ladder import MODEL_CHOICES
@@ -288,14 +289,11 @@ def plot_cdf(results: list[dict], path: Path) -> None:
 
 
 def parse_size(text: str) -> tuple[int, int]:
-    """'1280x720' -> (1280, 720)."""
+    """'1280x720' -> (1280, 720), for argparse (runtime/input_size.parse_size)."""
     try:
-        w, h = (int(v) for v in text.lower().split("x"))
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not WIDTHxHEIGHT") from None
-    if w <= 0 or h <= 0:
-        raise argparse.ArgumentTypeError(f"{text!r}: sizes must be positive")
-    return w, h
+        return input_size.parse_size(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 def at_camera_size(pipeline: Pipeline, size: tuple[int, int] | None, repeat: int = 0) -> Pipeline:
