@@ -82,6 +82,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--classmix", type=float, default=0.5, help="probability of ClassMix per unlabelled crop")
     p.add_argument("--strong-source", type=float, default=0.3,
                    help="probability that a labelled crop gets the strong jitter and weather")
+    p.add_argument("--target-jitter", choices=["strong", "gentle"], default="strong",
+                   help="the student's view of an unlabelled crop: strong colour jitter (the recipe) or the gentle "
+                        "jitter of supervised training (to measure what the strong one adds)")
+    p.add_argument("--weather-p", type=float, default=0.3,
+                   help="probability of simulated night / fog / rain in a strongly jittered crop; labelled crops "
+                        "get a higher share (0.5, the recipe) scaled with it; 0 = no simulated weather")
     p.add_argument("--no-boxes", dest="boxes", action="store_false", help="ignore boxes.csv (no box guidance)")
     p.add_argument("--eval-every", type=int, default=250)
     p.add_argument("--checkpoint-every", type=int, default=50)
@@ -149,10 +155,24 @@ def source_batch(images, labels, width, args, paste_ids, rng):
             donor = rng.integers(len(images))
             img, label = copy_paste(img, label, images[donor], labels[donor], paste_ids, rng)
         img, (label,) = random_crop(img, [label], (width, args.height), (0.8, 1.35), rng)
-        img = strong_photometric(img, rng, 0.5) if rng.random() < args.strong_source else photometric(img, rng)
+        img = (strong_photometric(img, rng, source_weather_p(args)) if rng.random() < args.strong_source
+               else photometric(img, rng))
         xs.append(img)
         ys.append(label)
     return np.stack(xs), np.stack(ys)
+
+
+def source_weather_p(args) -> float:
+    """Weather share of strongly jittered labelled crops: 0.5 at the recipe's --weather-p 0.3, scaled with it
+    (0.3 / 0.6 is exactly 0.5 in floating point, so the recipe's random draws are unchanged)."""
+    return min(1.0, args.weather_p / 0.6)
+
+
+def student_view(img: np.ndarray, args, rng: np.random.Generator) -> np.ndarray:
+    """What the student sees of a (mixed) unlabelled crop; the teacher labelled the clean one."""
+    if args.target_jitter == "gentle":
+        return photometric(img, rng)
+    return strong_photometric(img, rng, args.weather_p)
 
 
 def target_crops(images, maps, width, args, rng):
@@ -280,7 +300,7 @@ def check_args(p: argparse.ArgumentParser, args) -> None:
         p.error(f"--ema must be in [0, 1), got {args.ema}")
     if not 0.0 < args.threshold_min <= args.threshold_max <= 1.0:
         p.error("the thresholds must satisfy 0 < --threshold-min <= --threshold-max <= 1")
-    for name in ("classmix", "strong_source"):
+    for name in ("classmix", "strong_source", "weather_p"):
         if not 0.0 <= getattr(args, name) <= 1.0:
             p.error(f"--{name.replace('_', '-')} is a probability in [0, 1], got {getattr(args, name)}")
     if {"test", "fullres"} & set(args.train_splits):
@@ -387,7 +407,7 @@ def run(args) -> int:
             img, lab = tx[k], plabel[k].astype(np.uint8)
             if rng.random() < args.classmix:
                 img, lab = class_mix(img, lab, sx[k], sy[k], rng)
-            mixed_x.append(strong_photometric(img, rng))
+            mixed_x.append(student_view(img, args, rng))
             mixed_y.append(lab)
         x = normalize_uint8(torch.from_numpy(np.concatenate([sx, np.stack(mixed_x)])).to(device), *mean_std)
         x = x.contiguous(memory_format=torch.channels_last)

@@ -8,6 +8,10 @@ Two receivers, each its own process, in the same run, one after the other:
   (large_frames) and only counts the messages (the transport floor: what any subscriber gets here);
 * ``carla-seg record --every 1``: pairs, decodes the palette, writes both PNGs and the manifest for every pair.
 
+The publisher (the bridge's side) runs Fast DDS defaults unless ``--publisher-dds large_frames``: a bridge on
+defaults loses whole 1.9 MB messages in transport, which no subscriber can recover, so the plain subscriber's
+figure in the same run tells the transport's losses from the recorder's.
+
 Each receiver first gets ``--warmup`` pairs that are not counted (discovery, first allocations). Printed per
 receiver: frames sent, received (both images of the tick), written (recorder), skipped = sent - kept,
 as a share, against the target of < 1 %; the recorder's counts (unpaired, dropped_writer); and the CPU model.
@@ -27,6 +31,7 @@ import time
 from pathlib import Path
 
 from carla_seg_ros.paths import default_data_dir
+from carla_seg_ros.ros.playback.dds import DDS_CONFIGS, apply_in_this_process
 from carla_seg_ros.runtime.cpu_info import cpu_line, cpu_report
 from carla_seg_ros.tools.endurance import cpu_seconds
 
@@ -42,6 +47,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--warmup", type=int, default=20, help="pairs sent first and not counted (default: %(default)s)")
     p.add_argument("--out", type=Path, help="recorder output folder (default: a temporary folder, deleted)")
     p.add_argument("--json", type=Path, help="write the figures here")
+    p.add_argument("--publisher-dds", choices=DDS_CONFIGS, default="default",
+                   help="Fast DDS configuration of the publishing process, the bridge's side (default: default)")
     p.add_argument("--record-args", default="", help="extra `carla-seg record` options, e.g. '--writers 1'")
     p.add_argument("--plain-subscriber", nargs=2, metavar=("RGB", "GT"), help=argparse.SUPPRESS)
     return p
@@ -147,9 +154,10 @@ def main(argv=None) -> int:
     messages = load_messages(args.data)
     out = args.out or Path(tempfile.mkdtemp(prefix="bench_record_")) / "ds"
     results = {"cpu": cpu_line(cpu_report()), "frames": args.frames, "rate_hz": args.rate,
-               "size": f"{messages[0][0].width}x{messages[0][0].height}"}
+               "size": f"{messages[0][0].width}x{messages[0][0].height}", "publisher_dds": args.publisher_dds}
     print(f"carla-seg bench record: {args.frames} pairs of {results['size']} bgra8 at {args.rate:g} Hz per receiver; "
-          f"{results['cpu']}", flush=True)
+          f"publisher Fast DDS {args.publisher_dds}; {results['cpu']}", flush=True)
+    apply_in_this_process(args.publisher_dds)        # before this process's first participant (the player)
     with BagPlayer(name="bench_record_player") as player:
         for topic in topics:
             player.publisher(topic, type(messages[0][0]))

@@ -121,6 +121,21 @@ def test_strong_photometric_and_weathers_keep_shape_and_range():
         assert weather(img.astype(np.float32), rng).shape == img.shape
 
 
+def test_student_view_switches_for_the_augmentation_ablations():
+    """--target-jitter gentle gives the supervised jitter (small colour changes); --weather-p 0 never darkens a
+    crop into night; the recipe's labelled-crop weather share stays 0.5 exactly."""
+    img = np.full((64, 96, 3), 128, np.uint8)
+    args = st.build_parser().parse_args(["--target-jitter", "gentle", "--weather-p", "0"])
+    rng = np.random.default_rng(0)
+    gentle = [st.student_view(img, args, rng) for _ in range(20)]
+    assert all(abs(float(v.mean()) - 128) < 40 for v in gentle)
+    args_strong = st.build_parser().parse_args(["--weather-p", "1"])
+    strong = [st.student_view(img, args_strong, rng) for _ in range(20)]
+    assert max(abs(float(v.mean()) - 128) for v in strong) > max(abs(float(v.mean()) - 128) for v in gentle)
+    assert st.source_weather_p(st.build_parser().parse_args([])) == 0.5
+    assert st.source_weather_p(args) == 0.0
+
+
 def test_class_mix_pastes_half_of_the_source_classes():
     rng = np.random.default_rng(0)
     tgt_img, tgt_lab = np.zeros((4, 4, 3), np.uint8), np.full((4, 4), IGNORE, np.uint8)
@@ -154,7 +169,8 @@ def test_self_train_runs_resumes_and_writes_weights(tmp_path, data_dir, unlabell
 
 
 @pytest.mark.parametrize("bad", [["--height", "100"], ["--ema", "1.5"], ["--steps", "0"], ["--classmix", "2"],
-                                 ["--threshold-min", "0.95"], ["--train-splits", "train,test"]])
+                                 ["--threshold-min", "0.95"], ["--train-splits", "train,test"],
+                                 ["--weather-p", "1.5"], ["--target-jitter", "none"]])
 def test_bad_options_are_refused_with_a_message(bad, tmp_path, capsys):
     with pytest.raises(SystemExit) as exc:
         st.main(["--unlabelled", str(tmp_path), "--out", str(tmp_path / "run")] + bad)

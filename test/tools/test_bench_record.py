@@ -9,8 +9,9 @@ from bench_command import run_bench
 
 def test_record_bench_runs_both_receivers(tmp_path, data_dir):
     pytest.importorskip("rclpy")
-    r = run_bench(["record", "--frames", "20", "--warmup", "5", "--data", str(data_dir)], tmp_path)
-    assert r["size"] == "800x600" and r["cpu"]
+    r = run_bench(["record", "--frames", "20", "--warmup", "5", "--publisher-dds", "large_frames",
+                   "--data", str(data_dir)], tmp_path)
+    assert r["size"] == "800x600" and r["cpu"] and r["publisher_dds"] == "large_frames"
     assert r["plain"]["sent"] == r["record"]["sent"] == 20
     assert r["plain"]["received_pairs"] >= 10 and r["record"]["written"] >= 10
     assert r["record"]["skipped"] == 20 - r["record"]["written"]
