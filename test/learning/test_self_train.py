@@ -122,8 +122,8 @@ def test_strong_photometric_and_weathers_keep_shape_and_range():
 
 
 def test_student_view_switches_for_the_augmentation_ablations():
-    """--target-jitter gentle gives the supervised jitter (small colour changes); --weather-p 0 never darkens a
-    crop into night; the recipe's labelled-crop weather share stays 0.5 exactly."""
+    """--target-jitter gentle gives the supervised jitter (colour changes far smaller than the strong jitter with
+    weather); the labelled crops' weather share is the recipe's 0.5 by default and 0 with --weather-p 0."""
     img = np.full((64, 96, 3), 128, np.uint8)
     args = st.build_parser().parse_args(["--target-jitter", "gentle", "--weather-p", "0"])
     rng = np.random.default_rng(0)
