@@ -17,6 +17,7 @@ from collections import Counter
 import numpy as np
 
 from carla_seg_ros.runtime.backends.base import Backend, BackendError
+from carla_seg_ros.runtime.backends.signal_stack import install_permanent_signal_stack
 from carla_seg_ros.runtime.cpu_info import openvino_precision_hint
 from carla_seg_ros.runtime.input_size import KEEP_ASPECT
 
@@ -50,6 +51,7 @@ class OpenVinoBackend(Backend):
                 self.model = self.core.read_model(str(self.model_path))
                 self._for_width(self.info.input_width)
             else:
+                install_permanent_signal_stack()    # the plugin's own stacks break when models die out of order
                 compiled = self.core.compile_model(str(self.model_path), "CPU", self.config)
                 self._compiled[None] = (compiled, compiled.create_infer_request())
                 self.compilations = 1
@@ -68,6 +70,7 @@ class OpenVinoBackend(Backend):
             return entry
         h = self.info.input_height
         self.model.reshape({self.model.input(0): self.ov.PartialShape([self.ov.Dimension(), h, width, 3])})
+        install_permanent_signal_stack()            # see runtime/backends/signal_stack.py
         compiled = self.core.compile_model(self.model, "CPU", self.config)
         entry = self._compiled[width] = (compiled, compiled.create_infer_request())
         self.compilations += 1
