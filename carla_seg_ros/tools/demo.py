@@ -40,9 +40,15 @@ from carla_seg_ros.runtime.model_ladder import MODEL_CHOICES
 from carla_seg_ros.ros.playback import NO_DATA_HELP, resolve_split
 
 NODE_NAME = "seg_node"
+PRELOAD_FRAMES = 100    # a play this short (800x600 bgra8: 1.9 MB a frame) is decoded before the clock starts
 
 class Recorder:
-    """Scores received masks and writes received overlays, in a low-priority thread so the node keeps the CPU."""
+    """Scores received masks and writes received overlays after the play, so the node being measured keeps the CPU.
+
+    While ``playing`` is set, messages only queue (up to ``HOLD_LIMIT``, about 2 MB each; beyond it they are worked
+    off at once); the work thread runs at the lowest CPU priority either way."""
+
+    HOLD_LIMIT = 200
 
     def __init__(self, out_dir: Path, num_classes: int, hood: HoodRule):
         self.overlay_dir = out_dir / "overlays"
@@ -57,6 +63,7 @@ class Recorder:
         self.overlays_written = 0
         self.size_mismatches = 0
         self.errors: list[str] = []
+        self.playing = threading.Event()
         self._queue: queue.Queue = queue.Queue()
         self._thread = threading.Thread(target=self._work, name="demo-recorder", daemon=True)
         self._thread.start()
@@ -71,11 +78,10 @@ class Recorder:
         self._queue.put(("overlay", key, msg))
 
     def _work(self) -> None:
-        try:   # Linux: a thread's own nice value; scoring must not steal CPU from the node being measured
-            os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), 10)
-        except (AttributeError, OSError):
-            pass
+        lowest_priority()
         while (item := self._queue.get()) is not None:
+            while self.playing.is_set() and self._queue.qsize() < self.HOLD_LIMIT:
+                time.sleep(0.05)
             kind, key, msg = item
             try:
                 (self._score if kind == "mask" else self._write_overlay)(self.frames[key], msg)
@@ -105,8 +111,20 @@ class Recorder:
         self.overlays_written += 1
 
     def close(self) -> None:
+        self.playing.clear()
         self._queue.put(None)
         self._thread.join()
+
+
+def lowest_priority() -> None:
+    """The calling thread runs only when the CPU is otherwise idle (Linux SCHED_IDLE; else nice 10)."""
+    try:
+        os.sched_setscheduler(0, os.SCHED_IDLE, os.sched_param(0))    # 0: the calling thread on Linux
+    except (AttributeError, OSError):
+        try:
+            os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), 10)
+        except (AttributeError, OSError):
+            pass
 
 
 def run(args) -> dict:
@@ -167,18 +185,20 @@ def play(player, proc, pairs, recorder, masks, diagnostics, args, summary: dict)
     """Start the node, prove it answers, play every frame at the rate, and wait for the last replies."""
     from tqdm import tqdm
 
-    from carla_seg_ros.ros.playback import iter_frames, load_frame, paced
+    from carla_seg_ros.ros.playback import load_frame, paced
 
     proc.start()
     summary["startup_s"] = player.wait_ready(proc, player.image_message(load_frame(pairs[0]).bgra),
                                              timeout=args.ready_timeout, status=lambda m: print(m, flush=True))
     print(f"seg_node answered its warm-up frames after {summary['startup_s']:.1f} s; playing {len(pairs)} frames",
           flush=True)
+    frames = frames_to_play(pairs)
+    recorder.playing.set()
     with tqdm(total=len(pairs), desc="demo", unit="frame") as bar:
         # Stamps advance by exactly 1/rate like sim time; starting at the wall clock keeps the node's own
         # wall-clock latency diagnostics meaningful.
         start_ns = time.time_ns()
-        for i, frame in enumerate(paced(iter_frames(pairs), args.rate)):
+        for i, frame in enumerate(paced(frames, args.rate)):
             key = start_ns + round(i * 1e9 / args.rate)
             recorder.expect(key, frame.pair)
             player.send(player.image_message(frame.bgra), key)
@@ -190,6 +210,18 @@ def play(player, proc, pairs, recorder, masks, diagnostics, args, summary: dict)
                 proc.check()
     player.drain(proc)
     player.wait_latest(diagnostics, timeout=1.5, newer_than=diagnostics.count)   # 1 Hz: one after the end
+    recorder.playing.clear()
+
+
+def frames_to_play(pairs: list):
+    """Decoding PNGs while playing takes CPU from the node: a short play is decoded first, a long one read ahead."""
+    from tqdm import tqdm
+
+    from carla_seg_ros.ros.playback import iter_frames, load_frame
+
+    if len(pairs) > PRELOAD_FRAMES:
+        return iter_frames(pairs)
+    return [load_frame(pair) for pair in tqdm(pairs, desc="decoding", unit="frame", leave=False)]
 
 
 def results(player, masks, overlays, label_info, diagnostics, recorder, hood, rate: float, out: Path) -> dict:

@@ -145,3 +145,25 @@ def test_demo_killed_outright_takes_the_node_with_it(data_dir, tmp_path):
     while processes_with(marker) and time.monotonic() < deadline:
         time.sleep(0.2)
     assert not processes_with(marker), "seg_node outlived a killed demo"
+
+
+def test_recorder_holds_its_work_while_playing_and_does_it_after(data_dir, tmp_path):
+    """Scoring and PNG writing wait for the end of the play (the node keeps the CPU), then every message is done."""
+    from carla_seg_ros.datasets import HoodRule, find_pairs, read_rgb
+    from carla_seg_ros.image_codec import to_image
+    from carla_seg_ros.tools.demo import PRELOAD_FRAMES, Recorder, frames_to_play
+
+    pair = find_pairs(data_dir, "fullres")[0]
+    recorder = Recorder(tmp_path, 13, HoodRule())
+    recorder.playing.set()
+    recorder.expect(1, pair)
+    recorder.on_overlay(1, to_image(read_rgb(pair.rgb), "rgb8"), None)
+    time.sleep(0.5)
+    assert recorder.overlays_written == 0            # held while playing
+    recorder.close()                                   # the play ended: the held work is done before it returns
+    assert recorder.overlays_written == 1 and (tmp_path / "overlays" / f"{pair.name}.png").is_file()
+    assert recorder.errors == []
+
+    short = frames_to_play([pair] * 3)                 # a short play is decoded up front, a long one read ahead
+    assert isinstance(short, list) and len(short) == 3 and short[0].bgra.shape[2] == 4
+    assert not isinstance(frames_to_play([pair] * (PRELOAD_FRAMES + 1)), list)
