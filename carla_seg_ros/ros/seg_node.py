@@ -59,8 +59,8 @@ from carla_seg_ros.runtime import frame_ops, memory
 from carla_seg_ros.runtime.inference import group_by_size
 from carla_seg_ros.runtime.input_size import width_range
 from carla_seg_ros.runtime.model_ladder import (MODEL_CHOICES, RUNG_FILES, RungChoice, budget_ms, choose_rung,
-                                                discover, format_timings, parse_frame_size, time_calls,
-                                                timing_size)
+                                                discover, format_timings, parse_frame_size,
+                                                time_interleaved)
 from carla_seg_ros.runtime.preprocess import resize_mask
 
 MANAGED_FLAG = "--managed"
@@ -192,13 +192,11 @@ class SegPipeline:
                 timings[rung.name] = None
                 continue
             managers[rung.name] = manager
-            try:
-                ms = time_calls(manager.backend, timing_size(manager.backend, frame_wh), batch)
-            except Exception as exc:  # noqa: BLE001 - a rung that cannot run is skipped, not a crash
-                log.warning(f"model ladder: {rung.name} rung {rung.path} failed its timing, skipped: {exc}")
-                ms = None
+            if manager.backend.name != "tensorrt":
+                continue                       # the CPU rungs are timed together below, their calls interleaved
+            ms = self._timed({rung.name: manager}, frame_wh, batch, ladder)[rung.name]
             timings[rung.name] = ms
-            if manager.backend.name == "tensorrt" and ms is not None and ms <= budget and rung != ladder.rungs[-1]:
+            if ms is not None and ms <= budget and rung != ladder.rungs[-1]:
                 # On the GPU the first rung that fits is the choice: the less accurate rungs would only cost
                 # TensorRT engine builds (minutes each) to be timed.
                 choice = RungChoice(rung.name, f"{rung.name}: the most accurate rung that fits the budget on "
@@ -206,6 +204,9 @@ class SegPipeline:
                                     f"less accurate rungs not loaded)", True, budget, dict(timings))
                 break
         if choice is None:
+            untimed = {name: manager for name, manager in managers.items() if name not in timings}
+            timings.update(self._timed(untimed, frame_wh, batch, ladder))
+            timings = {r.name: timings[r.name] for r in ladder.rungs if r.name in timings}   # most accurate first
             try:
                 choice = choose_rung(timings, budget)
             except ValueError as exc:
@@ -226,6 +227,18 @@ class SegPipeline:
                          rung_timings_ms=format_timings(choice.timings_ms), rung_budget_ms=f"{budget:.1f}",
                          rung_fits="true" if choice.fits else "false")
         return managers[choice.rung], rung.path
+
+    def _timed(self, managers: dict, frame_wh, batch: int, ladder) -> dict:
+        """Rung name -> median ms of its model call (runtime/model_ladder.time_interleaved); None, with a warning,
+        for a rung whose call failed."""
+        timings = {}
+        for name, result in time_interleaved({n: m.backend for n, m in managers.items()}, frame_wh, batch).items():
+            if isinstance(result, Exception):
+                self.get_logger().warning(f"model ladder: {name} rung {ladder.get(name).path} failed its timing, "
+                                          f"skipped: {result}")
+                result = None
+            timings[name] = result
+        return timings
 
     def manager_name(self) -> str:
         return self.manager.backend.name if self.manager is not None else self.p["backend"]

@@ -12,6 +12,7 @@ from rcl_interfaces.msg import FloatingPointRange, IntegerRange, ParameterDescri
 from carla_seg_ros import image_codec
 from carla_seg_ros.ros.occupancy import PARAMETER_SPECS as OCCUPANCY_PARAMETERS
 from carla_seg_ros.runtime.backends import BACKEND_CHOICES
+from carla_seg_ros.runtime.model_ladder import BUDGET_FRACTION
 
 NODE_NAME = "seg_node"
 QOS_RELIABILITIES = ("reliable", "best_effort")
@@ -65,10 +66,11 @@ PARAMETERS = (
     Param("models_dir", "", "Folder holding the ladder's rungs (carla_unet.onnx, carla_unet_fast.onnx); empty = "
           "the package's models/", constraints="an existing folder, or empty"),
     Param("target_rate", 20.0, "model auto: the frame rate (Hz) the chosen rung must keep up with", 0.1, 1000.0),
-    # 60 %: the rest of the frame period is the node's work around the model call (decode, resizes, outputs, grids,
-    # DDS: 5-10 ms at 800x600 in `carla-seg bench node`) and headroom for a shared CPU's p99 (1.3-1.5x its median).
-    Param("budget_fraction", 0.6, "model auto: the share of the frame period (1/target_rate) the model call may "
-          "take; the rest is for the work around it (0.6 at 20 Hz: 30 ms of 50)", 0.05, 1.0),
+    # Half: the rest of the frame period is the node's work around the model call (decode, resizes, outputs, grids,
+    # DDS: 5-10 ms at 800x600 in `carla-seg bench node`) and headroom for a shared CPU's p99 (1.3-1.5x its median);
+    # why not more: runtime/model_ladder.py.
+    Param("budget_fraction", BUDGET_FRACTION, "model auto: the share of the frame period (1/target_rate) the model "
+          "call may take; the rest is for the work around it (0.5 at 20 Hz: 25 ms of 50)", 0.05, 1.0),
     Param("timing_frame_size", "", "model auto: camera frame size WIDTHxHEIGHT the rungs are timed at (their "
           "input at that aspect); empty = each rung's own 4:3 input size",
           constraints="WIDTHxHEIGHT such as 800x600, or empty"),

@@ -16,7 +16,7 @@ directly; one row per backend and shape, labelled ``backend @WxH``. The frame is
 Model ladder (runtime/model_ladder.py): ``--models accurate,fast`` (rung names, files in ``--models-dir``, default
 the package's models/; or .onnx paths) times every backend on each model in the same run, rows labelled
 ``backend [model]``, and prints for each backend the rung seg_node's ``model: auto`` would choose from these p50s at
-``--target-rate`` (default 20 Hz; budget = 60 % of the frame period). A rung whose file is missing is skipped.
+``--target-rate`` (default 20 Hz; budget = half of the frame period). A rung whose file is missing is skipped.
 
 The last row, ``machine baseline``, times a fixed numpy matrix-multiply workload the same way. Its p99/p50 is the
 machine's own jitter (other tenants of a VM, frequency changes): a runtime whose p99/p50 is close to it adds no

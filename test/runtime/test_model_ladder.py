@@ -1,4 +1,5 @@
-"""The model ladder: the rung choice from timings (no timing here), the budget, and rung discovery from a folder."""
+"""The model ladder: the rung choice from timings, the budget, the interleaved timing rounds, and rung discovery from
+a folder."""
 from __future__ import annotations
 
 import shutil
@@ -7,11 +8,11 @@ import pytest
 
 from carla_seg_ros.paths import models_dir
 from carla_seg_ros.runtime.model_ladder import (FAST_MODEL_NAME, budget_ms, choose_rung, discover,
-                                                parse_frame_size)
+                                                parse_frame_size, time_interleaved)
 
 
 def test_budget_is_the_fraction_of_the_frame_period():
-    assert budget_ms(20.0) == pytest.approx(30.0)          # 60 % of 50 ms
+    assert budget_ms(20.0) == pytest.approx(25.0)          # half of 50 ms
     assert budget_ms(10.0, 0.5) == pytest.approx(50.0)
     for bad in ((0.0, 0.6), (20.0, 0.0), (20.0, 1.5)):
         with pytest.raises(ValueError):
@@ -73,3 +74,39 @@ def test_frame_size_parsing():
     for bad in ("800", "0x600", "axb"):
         with pytest.raises(ValueError):
             parse_frame_size(bad)
+
+
+class RecordingRung:
+    """Stands in for a backend in the timing rounds only: records the order of its calls and their frame shapes."""
+
+    def __init__(self, name, calls, input_size=(64, 48), fail_on=None):
+        self.name, self.calls, self.input_size, self.fail_on = name, calls, input_size, fail_on
+
+    def input_size_for(self, frame_wh):
+        return (frame_wh[0] // 10, frame_wh[1] // 10)
+
+    def infer(self, frame):
+        self.calls.append((self.name, frame.shape))
+        if self.fail_on is not None and len([c for c in self.calls if c[0] == self.name]) == self.fail_on:
+            raise RuntimeError("out of memory")
+
+
+def test_timing_rounds_interleave_the_rungs_and_keep_their_order():
+    calls = []
+    rungs = {"accurate": RecordingRung("accurate", calls), "fast": RecordingRung("fast", calls)}
+    timings = time_interleaved(rungs, (800, 600), batch=2, warmup=2, calls=3)
+    assert list(timings) == ["accurate", "fast"] and all(isinstance(ms, float) and ms >= 0 for ms in timings.values())
+    assert [name for name, _ in calls] == ["accurate", "fast"] * 5                 # one call of each per round
+    assert {shape for _, shape in calls} == {(2, 60, 80, 3)}                       # batch, the camera's timing size
+    calls.clear()
+    time_interleaved({"accurate": RecordingRung("accurate", calls)}, None, warmup=1, calls=1)
+    assert calls == [("accurate", (1, 48, 64, 3))] * 2                             # no frame size: the rung's own
+
+
+def test_a_rung_failing_in_the_rounds_is_reported_and_leaves_them():
+    calls = []
+    rungs = {"accurate": RecordingRung("accurate", calls, fail_on=2), "fast": RecordingRung("fast", calls)}
+    timings = time_interleaved(rungs, None, warmup=1, calls=3)
+    assert list(timings) == ["accurate", "fast"]
+    assert isinstance(timings["accurate"], RuntimeError) and isinstance(timings["fast"], float)
+    assert [name for name, _ in calls].count("accurate") == 2 and [name for name, _ in calls].count("fast") == 4
