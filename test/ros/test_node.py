@@ -164,10 +164,14 @@ def probe():
 
 @pytest.fixture(scope="module")
 def node(probe, tmp_path_factory):
-    """seg_node as a subprocess with config/seg.yaml, sim time, and every output subscribed by the probe."""
+    """seg_node as a subprocess with config/seg.yaml, sim time, and every output subscribed by the probe.
+
+    ``model: accurate``, not the file's ``auto``: these tests check the node's I/O against the committed model's
+    input size, and on a slow or loaded machine ``auto`` may rightly take the fast rung (its choice is
+    test_model_ladder_node.py's subject)."""
     log = tmp_path_factory.mktemp("seg_node") / "seg_node.log"
     with open(log, "w") as out:
-        proc = subprocess.Popen(node_cmd("use_sim_time:=true"), env=node_env(), stdout=out,
+        proc = subprocess.Popen(node_cmd("use_sim_time:=true", "model:=accurate"), env=node_env(), stdout=out,
                                 stderr=subprocess.STDOUT)
     try:
         # Ready = the node subscribes to the camera and all its outputs reach the probe.
