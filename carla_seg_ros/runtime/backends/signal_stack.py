@@ -57,6 +57,6 @@ def install_permanent_signal_stack() -> None:
             buffer = _stacks[tid] = ctypes.create_string_buffer(STACK_BYTES)
     stack = _StackT(ctypes.cast(buffer, ctypes.c_void_p), 0, STACK_BYTES)
     try:
-        _libc().sigaltstack(ctypes.byref(stack), None)
-    except OSError:       # no libc symbol: nothing to protect against
+        _libc().sigaltstack(ctypes.byref(stack), None)     # a non-zero return (e.g. EPERM) is ignored too
+    except (AttributeError, OSError):       # no libc or no such symbol: nothing to protect against
         pass
