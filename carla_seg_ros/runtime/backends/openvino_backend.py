@@ -51,10 +51,7 @@ class OpenVinoBackend(Backend):
                 self.model = self.core.read_model(str(self.model_path))
                 self._for_width(self.info.input_width)
             else:
-                install_permanent_signal_stack()    # the plugin's own stacks break when models die out of order
-                compiled = self.core.compile_model(str(self.model_path), "CPU", self.config)
-                self._compiled[None] = (compiled, compiled.create_infer_request())
-                self.compilations = 1
+                self._compile(None, str(self.model_path))
         except Exception as exc:  # noqa: BLE001
             raise BackendError(f"OpenVINO cannot compile {self.model_path}: {exc}") from exc
 
@@ -70,12 +67,17 @@ class OpenVinoBackend(Backend):
             return entry
         h = self.info.input_height
         self.model.reshape({self.model.input(0): self.ov.PartialShape([self.ov.Dimension(), h, width, 3])})
-        install_permanent_signal_stack()            # see runtime/backends/signal_stack.py
-        compiled = self.core.compile_model(self.model, "CPU", self.config)
-        entry = self._compiled[width] = (compiled, compiled.create_infer_request())
-        self.compilations += 1
+        entry = self._compile(width, self.model)
         while len(self._compiled) > SHAPE_CACHE:
             self._compiled.popitem(last=False)
+        return entry
+
+    def _compile(self, width, source):
+        """Compile ``source`` (the file, or the model reshaped to ``width``) and cache it with its request."""
+        install_permanent_signal_stack()    # the plugin's own stacks break when models die out of order
+        compiled = self.core.compile_model(source, "CPU", self.config)
+        entry = self._compiled[width] = (compiled, compiled.create_infer_request())
+        self.compilations += 1
         return entry
 
     def _infer(self, images: np.ndarray):
