@@ -132,3 +132,20 @@ def test_unet_carries_its_normalisation_and_fast_unet_keeps_the_dataset_one():
     assert torch.equal(ids, logits.argmax(1).to(torch.uint8))
     x = normalize_uint8(torch.full((1, 2, 2, 3), 127, dtype=torch.uint8), lite.LITE_MEAN, lite.LITE_STD)
     assert x.abs().max() < 1e-6                               # pixel 127 -> 0, as in TF's (x - 127) / 128
+
+
+def test_separable_decoder_keeps_the_unet_shapes_at_a_fraction_of_the_decoder_weights():
+    config = {"arch": "efficientnet_lite_unet", "num_classes": 13, "encoder": "lite0"}
+    conv = build_model(config).eval()
+    separable = build_model(dict(config, decoder_block="separable")).eval()
+
+    def decoder_weights(net):
+        return sum(p.numel() for p in net.decoder.parameters())
+    assert decoder_weights(separable) < decoder_weights(conv) / 5
+    depthwise = [m for m in separable.decoder.modules() if isinstance(m, torch.nn.Conv2d) and m.groups > 1]
+    assert len(depthwise) == 4 and all(m.groups == m.in_channels for m in depthwise)
+    x = torch.zeros(1, 3, 256, 352)
+    with torch.no_grad():
+        assert separable(x).shape == conv(x).shape == (1, 13, 256, 352)
+    with pytest.raises(ValueError, match="unknown decoder block"):
+        build_model(dict(config, decoder_block="dense"))

@@ -168,7 +168,68 @@ def test_self_train_runs_resumes_and_writes_weights(tmp_path, data_dir, unlabell
     assert model(x).shape == (1, classes.num_classes(), 288, 512)
 
 
-@pytest.mark.parametrize("bad", [["--height", "100"], ["--ema", "1.5"], ["--steps", "0"], ["--classmix", "2"],
+def test_distillation_loss_is_zero_at_the_teacher_and_pulls_the_student_towards_it():
+    teacher = torch.randn(2, classes.num_classes(), 4, 5)
+    assert st.distillation_loss(teacher, teacher).item() == pytest.approx(0.0, abs=1e-6)
+    student = torch.zeros_like(teacher, requires_grad=True)
+    loss = st.distillation_loss(student, teacher)
+    loss.backward()                               # must carry a gradient to the student
+    assert loss.item() > 0 and student.grad.abs().sum() > 0
+    with torch.no_grad():
+        stepped = student - 10.0 * student.grad
+    assert st.distillation_loss(stepped, teacher) < loss
+
+
+def test_distillation_gives_the_student_a_new_decoder_and_the_init_encoder():
+    from carla_seg_ros.networks.weights import load_model
+    init, meta = load_model(models_dir() / "carla_unet_fast.safetensors")
+    assert st.student_config(meta["model_config"], None, None) == meta["model_config"]     # no options: no distillation
+    config = st.student_config(meta["model_config"], (64, 48, 24, 16), "separable")
+    assert config == dict(meta["model_config"], decoder=[64, 48, 24, 16], decoder_block="separable")
+    student = st.distilled_student(init, config)
+    for key, value in init.encoder.state_dict().items():
+        assert torch.equal(student.encoder.state_dict()[key], value)
+    depthwise = [m for m in student.decoder.modules() if isinstance(m, torch.nn.Conv2d) and m.groups > 1]
+    assert len(depthwise) == 4 and student.head.in_channels == 16
+    with pytest.raises(ValueError, match="efficientnet_lite_unet"):
+        st.student_config({"arch": "fast_unet"}, None, "separable")
+
+
+def test_distillation_run_saves_a_loadable_student_of_the_new_decoder(tmp_path, data_dir, unlabelled_dir):
+    out = tmp_path / "run"
+    assert st.main(["--unlabelled", str(unlabelled_dir), "--data", str(data_dir), "--out", str(out),
+                    "--limit-images", "4", "--batch", "2", "--steps", "2", "--eval-every", "2", "--threads", "2",
+                    "--height", "256", "--init", str(models_dir() / "carla_unet_fast.safetensors"),
+                    "--decoder-block", "separable", "--ema", "0.9"]) == 0
+    from carla_seg_ros.networks.weights import load_model
+    for name in ("student", "teacher"):
+        model, meta = load_model(out / f"{name}.safetensors")
+        assert meta["model_config"]["decoder_block"] == "separable"
+        assert model(torch.zeros(1, 3, 256, 352)).shape == (1, classes.num_classes(), 256, 352)
+
+
+def test_hints_compare_every_decoder_level_and_a_same_width_student_starts_with_the_init_head():
+    from carla_seg_ros.networks.weights import load_model
+    init, meta = load_model(models_dir() / "carla_unet_fast.safetensors")
+    student = st.distilled_student(init, st.student_config(meta["model_config"], None, "separable"))
+    assert st.same_widths(student, init) and torch.equal(student.head.weight, init.head.weight)
+    student_levels, init_levels = st.LevelOutputs(student), st.LevelOutputs(init)
+    x = torch.randn(1, 3, 64, 96)
+    with torch.no_grad():
+        init(x)
+        init(x)                                     # a second forward replaces the first one's outputs
+    assert len(init_levels.outputs) == 4
+    assert st.hint_loss(init_levels, init_levels).item() == 0.0
+    student(x)
+    loss = st.hint_loss(student_levels, init_levels)
+    loss.backward()
+    assert loss.item() > 0 and student.decoder.levels[0][0][0][0].weight.grad.abs().sum() > 0
+    narrow = st.distilled_student(init, st.student_config(meta["model_config"], (64, 48, 24, 16), "separable"))
+    assert not st.same_widths(narrow, init)       # other widths: no hints, a fresh head
+
+
+@pytest.mark.parametrize("bad", [["--height", "100"], ["--decoder", "64,x"], ["--decoder", "0,8"],
+                                 ["--distil-weight", "-1"], ["--hint-weight", "-0.5"], ["--ema", "1.5"], ["--steps", "0"], ["--classmix", "2"],
                                  ["--threshold-min", "0.95"], ["--train-splits", "train,test"],
                                  ["--weather-p", "1.5"], ["--target-jitter", "none"]])
 def test_bad_options_are_refused_with_a_message(bad, tmp_path, capsys):
