@@ -344,8 +344,8 @@ def evaluate(model, val, held, held_images, device, car_id) -> dict:
 # ---------------------------------------------------------------------------------------------------------------
 # main loop
 # ---------------------------------------------------------------------------------------------------------------
-LOG_FIELDS = ["step", "lr", "source_loss", "target_loss", "distil_loss", "hint_loss", "kept_fraction", "val_pixel_acc", "val_miou",
-              "held_out_box_recall", "held_out_car_precision", "seconds"]
+LOG_FIELDS = ["step", "lr", "source_loss", "target_loss", "distil_loss", "hint_loss", "kept_fraction",
+              "val_pixel_acc", "val_miou", "held_out_box_recall", "held_out_car_precision", "seconds"]
 
 
 def plot_log(rows: list[dict], path: Path) -> None:
