@@ -229,7 +229,8 @@ def test_hints_compare_every_decoder_level_and_a_same_width_student_starts_with_
 
 
 @pytest.mark.parametrize("bad", [["--height", "100"], ["--decoder", "64,x"], ["--decoder", "0,8"],
-                                 ["--distil-weight", "-1"], ["--hint-weight", "-0.5"], ["--ema", "1.5"], ["--steps", "0"], ["--classmix", "2"],
+                                 ["--distil-weight", "-1"], ["--hint-weight", "-0.5"], ["--ema", "1.5"],
+                                 ["--steps", "0"], ["--classmix", "2"],
                                  ["--threshold-min", "0.95"], ["--train-splits", "train,test"],
                                  ["--weather-p", "1.5"], ["--target-jitter", "none"]])
 def test_bad_options_are_refused_with_a_message(bad, tmp_path, capsys):
