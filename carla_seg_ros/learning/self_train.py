@@ -524,19 +524,16 @@ def run(args) -> int:
         loss_tgt = (segmentation_loss(logits[args.batch:], y_tgt, logits.shape[1]) if kept > 0
                     else logits.sum() * 0.0)
         loss = loss_src + args.target_weight * loss_tgt
-        loss_distil = torch.zeros(())
-        if distil and args.distil_weight > 0:
-            with torch.no_grad():
+        loss_distil = loss_hint = torch.zeros(())
+        if distil and (args.distil_weight > 0 or hints):
+            with torch.no_grad():          # --init on the student's very batch; its hooks keep the level outputs
                 teacher_logits = labeller(x)
-            loss_distil = distillation_loss(logits, teacher_logits)
-            loss = loss + args.distil_weight * loss_distil
-        loss_hint = torch.zeros(())
-        if hints:          # the hooks hold the student's and --init's level outputs on this very batch
-            if args.distil_weight == 0:            # --init has not seen this batch yet
-                with torch.no_grad():
-                    labeller(x)
-            loss_hint = hint_loss(student_levels, labeller_levels)
-            loss = loss + args.hint_weight * loss_hint
+            if args.distil_weight > 0:
+                loss_distil = distillation_loss(logits, teacher_logits)
+                loss = loss + args.distil_weight * loss_distil
+            if hints:
+                loss_hint = hint_loss(student_levels, labeller_levels)
+                loss = loss + args.hint_weight * loss_hint
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
