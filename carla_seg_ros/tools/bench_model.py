@@ -18,6 +18,11 @@ the package's models/; or .onnx paths) times every backend on each model in the 
 ``backend [model]``, and prints for each backend the rung seg_node's ``model: auto`` would choose from these p50s at
 ``--target-rate`` (default 20 Hz; budget = half of the frame period). A rung whose file is missing is skipped.
 
+``--interleave`` times the rows round by round (one call of each per round, the machine baseline included) rather
+than row after row: on a shared VM the speed drifts by 10 % and more within a minute, which row-after-row timing
+turns into differences between rows. ``--openvino-batch-one static,dynamic`` times OpenVINO once per way of compiling a batch of one (runtime/backends/
+openvino_backend.py: static in f32, dynamic in bf16 by default), rows labelled ``openvino (batch 1 static)``.
+
 The last row, ``machine baseline``, times a fixed numpy matrix-multiply workload the same way. Its p99/p50 is the
 machine's own jitter (other tenants of a VM, frequency changes): a runtime whose p99/p50 is close to it adds no
 tail of its own.
@@ -61,6 +66,19 @@ def time_backend(backend, batch: np.ndarray, iters: int, warmup: int, rate: floa
     return times * 1000.0
 
 
+def time_interleaved_rows(rows: list, iters: int, warmup: int) -> list:
+    """Milliseconds per call of each (backend, batch) row, timed round by round (one call of each per round), so
+    a slow spell of a shared machine lands on every row alike instead of on whichever row was being timed."""
+    times = np.empty((len(rows), iters))
+    for i in range(warmup + iters):
+        for r, (backend, batch) in enumerate(rows):
+            t0 = time.perf_counter()
+            backend.infer(batch)
+            if i >= warmup:
+                times[r, i - warmup] = time.perf_counter() - t0
+    return list(times * 1000.0)
+
+
 class MachineBaseline:
     """A fixed compute workload (60 float32 300x300 matrix products on numpy's BLAS and its default threads, ~20 ms
     on the 2-core machine), timed like a backend."""
@@ -73,6 +91,30 @@ class MachineBaseline:
     def infer(self, batch):
         for _ in range(self.products):
             np.dot(self.a, self.a)
+
+
+BATCH_ONE = {"auto": None, "static": True, "dynamic": False}     # OpenVinoBackend's static_batch_one
+
+
+def parse_batch_one(text: str) -> list:
+    modes = [m.strip() for m in text.split(",") if m.strip()]
+    if not modes or any(m not in BATCH_ONE for m in modes):
+        raise argparse.ArgumentTypeError(f"expected a comma-separated list of {', '.join(BATCH_ONE)}, got {text!r}")
+    return [BATCH_ONE[m] for m in dict.fromkeys(modes)]
+
+
+def openvino_variants(runs: list, batch_one: list) -> list:
+    """(label, model, backend, options) rows: each openvino row once per ``batch_one`` mode (labelled when several)."""
+    out = []
+    for label, model, name in runs:
+        if name != "openvino" or batch_one == [None]:
+            out.append((label, model, name, {}))
+            continue
+        for mode in batch_one:
+            word = next(k for k, v in BATCH_ONE.items() if v is mode)
+            out.append((f"{label} (batch 1 {word})" if len(batch_one) > 1 else label, model, name,
+                        {"static_batch_one": mode}))
+    return out
 
 
 def parse_sizes(text: str) -> list[tuple[int, int]]:
@@ -112,11 +154,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--threads", type=int, default=0, help="runtime threads (0 = runtime default)")
     p.add_argument("--rate", type=float, default=0.0, metavar="HZ",
                    help="pace the calls at this rate, like a camera (default: 0 = back to back)")
+    p.add_argument("--interleave", action="store_true",
+                   help="time every row round by round (one call of each per round) instead of row after row: "
+                        "for A/B comparisons on a shared machine, whose slow spells then hit every row alike")
     p.add_argument("--shapes", type=parse_sizes, default=None, metavar="WxH,...",
                    help="model input sizes to time, e.g. 384x288,512x288,768x288 (default: the model's own)")
     p.add_argument("--cameras", type=parse_sizes, default=None, metavar="WxH,...",
                    help="camera frame sizes, each timed at the input size the model's policy gives it, e.g. "
                         "800x600,1280x720,1382x512")
+    p.add_argument("--openvino-batch-one", type=parse_batch_one, default=[BATCH_ONE["auto"]], metavar="MODE,...",
+                   help="OpenVINO rows per way of compiling batch 1: auto (by precision), static, dynamic; several "
+                        "give one row each, in the same run (default: auto)")
     p.add_argument("--data", type=Path, default=default_data_dir(), help="a real frame is used when available")
     p.add_argument("--json", type=Path, help="also write the figures as JSON")
     add_cpu_option(p)
@@ -128,6 +176,8 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     if args.rate < 0:
         parser.error("--rate must be >= 0")
+    if args.interleave and args.rate > 0:
+        parser.error("--interleave times calls back to back; it does not combine with --rate")
     cpu = apply_cpu_option(args)          # before any runtime loads: --emulate-avx2 works through the environment
     backends = [b.strip() for b in args.backends.split(",")]
     ladder = []        # [(model label, path)] with --models
@@ -144,12 +194,12 @@ def main(argv=None) -> int:
         # (row label, model, backend): the torch backend needs the model's .safetensors: only the main model's
         runs = [(name, args.model, name) for name in backends]
         runs += [(f"{name} [{model.stem}]", model, name) for model in also for name in backends if name != "torch"]
-    results = {}
     source = None
     shapes_timed = []
-    for label, model, name in runs:
+    rows = []          # (label, model, backend, input (w, h), batch of frames)
+    for label, model, name, options in openvino_variants(runs, args.openvino_batch_one):
         try:
-            backend = create_backend(name, model, threads=args.threads)
+            backend = create_backend(name, model, threads=args.threads, **options)
         except (BackendError, FileNotFoundError, ValueError) as exc:
             print(f"{label}: skipped ({exc})")
             continue
@@ -163,23 +213,31 @@ def main(argv=None) -> int:
                 print(f"{label}{suffix}: skipped (the model does not take {w}x{h} inputs)")
                 continue
             frame = resize_image(source, (w, h))
-            batch = np.stack([frame] * args.batch)
-            ms = time_backend(backend, batch, args.iters, args.warmup, args.rate)
-            results[label + suffix] = {"model": str(model), "backend": backend.name, "input": [w, h],
-                                       "p50_ms": float(np.percentile(ms, 50)), "p99_ms": float(np.percentile(ms, 99)),
-                                       "max_ms": float(ms.max()), "mean_ms": float(ms.mean()),
-                                       "fps": float(1000.0 * args.batch / ms.mean()),
-                                       "execution": backend.execution_info()}
+            rows.append((label + suffix, model, backend, (w, h), np.stack([frame] * args.batch)))
             if (w, h) not in shapes_timed:
                 shapes_timed.append((w, h))
-    if not results:
+    if not rows:
         print("no backend could be loaded")
         return 1
-    ms = time_backend(MachineBaseline(), None, args.iters, args.warmup, args.rate)
+    timed = [(backend, batch) for _, _, backend, _, batch in rows]
+    if args.interleave:
+        all_ms = time_interleaved_rows(timed, args.iters, args.warmup)
+    else:
+        all_ms = [time_backend(backend, batch, args.iters, args.warmup, args.rate) for backend, batch in timed]
+    # The baseline row after the runtimes, never between their calls: numpy's BLAS threads spin after a product
+    # and would slow the runtime call that follows.
+    all_ms.append(time_backend(MachineBaseline(), None, args.iters, args.warmup, args.rate))
+    results = {}
+    for (label, model, backend, (w, h), _), ms in zip(rows, all_ms):
+        results[label] = {"model": str(model), "backend": backend.name, "input": [w, h],
+                          "p50_ms": float(np.percentile(ms, 50)), "p99_ms": float(np.percentile(ms, 99)),
+                          "max_ms": float(ms.max()), "mean_ms": float(ms.mean()),
+                          "fps": float(1000.0 * args.batch / ms.mean()), "execution": backend.execution_info()}
+    ms = all_ms[-1]
     machine = {"p50_ms": float(np.percentile(ms, 50)), "p99_ms": float(np.percentile(ms, 99)),
                "max_ms": float(ms.max())}
     w, h = shapes_timed[0]
-    pacing = f"paced at {args.rate:g} Hz" if args.rate > 0 else "back to back"
+    pacing = f"paced at {args.rate:g} Hz" if args.rate > 0 else "interleaved" if args.interleave else "back to back"
     inputs = ", ".join(f"{sw}x{sh}" for sw, sh in shapes_timed)
     print(f"\nmodel {args.model.name}, input {inputs}, batch {args.batch}, {args.iters} iterations {pacing}, "
           f"{os.cpu_count()} CPUs ({platform.processor() or platform.machine()})")

@@ -80,3 +80,38 @@ def test_bench_model_times_every_rung_of_the_ladder_and_says_which_auto_would_ru
     verdict = report["ladder"]["onnxruntime"]
     assert verdict["rung"] == "accurate" and verdict["budget_ms"] == budget_ms(20.0)
     assert verdict["fits"] == (verdict["timings_ms"]["accurate"] <= verdict["budget_ms"])
+
+
+def test_interleaved_rows_are_timed_round_by_round():
+    """--interleave: one call of each row per round (warm-up rounds untimed), so a slow spell hits every row."""
+    import numpy as np
+    calls = []
+
+    class Backend:
+        def __init__(self, name):
+            self.name = name
+
+        def infer(self, batch):
+            calls.append(self.name)
+
+    ms = bench_model.time_interleaved_rows([(Backend("a"), None), (Backend("b"), None)], iters=3, warmup=1)
+    assert calls == ["a", "b"] * 4
+    assert len(ms) == 2 and all(len(m) == 3 and (np.asarray(m) >= 0).all() for m in ms)
+
+
+def test_bench_model_times_openvino_with_a_static_and_a_dynamic_batch_of_one(tmp_path, model_path, capsys):
+    """--openvino-batch-one static,dynamic: one OpenVINO row per way of compiling a batch of one, in one interleaved
+    run; other runtimes keep one row. Bad modes and --interleave with --rate are refused."""
+    import pytest
+    pytest.importorskip("openvino")
+    out = tmp_path / "bench.json"
+    assert bench_model.main(["--model", str(model_path), "--backends", "openvino,onnxruntime", "--interleave",
+                             "--openvino-batch-one", "static,dynamic", "--iters", "3", "--warmup", "1",
+                             "--json", str(out)]) == 0
+    assert "interleaved" in capsys.readouterr().out
+    results = json.loads(out.read_text())["results"]
+    assert set(results) == {"openvino (batch 1 static)", "openvino (batch 1 dynamic)", "onnxruntime"}
+    assert all(r["p50_ms"] > 0 for r in results.values())
+    for bad in (["--openvino-batch-one", "fixed"], ["--interleave", "--rate", "20"]):
+        with pytest.raises(SystemExit):
+            bench_model.main(bad)
