@@ -20,8 +20,8 @@ the package's models/; or .onnx paths) times every backend on each model in the 
 
 ``--interleave`` times the rows round by round (one call of each per round, the machine baseline included) rather
 than row after row: on a shared VM the speed drifts by 10 % and more within a minute, which row-after-row timing
-turns into differences between rows. ``--openvino-batch-one static,dynamic`` times OpenVINO once per way of compiling a batch of one (runtime/backends/
-openvino_backend.py: static in f32, dynamic in bf16 by default), rows labelled ``openvino (batch 1 static)``.
+turns into differences between rows. ``--openvino-f32-layout on,off`` times OpenVINO with and without its f32 layout choices (runtime/backends/
+openvino_backend.py: made by default when it computes in f32), rows labelled ``openvino (f32 layout on)``.
 
 The last row, ``machine baseline``, times a fixed numpy matrix-multiply workload the same way. Its p99/p50 is the
 machine's own jitter (other tenants of a VM, frequency changes): a runtime whose p99/p50 is close to it adds no
@@ -93,27 +93,27 @@ class MachineBaseline:
             np.dot(self.a, self.a)
 
 
-BATCH_ONE = {"auto": None, "static": True, "dynamic": False}     # OpenVinoBackend's static_batch_one
+F32_LAYOUT = {"auto": None, "on": True, "off": False}     # OpenVinoBackend's f32_layout
 
 
-def parse_batch_one(text: str) -> list:
+def parse_f32_layout(text: str) -> list:
     modes = [m.strip() for m in text.split(",") if m.strip()]
-    if not modes or any(m not in BATCH_ONE for m in modes):
-        raise argparse.ArgumentTypeError(f"expected a comma-separated list of {', '.join(BATCH_ONE)}, got {text!r}")
-    return [BATCH_ONE[m] for m in dict.fromkeys(modes)]
+    if not modes or any(m not in F32_LAYOUT for m in modes):
+        raise argparse.ArgumentTypeError(f"expected a comma-separated list of {', '.join(F32_LAYOUT)}, got {text!r}")
+    return [F32_LAYOUT[m] for m in dict.fromkeys(modes)]
 
 
-def openvino_variants(runs: list, batch_one: list) -> list:
-    """(label, model, backend, options) rows: each openvino row once per ``batch_one`` mode (labelled when several)."""
+def openvino_variants(runs: list, f32_layout: list) -> list:
+    """(label, model, backend, options) rows: each openvino row once per ``f32_layout`` mode (labelled when several)."""
     out = []
     for label, model, name in runs:
-        if name != "openvino" or batch_one == [None]:
+        if name != "openvino" or f32_layout == [None]:
             out.append((label, model, name, {}))
             continue
-        for mode in batch_one:
-            word = next(k for k, v in BATCH_ONE.items() if v is mode)
-            out.append((f"{label} (batch 1 {word})" if len(batch_one) > 1 else label, model, name,
-                        {"static_batch_one": mode}))
+        for mode in f32_layout:
+            word = next(k for k, v in F32_LAYOUT.items() if v is mode)
+            out.append((f"{label} (f32 layout {word})" if len(f32_layout) > 1 else label, model, name,
+                        {"f32_layout": mode}))
     return out
 
 
@@ -162,9 +162,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--cameras", type=parse_sizes, default=None, metavar="WxH,...",
                    help="camera frame sizes, each timed at the input size the model's policy gives it, e.g. "
                         "800x600,1280x720,1382x512")
-    p.add_argument("--openvino-batch-one", type=parse_batch_one, default=[BATCH_ONE["auto"]], metavar="MODE,...",
-                   help="OpenVINO rows per way of compiling batch 1: auto (by precision), static, dynamic; several "
-                        "give one row each, in the same run (default: auto)")
+    p.add_argument("--openvino-f32-layout", type=parse_f32_layout, default=[F32_LAYOUT["auto"]], metavar="MODE,...",
+                   help="OpenVINO's f32 layout choices (static batch of one, class reductions channels-last): auto "
+                        "(when it computes in f32), on, off; several give one row each, in the same run "
+                        "(default: auto)")
     p.add_argument("--data", type=Path, default=default_data_dir(), help="a real frame is used when available")
     p.add_argument("--json", type=Path, help="also write the figures as JSON")
     add_cpu_option(p)
@@ -197,7 +198,7 @@ def main(argv=None) -> int:
     source = None
     shapes_timed = []
     rows = []          # (label, model, backend, input (w, h), batch of frames)
-    for label, model, name, options in openvino_variants(runs, args.openvino_batch_one):
+    for label, model, name, options in openvino_variants(runs, args.openvino_f32_layout):
         try:
             backend = create_backend(name, model, threads=args.threads, **options)
         except (BackendError, FileNotFoundError, ValueError) as exc:

@@ -164,26 +164,3 @@ def test_openvino_compiles_each_width_once_in_a_bounded_cache(model_path):
     assert len(backend.compiled_widths) == openvino_backend.SHAPE_CACHE
     assert backend.compiled_widths == widths[-openvino_backend.SHAPE_CACHE:]    # least recently used dropped
 
-
-@pytest.mark.parametrize("precision, static_one", [("f32", True), ("bf16", False)])
-def test_openvino_gives_batch_one_a_static_batch_in_f32_only(model_path, monkeypatch, precision, static_one):
-    """f32 runs batch 1 with the batch static (faster there), bf16 keeps it dynamic (faster there); a batch of two
-    always takes the dynamic model, and the two models return the same class ids for the same frame (the confidence
-    byte may round the other way where the layouts sum the 13 exponentials in another order)."""
-    pytest.importorskip("openvino")
-    from carla_seg_ros.runtime.backends import create_backend
-    monkeypatch.setenv("CARLA_SEG_OPENVINO_PRECISION", precision)
-    backend = create_backend("openvino", model_path)
-    if backend.info.input_policy != KEEP_ASPECT:
-        pytest.skip("the committed model has a fixed shape")
-    assert backend.precision == precision and backend.static_batch_one is static_one
-    one = (384, 1) if static_one else (384, None)
-    assert backend.compiled_shapes == [one] and backend.compilations == 1
-    frame = np.random.default_rng(3).integers(0, 256, (1, 288, 384, 3), dtype=np.uint8)
-    ids_one, conf_one = backend.infer(frame)
-    ids_two, conf_two = backend.infer(np.concatenate([frame, frame]))
-    assert backend.compiled_shapes == ([one, (384, None)] if static_one else [one])
-    assert backend.compiled_widths == [384]
-    assert np.array_equal(ids_two[0], ids_one[0]) and np.array_equal(ids_two[1], ids_one[0])
-    off = np.abs(conf_two[0].astype(int) - conf_one[0])
-    assert off.max() <= 1 and np.count_nonzero(off) <= off.size // 1000

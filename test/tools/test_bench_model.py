@@ -99,19 +99,19 @@ def test_interleaved_rows_are_timed_round_by_round():
     assert len(ms) == 2 and all(len(m) == 3 and (np.asarray(m) >= 0).all() for m in ms)
 
 
-def test_bench_model_times_openvino_with_a_static_and_a_dynamic_batch_of_one(tmp_path, model_path, capsys):
-    """--openvino-batch-one static,dynamic: one OpenVINO row per way of compiling a batch of one, in one interleaved
-    run; other runtimes keep one row. Bad modes and --interleave with --rate are refused."""
+def test_bench_model_times_openvino_with_and_without_its_f32_layout(tmp_path, model_path, capsys):
+    """--openvino-f32-layout on,off: one OpenVINO row each, in one interleaved run; other runtimes keep one row.
+    Bad modes and --interleave with --rate are refused."""
     import pytest
     pytest.importorskip("openvino")
     out = tmp_path / "bench.json"
     assert bench_model.main(["--model", str(model_path), "--backends", "openvino,onnxruntime", "--interleave",
-                             "--openvino-batch-one", "static,dynamic", "--iters", "3", "--warmup", "1",
+                             "--openvino-f32-layout", "on,off", "--iters", "3", "--warmup", "1",
                              "--json", str(out)]) == 0
     assert "interleaved" in capsys.readouterr().out
     results = json.loads(out.read_text())["results"]
-    assert set(results) == {"openvino (batch 1 static)", "openvino (batch 1 dynamic)", "onnxruntime"}
+    assert set(results) == {"openvino (f32 layout on)", "openvino (f32 layout off)", "onnxruntime"}
     assert all(r["p50_ms"] > 0 for r in results.values())
-    for bad in (["--openvino-batch-one", "fixed"], ["--interleave", "--rate", "20"]):
+    for bad in (["--openvino-f32-layout", "yes"], ["--interleave", "--rate", "20"]):
         with pytest.raises(SystemExit):
             bench_model.main(bad)

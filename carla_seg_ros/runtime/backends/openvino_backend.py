@@ -7,11 +7,13 @@ models are kept in a small LRU cache (``SHAPE_CACHE`` shapes; the model's own wi
 serving one camera compiles one extra width on its first frame, a rig of cameras a few; an evaluation over frames
 of many aspects recompiles only when more than ``SHAPE_CACHE`` widths alternate.
 
-Batch 1 in f32 gets a model of its own with the batch static too (``static_batch_one``). Measured on the AMD EPYC
-Zen 5, OpenVINO 2026.4, both rungs interleaved: in f32 the static batch runs at 0.89-0.92x of the dynamic one's
-time with AVX2 convolutions (``ONEDNN_MAX_CPU_ISA=AVX2``) and 0.81-0.84x with AVX-512 ones; most of it is the
-13-class argmax over the full-resolution logits, which the plugin keeps in a channel-blocked layout when the batch
-is dynamic. In bf16 it is the other way round (static 1.20-1.34x slower), so there the batch stays dynamic.
+When the plugin computes in f32 (AVX2-only CPUs, and ``--emulate-avx2``), two layout choices that are faster there
+and slower in bf16 are made (``f32_layout``; measured on the AMD EPYC Zen 5, OpenVINO 2026.4, both rungs, the
+variants interleaved):
+
+* a batch of one gets a model of its own with the batch static too: 0.89-0.93x of the dynamic batch's time with
+  AVX2 convolutions (``ONEDNN_MAX_CPU_ISA=AVX2``), 0.81-0.84x with AVX-512 ones; in bf16 static is 1.2-1.3x slower;
+* the class reductions at the end of the graph run channels-last (openvino_graph.py): a further 0.85x.
 """
 from __future__ import annotations
 
@@ -23,6 +25,7 @@ from collections import Counter
 import numpy as np
 
 from carla_seg_ros.runtime.backends.base import Backend, BackendError
+from carla_seg_ros.runtime.backends.openvino_graph import class_reductions_channels_last
 from carla_seg_ros.runtime.backends.signal_stack import install_permanent_signal_stack
 from carla_seg_ros.runtime.cpu_info import openvino_precision_hint
 from carla_seg_ros.runtime.input_size import KEEP_ASPECT
@@ -34,9 +37,9 @@ _ISA = re.compile(r"(avx512|avx2|avx|sse42|sse41|amx|uni|ref)")
 class OpenVinoBackend(Backend):
     name = "openvino"
 
-    def __init__(self, model_path, info=None, threads: int = 0, static_batch_one: bool | None = None):
-        """``static_batch_one``: None decides by the precision (static in f32, see the module doc); True / False
-        force it (``carla-seg bench model --openvino-batch-one`` times both in one run)."""
+    def __init__(self, model_path, info=None, threads: int = 0, f32_layout: bool | None = None):
+        """``f32_layout``: None makes the f32 layout choices when the plugin computes in f32 (module doc); True /
+        False force them (``carla-seg bench model --openvino-f32-layout on,off`` times both in one run)."""
         super().__init__(model_path, info, threads)
         try:
             import openvino as ov
@@ -52,18 +55,20 @@ class OpenVinoBackend(Backend):
             self.config["INFERENCE_PRECISION_HINT"] = precision
         # The precision the plugin will compute in: the hint, else its own default for this CPU.
         self.precision = precision or _type_name(self.core.get_property("CPU", "INFERENCE_PRECISION_HINT"))
-        self.static_batch_one = self.precision == "f32" if static_batch_one is None else static_batch_one
+        self.f32_layout = self.precision == "f32" if f32_layout is None else f32_layout
         self._lock = threading.Lock()
         # (width, batch) -> (compiled, request); batch 1 for a static batch of one, None for a dynamic batch
         self._compiled: collections.OrderedDict = collections.OrderedDict()
         self.compilations = 0
         self._execution_info = None
         try:
+            self.model = self.core.read_model(str(self.model_path))
+            # False for a graph whose tail is not the exported one (it then runs as it is)
+            self.channels_last_classes = self.f32_layout and class_reductions_channels_last(self.model)
             if self.info.input_policy == KEEP_ASPECT:
-                self.model = self.core.read_model(str(self.model_path))
                 self._for_shape(self.info.input_width, 1)
             else:
-                self._compile((None, None), str(self.model_path))
+                self._compile((None, None), self.model)
         except Exception as exc:  # noqa: BLE001
             raise BackendError(f"OpenVINO cannot compile {self.model_path}: {exc}") from exc
 
@@ -78,7 +83,7 @@ class OpenVinoBackend(Backend):
         return list(self._compiled)
 
     def _for_shape(self, width, batch):
-        key = (width, 1 if batch == 1 and self.static_batch_one else None)
+        key = (width, 1 if batch == 1 and self.f32_layout else None)
         entry = self._compiled.get(key)
         if entry is not None:
             self._compiled.move_to_end(key)
@@ -91,7 +96,7 @@ class OpenVinoBackend(Backend):
         return entry
 
     def _compile(self, key, source):
-        """Compile ``source`` (the file, or the model reshaped to ``key``'s shape) and cache it with its request."""
+        """Compile ``source`` (the model, reshaped to ``key``'s shape where it has one) and cache it with its request."""
         install_permanent_signal_stack()    # the plugin's own stacks break when models die out of order
         compiled = self.core.compile_model(source, "CPU", self.config)
         entry = self._compiled[key] = (compiled, compiled.create_infer_request())
