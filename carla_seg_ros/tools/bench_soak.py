@@ -159,6 +159,10 @@ def print_report(r: dict) -> None:
         print(f"FAILED: {r['error'][:2000]}", file=sys.stderr)
     sent = r["frames"]
     print(f"\nanswered {r['answered']} of {sent} frames ({100 * r['answered'] / sent:.1f} %)")
+    values = r.get("node_diagnostics") or {}
+    if values.get("model_file"):         # which model ran, and with model: auto which rung and why
+        rung = f"; rung {values['model_rung']} ({values.get('rung_choice', '')})" if values.get("model_rung") else ""
+        print(f"{r['node']} ran {values['model_file']}{rung}")
     for name in ("first", "last"):
         w = r[name]
         print(f"{name:>5} {w['sent']} frames: answered {w['answered']}, p50 {f(w['p50'])} ms, p99 {f(w['p99'])} ms")

@@ -11,12 +11,18 @@ import pytest
 
 from bench_command import run_bench
 
+from carla_seg_ros.tools.bench_soak import print_report
 
-def test_soak_short_stream_is_answered_and_memory_stays_bounded(tmp_path):
+
+def test_soak_short_stream_is_answered_and_memory_stays_bounded(tmp_path, capsys):
     pytest.importorskip("rclpy")
     r = run_bench(["soak", "--frames", "400", "--window", "100", "--backend", "onnxruntime",
                    "--log", str(tmp_path / "seg_node.log")], tmp_path)
     assert r["alive_at_end"] and "error" not in r
+    rung = r["node_diagnostics"]["model_rung"]       # the node's default model is auto: the report says which rung
+    capsys.readouterr()
+    print_report(r)
+    assert f"rung {rung} (" in capsys.readouterr().out
     assert 0 < r["answered"] <= r["frames"]
     assert r["first"]["answered"] > 0 and r["last"]["answered"] > 0
     assert r["first"]["p50"] > 0 and r["last"]["p50"] > 0
