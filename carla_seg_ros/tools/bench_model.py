@@ -18,10 +18,11 @@ the package's models/; or .onnx paths) times every backend on each model in the 
 ``backend [model]``, and prints for each backend the rung seg_node's ``model: auto`` would choose from these p50s at
 ``--target-rate`` (default 20 Hz; budget = half of the frame period). A rung whose file is missing is skipped.
 
-``--interleave`` times the rows round by round (one call of each per round, the machine baseline included) rather
-than row after row: on a shared VM the speed drifts by 10 % and more within a minute, which row-after-row timing
-turns into differences between rows. ``--openvino-f32-layout on,off`` times OpenVINO with and without its f32 layout choices (runtime/backends/
-openvino_backend.py: made by default when it computes in f32), rows labelled ``openvino (f32 layout on)``.
+``--interleave`` times the rows round by round (one call of each per round) rather than row after row: on a shared
+VM the speed drifts by 10 % and more within a minute, which row-after-row timing turns into differences between
+rows. ``--openvino-f32-layout on,off`` times OpenVINO with and without its f32 layout choices
+(runtime/backends/openvino_backend.py: made by default when it computes in f32), rows labelled
+``openvino (f32 layout on)``.
 
 The last row, ``machine baseline``, times a fixed numpy matrix-multiply workload the same way. Its p99/p50 is the
 machine's own jitter (other tenants of a VM, frequency changes): a runtime whose p99/p50 is close to it adds no

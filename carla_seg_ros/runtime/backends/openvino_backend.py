@@ -96,7 +96,7 @@ class OpenVinoBackend(Backend):
         return entry
 
     def _compile(self, key, source):
-        """Compile ``source`` (the model, reshaped to ``key``'s shape where it has one) and cache it with its request."""
+        """Compile ``source`` (the model, reshaped to ``key``'s shape if it has one); cache it with its request."""
         install_permanent_signal_stack()    # the plugin's own stacks break when models die out of order
         compiled = self.core.compile_model(source, "CPU", self.config)
         entry = self._compiled[key] = (compiled, compiled.create_infer_request())
