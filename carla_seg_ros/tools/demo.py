@@ -45,8 +45,10 @@ PRELOAD_FRAMES = 100    # a play this short (800x600 bgra8: 1.9 MB a frame) is d
 class Recorder:
     """Scores received masks and writes received overlays after the play, so the node being measured keeps the CPU.
 
-    While ``playing`` is set, messages only queue (up to ``HOLD_LIMIT``, about 2 MB each; beyond it they are worked
-    off at once); the work thread runs at the lowest CPU priority either way."""
+    Messages only queue until ``close()``, which does the work in the calling thread. While ``playing`` is set, a
+    backlog beyond ``HOLD_LIMIT`` messages (about 2 MB each) is worked off by a thread at the lowest CPU priority.
+    Only that: an idle-priority thread gets no CPU on a machine busy with other work (an interrupted demo took 32 s
+    to exit with both cores loaded when the work after the play ran there too)."""
 
     HOLD_LIMIT = 200
 
@@ -64,8 +66,9 @@ class Recorder:
         self.size_mismatches = 0
         self.errors: list[str] = []
         self.playing = threading.Event()
+        self._closing = threading.Event()
         self._queue: queue.Queue = queue.Queue()
-        self._thread = threading.Thread(target=self._work, name="demo-recorder", daemon=True)
+        self._thread = threading.Thread(target=self._work_off_backlog, name="demo-recorder", daemon=True)
         self._thread.start()
 
     def expect(self, key: int, pair: Pair) -> None:
@@ -77,16 +80,18 @@ class Recorder:
     def on_overlay(self, key, msg, _now) -> None:
         self._queue.put(("overlay", key, msg))
 
-    def _work(self) -> None:
+    def _work_off_backlog(self) -> None:
         lowest_priority()
-        while (item := self._queue.get()) is not None:
-            while self.playing.is_set() and self._queue.qsize() < self.HOLD_LIMIT:
-                time.sleep(0.05)
-            kind, key, msg = item
-            try:
-                (self._score if kind == "mask" else self._write_overlay)(self.frames[key], msg)
-            except Exception as exc:  # noqa: BLE001 - reported in the summary, the demo goes on
-                self.errors.append(f"{kind} of {self.frames[key].name}: {exc}")
+        while not self._closing.wait(0.05):
+            while self.playing.is_set() and self._queue.qsize() > self.HOLD_LIMIT:
+                self._handle(self._queue.get_nowait())      # the only consumer until close() has joined it
+
+    def _handle(self, item) -> None:
+        kind, key, msg = item
+        try:
+            (self._score if kind == "mask" else self._write_overlay)(self.frames[key], msg)
+        except Exception as exc:  # noqa: BLE001 - reported in the summary, the demo goes on
+            self.errors.append(f"{kind} of {self.frames[key].name if key in self.frames else key}: {exc}")
 
     def _score(self, pair: Pair, msg) -> None:
         from carla_seg_ros.evaluation.metrics import confusion_matrix
@@ -111,9 +116,16 @@ class Recorder:
         self.overlays_written += 1
 
     def close(self) -> None:
+        """The play is over: the queued work, in the calling thread at its own priority."""
         self.playing.clear()
-        self._queue.put(None)
+        self._closing.set()
         self._thread.join()
+        while True:
+            try:
+                item = self._queue.get_nowait()
+            except queue.Empty:
+                return
+            self._handle(item)
 
 
 def lowest_priority() -> None:
