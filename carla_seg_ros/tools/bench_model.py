@@ -101,20 +101,19 @@ def parse_f32_layout(text: str) -> list:
     modes = [m.strip() for m in text.split(",") if m.strip()]
     if not modes or any(m not in F32_LAYOUT for m in modes):
         raise argparse.ArgumentTypeError(f"expected a comma-separated list of {', '.join(F32_LAYOUT)}, got {text!r}")
-    return [F32_LAYOUT[m] for m in dict.fromkeys(modes)]
+    return list(dict.fromkeys(modes))
 
 
 def openvino_variants(runs: list, f32_layout: list) -> list:
     """(label, model, backend, options) rows: each openvino row once per ``f32_layout`` mode (labelled when several)."""
     out = []
     for label, model, name in runs:
-        if name != "openvino" or f32_layout == [None]:
+        if name != "openvino" or f32_layout == ["auto"]:
             out.append((label, model, name, {}))
             continue
         for mode in f32_layout:
-            word = next(k for k, v in F32_LAYOUT.items() if v is mode)
-            out.append((f"{label} (f32 layout {word})" if len(f32_layout) > 1 else label, model, name,
-                        {"f32_layout": mode}))
+            out.append((f"{label} (f32 layout {mode})" if len(f32_layout) > 1 else label, model, name,
+                        {"f32_layout": F32_LAYOUT[mode]}))
     return out
 
 
@@ -163,7 +162,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--cameras", type=parse_sizes, default=None, metavar="WxH,...",
                    help="camera frame sizes, each timed at the input size the model's policy gives it, e.g. "
                         "800x600,1280x720,1382x512")
-    p.add_argument("--openvino-f32-layout", type=parse_f32_layout, default=[F32_LAYOUT["auto"]], metavar="MODE,...",
+    p.add_argument("--openvino-f32-layout", type=parse_f32_layout, default=["auto"], metavar="MODE,...",
                    help="OpenVINO's f32 layout choices (static batch of one, class reductions channels-last): auto "
                         "(when it computes in f32), on, off; several give one row each, in the same run "
                         "(default: auto)")

@@ -10,22 +10,21 @@ from carla_seg_ros.paths import default_model  # noqa: E402
 from carla_seg_ros.runtime.backends import create_backend  # noqa: E402
 from carla_seg_ros.runtime.backends.openvino_graph import class_reductions_channels_last  # noqa: E402
 from carla_seg_ros.runtime.cpu_info import openvino_precision_hint  # noqa: E402
-from carla_seg_ros.runtime.input_size import KEEP_ASPECT, width_for_aspect  # noqa: E402
+from carla_seg_ros.runtime.input_size import KEEP_ASPECT  # noqa: E402
 from carla_seg_ros.runtime.preprocess import resize_image  # noqa: E402
 
 RUNGS = ["carla_unet.onnx", "carla_unet_fast.onnx"]
 
 
-def _frames(data_dir, info, aspect, count=6):
-    width = width_for_aspect(info.input_height, aspect, info.width_multiple) if info.input_policy == KEEP_ASPECT \
-        else info.input_width
-    pairs = find_pairs(data_dir, "val")[:count]
-    return np.stack([resize_image(read_rgb(p.rgb), (width, info.input_height)) for p in pairs])
+def _frames(data_dir, backend, camera_wh, count=6):
+    """Val frames at the input size ``backend``'s model gives a camera of ``camera_wh``."""
+    size = backend.input_size_for(camera_wh)
+    return np.stack([resize_image(read_rgb(p.rgb), size) for p in find_pairs(data_dir, "val")[:count]])
 
 
 @pytest.mark.parametrize("name", RUNGS)
-@pytest.mark.parametrize("aspect", [4 / 3, 16 / 9])
-def test_channels_last_reductions_return_what_onnx_runtime_returns(data_dir, monkeypatch, name, aspect):
+@pytest.mark.parametrize("camera", [(800, 600), (1280, 720)])
+def test_channels_last_reductions_return_what_onnx_runtime_returns(data_dir, monkeypatch, name, camera):
     """Same class ids on every pixel of real val frames; the confidence byte may differ by one where f32 sums the
     13 exponentials in another order (a handful of pixels, never more than 0.1 %)."""
     path = default_model().with_name(name)
@@ -35,7 +34,7 @@ def test_channels_last_reductions_return_what_onnx_runtime_returns(data_dir, mon
     openvino = create_backend("openvino", path)
     assert openvino.channels_last_classes, "the exported graph's tail was not recognised"
     reference = create_backend("onnxruntime", path)
-    frames = _frames(data_dir, openvino.info, aspect)
+    frames = _frames(data_dir, openvino, camera)
     for batch in (frames[:1], frames):
         ids, conf = openvino.infer(batch)
         ref_ids, ref_conf = reference.infer(batch)
