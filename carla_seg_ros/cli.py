@@ -19,14 +19,14 @@ COMMANDS = {
                  "fp32 ONNX -> int8 ONNX for the CPU runtimes, with an accuracy check"),
     "build-engine": ("carla_seg_ros.runtime.tensorrt.engine_builder", "ONNX -> TensorRT engine (cached)"),
     "make-bag": ("carla_seg_ros.evaluation.bag_make", "image/label folder -> CARLA-style rosbag2"),
-    "bag-to-dataset": ("carla_seg_ros.evaluation.bag_to_dataset",
+    "bag-to-dataset": ("carla_seg_ros.capture.bag_to_dataset",
                        "rosbag2 of RGB + semantic cameras -> dataset folder (rgb/, label/, manifest.csv)"),
     "record": ("carla_seg_ros.ros.recorder_node",
                "record RGB + semantic camera topics over ROS 2 into a dataset folder"),
     "bag-eval": ("carla_seg_ros.evaluation.bag_eval", "evaluate the model on a rosbag2 with ground truth"),
-    "bench": ("carla_seg_ros.tools.bench", "benchmarks: `bench model|node|cameras|gpu|transport|soak|fuzz|record`"),
+    "bench": ("carla_seg_ros.benchmarks.bench", "benchmarks: `bench model|node|cameras|gpu|transport|soak|fuzz|record`"),
     "demo": ("carla_seg_ros.tools.demo", "run seg_node on the CARLA frames over ROS 2 and write out/demo"),
-    "carla": ("carla_seg_ros.tools.carla_client",
+    "carla": ("carla_seg_ros.simulator.carla_client",
               "drive a CARLA 0.9.16 server: ego vehicle + matching RGB/semantic cameras, synchronous, ROS 2 "
               "topics; --record DIR writes a dataset"),
 }

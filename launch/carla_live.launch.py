@@ -41,7 +41,8 @@ def _launch_setup(context):
                          ("camera_info", s["seg_topic"][:-len("image")] + "camera_info")],
              additional_env=s["env"]),
         Node(package=PACKAGE, executable="seg_eval_node", name="seg_eval_node", namespace=s["namespace"],
-             output="screen", emulate_tty=True, parameters=[s["seg_eval_node"]]),
+             output="screen", emulate_tty=True,
+             parameters=[str(write_params_file(s["seg_eval_node"], node_name="seg_eval_node"))]),
     ]
     if s["client_args"] is not None:
         # colcon installs console scripts under lib/<package> (setup.cfg), which is not on PATH.

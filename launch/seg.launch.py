@@ -75,7 +75,8 @@ def _launch_setup(context):
         views = cameras or [("", single_topic)]
         config = write_rviz_config(os.path.join(share, "config", "seg.rviz"), views, full_name(namespace, NODE_NAME))
         actions.append(Node(package="rviz2", executable="rviz2", name="seg_rviz", arguments=["-d", str(config)],
-                            parameters=[{"use_sim_time": params.get("use_sim_time", True)}], output="screen"))
+                            parameters=[str(write_params_file({"use_sim_time": params.get("use_sim_time", True)},
+                                                              node_name="seg_rviz"))], output="screen"))
     return actions
 
 

@@ -6,11 +6,17 @@ The folders follow the data flow (message -> pixels -> model -> mask -> outputs 
 * networks/: the PyTorch network definitions, their input normalisation and safetensors weights; shared only;
 * runtime/: preprocessing, model metadata, the inference backends and the TensorRT engine tooling; shared, and
   networks (only the two PyTorch backends, which run the network itself, inside their constructors);
-* evaluation/: metrics, folder and bag evaluation, reports; shared and runtime;
+* evaluation/: metrics, folder and bag evaluation, reports, and the bag and ground-truth readers they share with
+  capture; shared and runtime;
+* capture/: pairing RGB and semantic frames from topics or bags into dataset folders (recording, dataset writing,
+  bag-to-dataset); shared, runtime and evaluation (its bag and ground-truth readers);
 * learning/: training, export, quantisation; shared, networks, runtime and evaluation;
-* ros/: the nodes and the playback helpers; shared, runtime and evaluation, never learning or networks (so the node
-  does not pull in the training stack or PyTorch) and never tools;
-* tools/ and the `carla-seg` dispatcher: anything.
+* ros/: the nodes and the playback helpers; shared, runtime, evaluation and capture, never learning or networks (so
+  the node does not pull in the training stack or PyTorch) and never the rooms above it;
+* simulator/: the CARLA client (`carla-seg carla`); shared, runtime, evaluation and capture, never ROS modules of ours
+  (it speaks rclpy itself, so it runs without the node's stack);
+* benchmarks/: `carla-seg bench ...`; everything below the user commands;
+* tools/ (the demo) and the `carla-seg` dispatcher: anything.
 """
 from __future__ import annotations
 
@@ -27,10 +33,16 @@ ALLOWED = {
     "networks": {"shared", "networks"},
     "runtime": {"shared", "networks", "runtime"},
     "evaluation": {"shared", "runtime", "evaluation"},
+    "capture": {"shared", "runtime", "evaluation", "capture"},
     "learning": {"shared", "networks", "runtime", "evaluation", "learning"},
-    "ros": {"shared", "runtime", "evaluation", "ros"},
-    "tools": {"shared", "networks", "runtime", "evaluation", "learning", "ros", "tools"},
-    "entry": {"shared", "networks", "runtime", "evaluation", "learning", "ros", "tools", "entry"},
+    "ros": {"shared", "runtime", "evaluation", "capture", "ros"},
+    "simulator": {"shared", "runtime", "evaluation", "capture", "simulator"},
+    "benchmarks": {"shared", "networks", "runtime", "evaluation", "capture", "learning", "ros", "simulator",
+                   "benchmarks"},
+    "tools": {"shared", "networks", "runtime", "evaluation", "capture", "learning", "ros", "simulator", "benchmarks",
+              "tools"},
+    "entry": {"shared", "networks", "runtime", "evaluation", "capture", "learning", "ros", "simulator", "benchmarks",
+              "tools", "entry"},
 }
 
 
@@ -138,6 +150,10 @@ def test_imports_have_no_cycle():
     ("runtime.backends.torch_backend", "from carla_seg_ros.networks.models import DeployModel", []),
     ("ros.seg_node", "from carla_seg_ros.networks.models import DeployModel", ["ros.seg_node (ros) imports"]),
     ("networks.models", "from carla_seg_ros.runtime.preprocess import resize_image", ["networks.models (networks)"]),
+    ("evaluation.bag_eval", "from carla_seg_ros.capture.recording import x", ["evaluation.bag_eval (evaluation)"]),
+    ("ros.recorder_node", "from carla_seg_ros.capture.recording import x", []),
+    ("simulator.carla_client", "from carla_seg_ros.ros.seg_node import x", ["simulator.carla_client (simulator)"]),
+    ("ros.seg_node", "from carla_seg_ros.benchmarks.bench_node import x", ["ros.seg_node (ros) imports"]),
 ])
 def test_checker_flags_forbidden_imports(module, source, expected):
     """The rule check itself must be able to fail: synthetic sources with forbidden imports are reported."""
@@ -145,3 +161,13 @@ def test_checker_flags_forbidden_imports(module, source, expected):
     assert len(found) == len(expected)
     for line, start in zip(found, expected):
         assert line.startswith(start)
+
+
+MAX_MODULE_LINES = 450
+
+
+def test_no_module_is_longer_than_one_job_needs():
+    # A module past this has always held two jobs (a loop and its data, a node and its model choice): split it by
+    # job, never by line count.
+    long = {m: n for m, p in SOURCES.items() if (n := len(p.read_text().splitlines())) > MAX_MODULE_LINES}
+    assert not long, f"modules over {MAX_MODULE_LINES} lines: {long}"

@@ -49,23 +49,23 @@ import torch.nn.functional as F
 
 from carla_seg_ros import classes
 from carla_seg_ros.datasets import HoodRule
-from carla_seg_ros.evaluation import metrics
-from carla_seg_ros.evaluation.boxes import BoxScores
 from carla_seg_ros.learning.augment import PASTE_CLASSES, copy_paste, photometric
 from carla_seg_ros.learning.target_augment import class_mix, crop_width, random_crop, strong_photometric
-from carla_seg_ros.learning.train import (class_weights, evaluate_arrays, load_splits, lr_schedule,
-                                         segmentation_loss)
-from carla_seg_ros.networks.models import DECODER_BLOCKS, build_model, input_normalisation, normalize_uint8
+from carla_seg_ros.learning.distillation import (LevelOutputs, distillation_loss, distilled_student, hint_loss,
+                                                parse_channels, same_widths, student_config)
+from carla_seg_ros.learning.losses import class_weights, segmentation_loss
+from carla_seg_ros.learning.network_setup import lr_schedule
+from carla_seg_ros.learning.pseudo_labels import ClassThresholds, box_map, pseudo_labels
+from carla_seg_ros.learning.self_train_scoring import LOG_FIELDS, evaluate, format_row, plot_log
+from carla_seg_ros.learning.training_data import load_splits
+from carla_seg_ros.networks.models import DECODER_BLOCKS, input_normalisation, normalize_uint8
 from carla_seg_ros.networks.weights import load_model, save_weights
 from carla_seg_ros.paths import default_data_dir, default_unlabelled_dir, models_dir
 from carla_seg_ros.runtime.input_size import width_for_aspect
 from carla_seg_ros.runtime.preprocess import resize_image
-from carla_seg_ros.unlabelled import (HELD_OUT, POOL, VEHICLE_BOX_CLASSES, frames_of, read_frame, read_unlabelled,
-                                      split_unlabelled)
+from carla_seg_ros.unlabelled import HELD_OUT, POOL, frames_of, read_frame, read_unlabelled, split_unlabelled
 
 TARGET_STORE = (512, 384)     # unlabelled frames are held in memory at this size (800x600 sources: 1.04 GB less)
-IN_VEHICLE, NEAR_BOX, BOXED = 1, 2, 4    # bits of a box map
-GUIDE_BOX_CLASSES = VEHICLE_BOX_CLASSES + ("motorbike", "bicycle")   # CARLA renders two-wheelers as vehicles
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -131,24 +131,6 @@ def model_size(height: int) -> tuple[int, int]:
     return width_for_aspect(height, 4 / 3), height
 
 
-def box_map(frame, size_wh: tuple[int, int], image_wh: tuple[int, int]) -> np.ndarray:
-    """uint8 map at size_wh: IN_VEHICLE inside a vehicle box, NEAR_BOX within any box grown by half its size,
-    BOXED everywhere on a frame whose source boxes its objects."""
-    w, h = size_wh
-    sx, sy = w / image_wh[0], h / image_wh[1]
-    out = np.zeros((h, w), np.uint8)
-    if not frame.has_boxes:
-        return out
-    out[:] = BOXED
-    for box in frame.boxes:
-        rows, cols = box.grown(0.5, *image_wh).pixel_slices(sx, sy)
-        out[rows, cols] |= NEAR_BOX
-        if box.cls in GUIDE_BOX_CLASSES:
-            rows, cols = box.pixel_slices(sx, sy)
-            out[rows, cols] |= IN_VEHICLE
-    return out
-
-
 def load_unlabelled(args):
     """(pool images, pool box maps) at TARGET_STORE and the held-out frames ((record, size) pairs, images at the
     model's 4:3 size: every held-out frame of this data is 4:3)."""
@@ -209,104 +191,6 @@ def target_crops(images, maps, width, args, rng):
     return np.stack(xs), np.stack(ms)
 
 
-# ---------------------------------------------------------------------------------------------------------------
-# pseudo-labels
-# ---------------------------------------------------------------------------------------------------------------
-class ClassThresholds:
-    """Per-class confidence thresholds: the running median of the teacher's confidence on the pixels it gives
-    each class, clipped to [low, high]. A fixed 0.9 kept 58 % of the pixels in the first trial, almost none of
-    them pole, sign or night-time car pixels; the median keeps about half of every class at least."""
-
-    def __init__(self, num_classes: int, low: float, high: float, momentum: float = 0.98):
-        self.median = torch.full((num_classes,), high)
-        self.low, self.high, self.momentum = low, high, momentum
-
-    def update(self, conf: torch.Tensor, label: torch.Tensor) -> None:
-        for c in torch.unique(label).tolist():
-            vals = conf[label == c]
-            if vals.numel() > 50:
-                sample = vals[torch.randint(0, vals.numel(), (min(vals.numel(), 20000),))]
-                self.median[c] = self.momentum * self.median[c] + (1 - self.momentum) * sample.median()
-
-    def thresholds(self) -> torch.Tensor:
-        return self.median.clamp(self.low, self.high)
-
-
-def pseudo_labels(probs: torch.Tensor, bmap: torch.Tensor, thresholds: ClassThresholds, car_id: int) -> torch.Tensor:
-    """Teacher probabilities (N, C, H, W) and box maps (N, H, W) -> labels with IGNORE where not taught."""
-    conf, label = probs.max(1)
-    thresholds.update(conf, label)
-    thr = thresholds.thresholds()[label]
-    in_vehicle = (bmap & IN_VEHICLE) > 0
-    is_car = label == car_id
-    thr = torch.where(in_vehicle & is_car, torch.full_like(thr, 0.5), thr)
-    thr = torch.where(in_vehicle & ~is_car, torch.full_like(thr, 0.99), thr)
-    keep = conf >= thr
-    keep &= ~(((bmap & BOXED) > 0) & ((bmap & NEAR_BOX) == 0) & is_car)
-    return torch.where(keep, label, torch.full_like(label, classes.IGNORE_INDEX))
-
-
-def distillation_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor) -> torch.Tensor:
-    """Mean over pixels of KL(teacher || student) between the class distributions (temperature 1)."""
-    log_student = F.log_softmax(student_logits.float(), dim=1)
-    log_teacher = F.log_softmax(teacher_logits.float(), dim=1)
-    return (log_teacher.exp() * (log_teacher - log_student)).sum(dim=1).mean()
-
-
-class LevelOutputs:
-    """The output of every decoder level at a model's latest forward (forward hooks; each forward overwrites)."""
-
-    def __init__(self, model: torch.nn.Module):
-        self.outputs: dict[int, torch.Tensor] = {}
-        for i, level in enumerate(model.decoder.levels):
-            level.register_forward_hook(lambda module, inputs, output, i=i: self.outputs.__setitem__(i, output))
-
-
-def hint_loss(student_levels: LevelOutputs, teacher_levels: LevelOutputs) -> torch.Tensor:
-    """Mean over decoder levels of the squared error of the student's level output against the teacher's, relative
-    to the teacher output's mean square (so every level counts alike whatever its activations' scale)."""
-    losses = [F.mse_loss(s.float(), t.float()) / t.float().pow(2).mean().clamp_min(1e-6)
-              for s, t in zip(student_levels.outputs.values(), teacher_levels.outputs.values())]
-    return torch.stack(losses).mean()
-
-
-def parse_channels(text: str) -> tuple[int, ...]:
-    try:
-        channels = tuple(int(v) for v in text.split(","))
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected comma-separated channel counts, got {text!r}") from None
-    if not channels or min(channels) < 1:
-        raise argparse.ArgumentTypeError(f"channel counts must be positive, got {text!r}")
-    return channels
-
-
-def student_config(init_config: dict, decoder, decoder_block) -> dict:
-    """The student's network config: --init's, with the decoder options that were given."""
-    config = dict(init_config)
-    if decoder is not None:
-        config["decoder"] = list(decoder)
-    if decoder_block is not None:
-        config["decoder_block"] = decoder_block
-    if config != init_config and config.get("arch") != "efficientnet_lite_unet":
-        raise ValueError(f"--decoder/--decoder-block distil a pretrained-encoder U-Net (efficientnet_lite_unet); "
-                         f"--init is a {config.get('arch')}")
-    return config
-
-
-def distilled_student(init_model: torch.nn.Module, config: dict) -> torch.nn.Module:
-    """A network of ``config`` carrying ``init_model``'s encoder, and its head too where the decoders' widths match
-    (the decoder is then taught to reproduce the old one's levels, see ``hint_loss``); the rest starts fresh."""
-    student = build_model(config)
-    student.encoder.load_state_dict(init_model.encoder.state_dict())
-    if same_widths(student, init_model):
-        student.head.load_state_dict(init_model.head.state_dict())
-    return student.to(next(init_model.parameters()).device)
-
-
-def same_widths(a: torch.nn.Module, b: torch.nn.Module) -> bool:
-    return a.decoder.level_channels == b.decoder.level_channels and a.head.weight.shape == b.head.weight.shape
-
-
 @torch.no_grad()
 def ema_update(teacher: torch.nn.Module, student: torch.nn.Module, ema: float) -> None:
     for t, s in zip(teacher.state_dict().values(), student.state_dict().values()):
@@ -317,66 +201,8 @@ def ema_update(teacher: torch.nn.Module, student: torch.nn.Module, ema: float) -
 
 
 # ---------------------------------------------------------------------------------------------------------------
-# evaluation
-# ---------------------------------------------------------------------------------------------------------------
-@torch.no_grad()
-def predict(model, images: np.ndarray, device, batch: int = 8) -> np.ndarray:
-    model.eval()
-    out = []
-    for i in range(0, len(images), batch):
-        x = normalize_uint8(torch.from_numpy(np.ascontiguousarray(images[i:i + batch])).to(device),
-                            *input_normalisation(model))
-        out.append(model(x).argmax(1).to(torch.uint8).cpu().numpy())
-    model.train()
-    return np.concatenate(out)
-
-
-def evaluate(model, val, held, held_images, device, car_id) -> dict:
-    cm = evaluate_arrays(model, val[0], val[1], device)
-    scores = BoxScores(car_id)
-    for (fr, size), pred in zip(held, predict(model, np.stack(held_images), device)):
-        scores.add(pred, fr, image_size=size)
-    box = scores.result()["overall"]
-    return {"val_pixel_acc": metrics.pixel_accuracy(cm), "val_miou": metrics.mean_iou(cm),
-            "held_out_box_recall": box["recall"], "held_out_car_precision": box["car_precision"]}
-
-
-# ---------------------------------------------------------------------------------------------------------------
 # main loop
 # ---------------------------------------------------------------------------------------------------------------
-LOG_FIELDS = ["step", "lr", "source_loss", "target_loss", "distil_loss", "hint_loss", "kept_fraction",
-              "val_pixel_acc", "val_miou", "held_out_box_recall", "held_out_car_precision", "seconds"]
-
-
-def plot_log(rows: list[dict], path: Path) -> None:
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    fig, ax = plt.subplots(1, 2, figsize=(11, 4))
-    tr = [r for r in rows if r["source_loss"] != ""]
-    steps = [r["step"] for r in tr]
-    ax[0].plot(steps, [r["source_loss"] for r in tr], label="labelled loss")
-    ax[0].plot(steps, [r["target_loss"] for r in tr], label="pseudo-label loss")
-    if any(r.get("distil_loss") not in ("", None, 0.0) for r in tr):
-        ax[0].plot(steps, [r["distil_loss"] for r in tr], label="distillation loss (KL)")
-        ax[0].plot(steps, [r.get("hint_loss") or np.nan for r in tr], label="hint loss (decoder levels)")
-    ax[0].plot(steps, [r["kept_fraction"] for r in tr], label="pseudo-labelled fraction")
-    ax[0].set_xlabel("step"); ax[0].legend(); ax[0].grid(alpha=.3)
-    ev = [r for r in rows if r["val_miou"] != ""]
-    for key, label in (("val_miou", "val mIoU (fit)"), ("held_out_box_recall", "held-out box recall"),
-                       ("held_out_car_precision", "held-out Car precision")):
-        ax[1].plot([r["step"] for r in ev], [np.nan if r[key] in ("", None) else float(r[key]) for r in ev], "o-",
-                   label=label)
-    ax[1].set_xlabel("step"); ax[1].set_ylim(0, 1); ax[1].legend(); ax[1].grid(alpha=.3)
-    fig.suptitle(path.parent.name)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-
-
-def format_row(row: dict) -> str:
-    return "  ".join(f"{k} {v:.4f}" if isinstance(v, float) else f"{k} {v}" for k, v in row.items()
-                     if k != "step" and v != "")
 
 
 def check_args(p: argparse.ArgumentParser, args) -> None:

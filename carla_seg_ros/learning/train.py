@@ -25,17 +25,19 @@ from pathlib import Path
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 from carla_seg_ros import classes
+from carla_seg_ros.datasets import HoodRule
 from carla_seg_ros.evaluation import metrics
-from carla_seg_ros.learning.augment import PASTE_CLASSES, training_batch
-from carla_seg_ros.datasets import (HoodRule, find_pairs, is_flat, read_label, read_rgb, time_block_split,
-                                    time_order)
-from carla_seg_ros.networks.models import build_model, count_parameters, input_normalisation, normalize_uint8
+from carla_seg_ros.learning.augment import PASTE_CLASSES
+from carla_seg_ros.learning.losses import class_weights, segmentation_loss
+from carla_seg_ros.learning.network_setup import build_network, cpu_has_bf16, lr_schedule, make_optimizer
+from carla_seg_ros.learning.training_data import load_data, sample_batch, shard
+from carla_seg_ros.learning.training_log import write_log
+from carla_seg_ros.learning.validation import evaluate_arrays
+from carla_seg_ros.networks.models import count_parameters, input_normalisation, normalize_uint8
+from carla_seg_ros.networks.weights import read_metadata, save_weights
 from carla_seg_ros.paths import default_data_dir
-from carla_seg_ros.runtime.preprocess import resize_image, resize_mask
-from carla_seg_ros.networks.weights import load_model, read_metadata, save_weights
 
 PRESETS = {
     # v1 (FastUNet, the default until model v2): residual-encoder U-Net at 384x288, trained on whole-frame-sized
@@ -81,120 +83,6 @@ def parse_size(text: str) -> tuple[int, int]:
     if w <= 0 or h <= 0:
         raise argparse.ArgumentTypeError(f"size must be positive, got {text!r}")
     return w, h
-
-
-# ---------------------------------------------------------------------------------------------------------------
-# data
-# ---------------------------------------------------------------------------------------------------------------
-def load_splits(data_dir, splits: list[str], size_wh, hood: HoodRule, limit: int | None = None,
-                class_set: str = classes.DEFAULT_CLASS_SET):
-    """All frames of the splits, concatenated and resized to the model's input size, as uint8 arrays held in memory
-    (~130 MB); labels as class ids of ``class_set``."""
-    pairs = [p for split in splits for p in find_pairs(data_dir, split)][:limit]
-    return load_pairs(pairs, size_wh, hood, class_set)
-
-
-def load_pairs(pairs, size_wh, hood: HoodRule, class_set: str = classes.DEFAULT_CLASS_SET):
-    """Frames and labels of ``pairs`` (any mix of codings: each label remapped from its own coding to
-    ``class_set``), resized to the input size, as uint8 arrays."""
-    images = np.stack([resize_image(read_rgb(p.rgb), size_wh) for p in pairs])
-    labels = np.stack([resize_mask(read_label(p, hood, class_set), size_wh) for p in pairs])
-    return images, labels
-
-
-def split_folder(data_dir: Path, train_splits: list[str], args) -> tuple[list, list, dict]:
-    """(train pairs, val pairs, split record) of one --data folder.
-
-    A prepared folder (train/ val/ ...) gives its splits. A recorded (flat) folder is cut in time: contiguous val
-    blocks with guard bands (datasets.time_block_split); "val" in --train-splits then puts the val blocks into
-    the training data too (guard frames stay out)."""
-    data_dir = Path(data_dir)
-    if not is_flat(data_dir):
-        train = [p for split in train_splits for p in find_pairs(data_dir, split)]
-        val = find_pairs(data_dir, "val")
-        return train, val, {"folder": str(data_dir), "layout": "prepared", "train_splits": train_splits,
-                            "train": [p.name for p in train], "val": [p.name for p in val]}
-    ordered, order = time_order(data_dir, find_pairs(data_dir, "all"))
-    blocks = args.val_blocks or max(1, min(5, len(ordered) // 400))
-    split = time_block_split(ordered, args.val_fraction, args.guard_frames, blocks)
-    train = split.train + (split.val if "val" in train_splits else [])
-    codings = sorted({p.coding for p in ordered})
-    return train, split.val, {
-        "folder": str(data_dir), "layout": "recorded (flat): contiguous time blocks", "order": order,
-        "codings": codings, "frames": len(ordered), "val_fraction": args.val_fraction, "guard_frames_per_side":
-        args.guard_frames, "val_blocks": [[ordered[a].name, ordered[b].name] for a, b in split.blocks],
-        "train": [p.name for p in train], "val": [p.name for p in split.val], "guard": [p.name for p in split.guard]}
-
-
-def class_weights(labels: np.ndarray, num_classes: int) -> torch.Tensor:
-    """(median frequency / frequency) ** 0.25, clipped to [0.5, 3]: rare classes (pedestrian, pole, sign, wall) weigh
-    more. The square root used first made rare classes over-predicted (train precision 0.29 vs recall 0.66 on
-    Fence), which costs IoU; the fourth root keeps the push towards recall milder.
-    """
-    counts = np.bincount(labels[labels != classes.IGNORE_INDEX].ravel(), minlength=num_classes).astype(np.float64)
-    freq = counts / counts.sum()
-    w = (np.median(freq[freq > 0]) / np.maximum(freq, 1e-6)) ** 0.25
-    return torch.tensor(np.clip(w, 0.5, 3.0), dtype=torch.float32)
-
-
-# ---------------------------------------------------------------------------------------------------------------
-# loss and evaluation
-# ---------------------------------------------------------------------------------------------------------------
-def segmentation_loss(logits, target, num_classes, class_weight=None, dice_weight=0.0):
-    """Cross-entropy (optionally class-weighted) + dice_weight x soft Dice over the classes present in the batch.
-
-    Both terms share one log-softmax, and the Dice sums are taken per class with a gather and index_add rather
-    than a one-hot tensor: the one-hot version (an int64 N x H x W x C tensor, its product with the probabilities
-    and their backward) cost 0.53 s of a ~1.2 s training step at batch 8, 384x288; this takes ~0.15 s and gives
-    the same gradients (tested against the one-hot formula in test/test_train.py).
-    """
-    log_prob = F.log_softmax(logits.float(), dim=1)
-    loss = F.nll_loss(log_prob, target, weight=class_weight, ignore_index=classes.IGNORE_INDEX)
-    if dice_weight == 0:
-        return loss
-    valid = target != classes.IGNORE_INDEX
-    prob = log_prob.exp()
-    target_valid = target[valid]
-    # probability each valid pixel gives its true class (the clamp only keeps ignore pixels in range for gather)
-    p_true = prob.gather(1, target.clamp(max=num_classes - 1).unsqueeze(1))[:, 0][valid]
-    intersection = torch.zeros(num_classes, dtype=prob.dtype, device=prob.device).index_add_(0, target_valid, p_true)
-    prob_sum = (prob * valid.unsqueeze(1)).sum((0, 2, 3))
-    label_count = torch.bincount(target_valid, minlength=num_classes).to(prob.dtype)
-    dice = 1 - (2 * intersection + 1) / (prob_sum + label_count + 1)
-    return loss + dice_weight * dice[label_count > 0].mean()
-
-
-@torch.no_grad()
-def evaluate_arrays(model, images, labels, device, batch_size=8, num_classes: int | None = None) -> np.ndarray:
-    """Confusion matrix of the model on preloaded (already resized) frames."""
-    model.eval()
-    n_cls = num_classes or classes.num_classes()
-    cm = np.zeros((n_cls, n_cls), np.int64)
-    for i in range(0, len(images), batch_size):
-        x = normalize_uint8(torch.from_numpy(images[i:i + batch_size]).to(device), *input_normalisation(model))
-        pred = model(x).argmax(1).to(torch.uint8).cpu().numpy()
-        for p, l in zip(pred, labels[i:i + batch_size]):
-            cm += metrics.confusion_matrix(l, p, n_cls)
-    model.train()
-    return cm
-
-
-def plot_curves(log_rows: list[dict], path: Path) -> None:
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    ep = [r["epoch"] for r in log_rows]
-    fig, ax = plt.subplots(1, 2, figsize=(11, 4))
-    ax[0].plot(ep, [r["train_loss"] for r in log_rows], label="train loss")
-    ax[0].set_xlabel("epoch"); ax[0].set_ylabel("loss"); ax[0].set_yscale("log"); ax[0].legend(); ax[0].grid(alpha=.3)
-    ev = [r for r in log_rows if r["val_miou"] != ""]
-    ax[1].plot([r["epoch"] for r in ev], [r["val_miou"] for r in ev], "o-", label="val mIoU")
-    ax[1].plot([r["epoch"] for r in ev], [r["val_pixel_acc"] for r in ev], "s-", label="val pixel accuracy")
-    ax[1].set_xlabel("epoch"); ax[1].set_ylim(0, 1); ax[1].legend(); ax[1].grid(alpha=.3)
-    fig.suptitle(path.parent.name)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -323,106 +211,6 @@ def resolve_args(argv=None) -> argparse.Namespace:
     return args
 
 
-def cpu_has_bf16() -> bool:
-    try:
-        flags = Path("/proc/cpuinfo").read_text()
-    except OSError:
-        return False
-    return "amx_bf16" in flags
-
-
-def build_network(args, verbose: bool = True):
-    """The network of the preset, with its ImageNet encoder weights on a fresh run, or the --init model's weights;
-    (model, JSON-able config)."""
-    if getattr(args, "init", None):
-        model, meta = load_model(args.init)
-        init_set = getattr(args, "init_class_set", args.class_set)
-        if args.class_set != init_set:
-            meta["model_config"] = rehead(model, meta["model_config"], init_set, args.class_set)
-            if verbose:
-                print(f"init: new head for {args.class_set} ({meta['model_config']['num_classes']} classes), each "
-                      f"class starting from the {init_set} class that predicted its pixels before")
-        if getattr(args, "dropout", None) is not None:
-            for m in model.modules():
-                if isinstance(m, torch.nn.modules.dropout._DropoutNd):
-                    m.p = args.dropout
-        if verbose:
-            print(f"init: {args.init} ({meta['model_config']['arch']}, {args.class_set}); no ImageNet weights loaded")
-        return model.train(), meta["model_config"]
-    model_config = {"arch": args.arch, "num_classes": classes.num_classes(getattr(args, "class_set",
-                                                                                    classes.DEFAULT_CLASS_SET))}
-    if getattr(args, "dropout", None) is not None:
-        model_config["dropout"] = args.dropout
-    if args.arch == "efficientnet_lite_unet":
-        from carla_seg_ros.networks.efficientnet_lite import LITE_MEAN, LITE_STD
-        model_config.update(encoder=args.encoder, mean=list(LITE_MEAN), std=list(LITE_STD))
-    model = build_model(model_config)
-    if hasattr(model, "load_pretrained") and not (args.resume and (args.out / "last.pt").is_file()):
-        model.load_pretrained()
-        if verbose:
-            print(f"encoder: ImageNet weights of EfficientNet-{args.encoder.capitalize()} loaded")
-    return model, model_config
-
-
-def parent_classes(old_set: str, new_set: str) -> list[int]:
-    """For each class of ``new_set``, the ``old_set`` class its pixels had: the same name, else the old class most
-    of its CARLA 0.9.14+ tags (tags29) map to (Sky -> Unlabeled, TrafficLight -> TrafficSign in lyft13)."""
-    old_names, new_names = classes.class_names(old_set), classes.class_names(new_set)
-    old_map, new_map = classes.tag_maps(old_set)["tags29"], classes.tag_maps(new_set)["tags29"]
-    parents = []
-    for c, name in enumerate(new_names):
-        if name in old_names:
-            parents.append(old_names.index(name))
-            continue
-        votes = [old_map[t] for t, k in sorted(new_map.items(), key=lambda tk: int(tk[0]))
-                 if k == c and old_map.get(t, 255) < len(old_names)]
-        parents.append(max(votes, key=votes.count) if votes else 0)     # a tie: the lowest tag's class
-    return parents
-
-
-def rehead(model, model_config: dict, old_set: str, new_set: str) -> dict:
-    """Give a trained network a 1x1 head for another class set; every new class starts as a copy of its parent
-    class (parent_classes), so the network first predicts what it did before and fine-tuning splits the classes
-    apart. Returns the new model config."""
-    head = getattr(model, "head", None)
-    if not isinstance(head, torch.nn.Conv2d) or head.kernel_size != (1, 1):
-        raise SystemExit(f"--classes {new_set}: the --init network ({model_config['arch']}) has no 1x1 head to "
-                         f"replace; train it from scratch for {new_set} instead")
-    parents = parent_classes(old_set, new_set)
-    new = torch.nn.Conv2d(head.in_channels, len(parents), 1, bias=head.bias is not None)
-    with torch.no_grad():
-        new.weight.copy_(head.weight[parents])
-        if head.bias is not None:
-            new.bias.copy_(head.bias[parents])
-    model.head = new
-    return dict(model_config, num_classes=len(parents))
-
-
-def make_optimizer(model, args) -> torch.optim.Optimizer:
-    """AdamW; with --encoder-lr the pretrained encoder learns at its own (smaller) fraction of the scheduled lr."""
-    encoder_lr = getattr(args, "encoder_lr", None)
-    if encoder_lr and hasattr(model, "encoder"):  # lr_scale: each group's fraction of the scheduled peak lr
-        enc = list(model.encoder.parameters())
-        enc_ids = {id(q) for q in enc}
-        groups = [{"params": enc, "lr_scale": encoder_lr / args.lr},
-                  {"params": [q for q in model.parameters() if id(q) not in enc_ids], "lr_scale": 1.0}]
-    else:
-        groups = [{"params": list(model.parameters()), "lr_scale": 1.0}]
-    return torch.optim.AdamW(groups, lr=args.lr, weight_decay=args.weight_decay)
-
-
-def lr_schedule(peak: float, total_steps: int, warmup: int | None = None, floor: float = 0.01):
-    """Linear warm-up (default: a tenth of the steps, at most 200), then cosine decay to ``floor`` of the peak."""
-    warmup = min(200, total_steps // 10) if warmup is None else warmup
-
-    def lr_at(step):
-        if step < warmup:
-            return peak * (step + 1) / warmup
-        t = (step - warmup) / max(1, total_steps - warmup)
-        return peak * (floor + (1 - floor) * 0.5 * (1 + math.cos(math.pi * t)))
-    return lr_at
-
-
 def resume(args, model, optimizer, device) -> dict:
     """Training state from last.pt (tensors and plain values only) when --resume finds one, else a fresh state."""
     state = {"step": 0, "epoch": 0, "best_miou": -1.0, "elapsed": 0.0, "log_rows": [],
@@ -441,49 +229,6 @@ def resume(args, model, optimizer, device) -> dict:
                               for k, v in r.items()} for r in csv.DictReader(f)]
     print(f"resumed from {last} at epoch {ckpt['epoch']}, step {ckpt['step']}")
     return state
-
-
-def write_log(log_rows: list[dict], out: Path) -> None:
-    with open(out / "log.csv", "w", newline="") as f:
-        w = csv.DictWriter(f, fieldnames=LOG_FIELDS)
-        w.writeheader()
-        w.writerows(log_rows)
-    plot_curves(log_rows, out / "curves.png")
-
-
-LOG_FIELDS = ["epoch", "step", "lr", "train_loss", "val_pixel_acc", "val_miou", "seconds"]
-
-
-def load_data(args, hood: HoodRule, verbose: bool = True):
-    """(train images, labels) and (val images, labels) of every --data folder, resized to the input size and held
-    in memory; the split of each folder is printed and written to OUT/split.json (rank 0)."""
-    t_load = time.time()
-    train_pairs, val_pairs, record = [], [], []
-    for folder in args.data:
-        tr, va, rec = split_folder(folder, args.train_splits, args)
-        tr, va = tr[:args.limit_images], va[:args.limit_images]
-        train_pairs += tr
-        val_pairs += va
-        rec.update(train_used=len(tr), val_used=len(va))
-        record.append(rec)
-        if verbose:
-            codings = "+".join(sorted({p.coding for p in tr + va}))
-            print(f"data {folder}: {rec['layout']}, {codings}: {len(tr)} train / {len(va)} val frames"
-                  + (f" ({len(rec['guard'])} guard frames dropped; val blocks "
-                     + ", ".join(f"{a}..{b}" for a, b in rec["val_blocks"]) + f"; order: {rec['order']})"
-                     if "guard" in rec else ""))
-    if not val_pairs:
-        raise SystemExit("no validation frames: give a folder with a val split or a recorded folder")
-    if verbose:
-        (args.out / "split.json").write_text(json.dumps({"class_set": args.class_set, "folders": record}, indent=1))
-    train = load_pairs(train_pairs, args.input_size, hood, args.class_set)
-    val = load_pairs(val_pairs, args.input_size, hood, args.class_set)
-    if verbose:
-        print(f"data: {len(train[0])} frames of {'+'.join(args.train_splits)} / {len(val[0])} val frames "
-              f"{'' if 'val' not in args.train_splits else '(NOT held out: part of the training data) '}"
-              f"at {args.input_size[0]}x{args.input_size[1]}, classes {args.class_set} "
-              f"({time.time() - t_load:.1f}s); split in {args.out / 'split.json'}")
-    return train, val
 
 
 def train_step(model, optimizer, xb, yb, lr: float, mean_std, class_weight, args, device, use_bf16: bool,
@@ -536,24 +281,6 @@ def setup_distributed(args) -> tuple[int, int, torch.device]:
         device = torch.device("cpu")
     dist.init_process_group(backend="nccl" if want_cuda else "gloo")
     return dist.get_rank(), world, device
-
-
-def shard(idx: np.ndarray, rank: int, world: int) -> np.ndarray:
-    """This process's contiguous part of a global batch (sizes differ by at most one), as DistributedSampler
-    divides a dataset."""
-    return np.array_split(idx, world)[rank]
-
-
-def sample_batch(train_x, train_y, idx, positions, args, paste_ids, epoch: int, step: int):
-    """The augmented frames idx. Each sample draws from its own generator, seeded by (seed, epoch, step, position
-    in the global batch), so a frame is augmented the same way whichever process takes it."""
-    xs, ys = [], []
-    for j, pos in zip(idx, positions):
-        rng = np.random.default_rng([args.seed, epoch, step, int(pos)])
-        xb, yb = training_batch(train_x, train_y, np.array([j]), args, paste_ids, rng)
-        xs.append(xb[0])
-        ys.append(yb[0])
-    return np.stack(xs), np.stack(ys)
 
 
 def main(argv=None) -> int:

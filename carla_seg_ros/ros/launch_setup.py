@@ -29,8 +29,15 @@ BOOL_ARGS = ("use_sim_time",)
 OVERRIDABLE = ("backend", "model", "use_sim_time")  # launch arguments that map to node parameters
 _TRUE, _FALSE = ("true", "1", "yes", "on"), ("false", "0", "no", "off")
 RVIZ_PACKAGE = "rviz2"
-RVIZ_MISSING = ("rviz:=true, but the package rviz2 is not installed: install it (sudo apt install "
-                "ros-$ROS_DISTRO-rviz2) or launch with rviz:=false")
+
+
+def rviz_missing_message(distro: str | None = None) -> str:
+    """One line saying rviz2 is missing and how to get it, with the real distro's package name where it is known
+    (``$ROS_DISTRO``, set by every ROS 2 setup script)."""
+    distro = (os.environ.get("ROS_DISTRO", "") if distro is None else distro).strip()
+    package = f"ros-{distro}-rviz2" if distro else "the rviz2 package of your ROS 2 distro (ros-<distro>-rviz2)"
+    return f"rviz:=true, but the package rviz2 is not installed: install it (sudo apt install {package}) or " \
+           f"launch with rviz:=false"
 
 
 def parse_bool(name: str, text: str) -> bool:
@@ -108,7 +115,7 @@ def camera_topics(cameras: str, role_name: str) -> list[tuple[str, str]]:
 
 
 def require_rviz(get_package_prefix=None) -> None:
-    """Raise RuntimeError(RVIZ_MISSING) when the ament index has no rviz2 package.
+    """Raise RuntimeError(rviz_missing_message()) when the ament index has no rviz2 package.
 
     Called before the launch file returns any action: launch_ros looks rviz2 up only when it starts it, after
     seg_node is running, and that failure left seg_node behind without a parent. ``get_package_prefix`` is
@@ -119,7 +126,7 @@ def require_rviz(get_package_prefix=None) -> None:
     try:
         get_package_prefix(RVIZ_PACKAGE)
     except LookupError:                   # ament_index_python's PackageNotFoundError is a KeyError
-        raise RuntimeError(RVIZ_MISSING) from None
+        raise RuntimeError(rviz_missing_message()) from None
 
 
 def launch_cache_dir() -> Path:
@@ -147,10 +154,12 @@ def _write_generated(text: str, name: str, directory: str | Path | None) -> Path
     return path
 
 
-def write_params_file(params: dict, directory: str | Path | None = None) -> Path:
-    """One ``/**`` section (applies under any namespace); the file the node is started with."""
+def write_params_file(params: dict, directory: str | Path | None = None, node_name: str = NODE_NAME) -> Path:
+    """One ``/**`` section (applies under any namespace); the file the node is started with. Every node of the
+    package's launch files gets its parameters this way: a plain dict handed to launch_ros becomes a
+    /tmp/launch_params_* file that nothing ever deletes."""
     text = yaml.safe_dump({"/**": {"ros__parameters": params}}, sort_keys=False)
-    return _write_generated(text, f"{NODE_NAME}_params.yaml", directory)
+    return _write_generated(text, f"{node_name}_params.yaml", directory)
 
 
 def rviz_config(template: str, cameras: list[tuple[str, str]], node_ns: str) -> str:
@@ -170,9 +179,16 @@ def rviz_config(template: str, cameras: list[tuple[str, str]], node_ns: str) -> 
             display["Name"] = f"{title} {camera}" if camera else title
             prefix = f"{node_ns}/{camera}" if camera else node_ns
             display["Topic"]["Value"] = topic if output is None else f"{prefix}/{output}"
+            # seg_node publishes whole grids only; a stale "Update Topic" would override rviz2's own
+            # <topic>_updates default, so the key is left out.
+            display.pop("Update Topic", None)
             displays.append(display)
             geometry[display["Name"]] = {"collapsed": False}
     manager["Displays"] = displays
+    # rviz2 reads both keys unconditionally (visualization_frame.cpp loadWindowGeometry): missing, it passes an
+    # uninitialised bool to hideLeftDock / hideRightDock.
+    geometry.setdefault("Hide Left Dock", False)
+    geometry.setdefault("Hide Right Dock", False)
     config["Window Geometry"] = geometry
     roles = {parts[1] for _, topic in cameras if len(parts := [p for p in topic.split("/") if p]) > 2
              and parts[0] == "carla"}

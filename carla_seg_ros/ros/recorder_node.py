@@ -23,8 +23,8 @@ import sys
 import threading
 
 from carla_seg_ros.evaluation.bag_reading import Counters
-from carla_seg_ros.evaluation.dataset_writer import DatasetWriteError, DatasetWriter, format_counts
-from carla_seg_ros.evaluation.recording import PairRecorder, add_options, resolve_options
+from carla_seg_ros.capture.dataset_writer import DatasetWriteError, DatasetWriter, format_counts
+from carla_seg_ros.capture.recording import PairRecorder, add_options, resolve_options
 from carla_seg_ros.ros.playback.dds import DDS_CONFIGS, DEFAULT_DDS_CONFIG, apply_in_this_process
 
 NODE_NAME = "carla_seg_recorder"

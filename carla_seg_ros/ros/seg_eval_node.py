@@ -21,7 +21,6 @@ import sys
 from pathlib import Path
 
 import numpy as np
-import rclpy
 from diagnostic_msgs.msg import DiagnosticArray
 from rclpy.clock import Clock, ClockType
 from rclpy.node import Node
@@ -37,6 +36,7 @@ from carla_seg_ros.evaluation.evaluate import hood_rule
 from carla_seg_ros.evaluation.ground_truth import CODING_CHOICES, GT_FORMATS, GroundTruthDecoder
 from carla_seg_ros.evaluation.online import OnlineEvaluation
 from carla_seg_ros.paths import default_model
+from carla_seg_ros.ros import node_help
 from carla_seg_ros.ros.eval_report import diagnostic_status, metrics_json, run_result
 from carla_seg_ros.ros.node_stats import KeyedThrottle
 from carla_seg_ros.ros.shutdown import run_node
@@ -212,16 +212,14 @@ class SegEvalNode(Node):
 
 
 def usage() -> str:
-    lines = [__doc__.strip(), "", "usage: seg_eval_node [--ros-args -p NAME:=VALUE ...]", "", "parameters:"]
-    for spec in PARAMETERS:
-        extra = f" (one of: {', '.join(spec.choices)})" if spec.choices else ""
-        lines.append(f"  {spec.name} = {spec.default!r}{extra}\n      {spec.description}")
-    return "\n".join(lines)
+    return node_help.usage("seg_eval_node", __doc__, PARAMETERS, examples=(
+        "ros2 launch carla_seg_ros carla_live.launch.py output_dir:=out/live",
+        "ros2 run carla_seg_ros seg_eval_node --ros-args -p mask_topic:=/seg_node/mask -p output_dir:=out/live"))
 
 
 def main(args=None) -> int:
     argv = list(sys.argv if args is None else args)
-    if {"-h", "--help"} & set(rclpy.utilities.remove_ros_args(argv)[1:]):
+    if node_help.wants_help(argv):
         print(usage())
         return 0
     # Ctrl-C only sets a flag (seg_node's shutdown), so the report is written even when `ros2 launch` and the

@@ -10,7 +10,7 @@ import pytest
 from carla_seg_ros import classes
 from carla_seg_ros.classes import IGNORE_INDEX
 from carla_seg_ros.datasets import NO_HOOD, find_pairs, read_tag_ids, time_block_split, time_order
-from carla_seg_ros.learning import train
+from carla_seg_ros.learning import network_setup, train, training_data
 from carla_seg_ros.networks.weights import load_model, read_metadata
 from carla_seg_ros.paths import models_dir
 
@@ -68,14 +68,14 @@ def test_mixed_codings_are_remapped_to_the_class_set(modern_dir, data_dir):
     t23 = next(p for p in find_pairs(modern_dir, "all") if p.coding == "tags23")
     tags29 = read_tag_ids(t29.label)
     assert (tags29 == 11).any()                                           # the frame shows sky
-    images, labels = train.load_pairs([t13, t23, t29], (400, 300), NO_HOOD, "carla18")
+    images, labels = training_data.load_pairs([t13, t23, t29], (400, 300), NO_HOOD, "carla18")
     assert labels.shape == (3, 300, 400)
     sky, unlabeled, tl = (classes.class_names("carla18").index(n) for n in ("Sky", "Unlabeled", "TrafficLight"))
     np.testing.assert_array_equal(labels[2] == sky, tags29 == 11)         # 0.9.14+ sky is Sky ...
     np.testing.assert_array_equal(labels[2] == tl, tags29 == 7)           # ... and lights are not signs
     assert not (labels[0] == sky).any() and not (labels[0] == unlabeled).any()
     assert ((labels[0] == IGNORE_INDEX) == (read_tag_ids(t13.label) == 0) | (read_tag_ids(t13.label) == 12)).all()
-    _, lyft = train.load_pairs([t29], (400, 300), NO_HOOD, "lyft13")     # lyft13: sky stays Unlabeled
+    _, lyft = training_data.load_pairs([t29], (400, 300), NO_HOOD, "lyft13")     # lyft13: sky stays Unlabeled
     assert (lyft[0][tags29 == 11] == 0).all() and (lyft[0][tags29 == 7] == 12).all()
     assert set(np.unique(labels)) <= set(range(18)) | {IGNORE_INDEX}
 
@@ -113,10 +113,10 @@ def test_init_with_another_class_set_gets_a_head_that_starts_from_the_old_classe
     args = train.resolve_args(["--init", str(init), "--classes", "carla18", "--data", str(data_dir)])
     assert (args.class_set, args.init_class_set) == ("carla18", "lyft13")
     old, _ = load_model(init)
-    model, config = train.build_network(args)
+    model, config = network_setup.build_network(args)
     assert config["num_classes"] == 18 and model.head.out_channels == 18
     lyft, c18 = classes.class_names("lyft13"), classes.class_names("carla18")
-    parents = train.parent_classes("lyft13", "carla18")
+    parents = network_setup.parent_classes("lyft13", "carla18")
     expected = {"Sky": "Unlabeled", "Terrain": "Vegetation", "TrafficLight": "TrafficSign", "LargeVehicle": "Car",
                 "TwoWheeler": "Car", "Road": "Road", "Pedestrian": "Pedestrian"}
     for name, parent in expected.items():

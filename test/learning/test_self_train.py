@@ -11,6 +11,8 @@ import pytest
 import torch
 
 from carla_seg_ros import classes
+from carla_seg_ros.learning import distillation as dist
+from carla_seg_ros.learning import pseudo_labels as pl
 from carla_seg_ros.learning import self_train as st
 from carla_seg_ros.learning.target_augment import (WEATHERS, class_mix, crop_width, random_crop,
                                                    strong_photometric)
@@ -37,40 +39,40 @@ def frame_with(boxes, has_boxes=True):
 
 def test_box_map_bits():
     fr = frame_with([Box("car", 10, 10, 20, 20), Box("person", 40, 10, 44, 20)])
-    m = st.box_map(fr, (64, 32), (64, 32))
-    assert (m & st.BOXED).all()
-    assert m[15, 15] & st.IN_VEHICLE and not m[15, 42] & st.IN_VEHICLE   # a person box is no vehicle box
-    assert m[15, 42] & st.NEAR_BOX and m[15, 7] & st.NEAR_BOX           # grown by half the box's size
-    assert not m[15, 30] & st.NEAR_BOX and not m[2, 2] & st.NEAR_BOX
-    assert not st.box_map(frame_with([], has_boxes=False), (64, 32), (64, 32)).any()
+    m = pl.box_map(fr, (64, 32), (64, 32))
+    assert (m & pl.BOXED).all()
+    assert m[15, 15] & pl.IN_VEHICLE and not m[15, 42] & pl.IN_VEHICLE   # a person box is no vehicle box
+    assert m[15, 42] & pl.NEAR_BOX and m[15, 7] & pl.NEAR_BOX           # grown by half the box's size
+    assert not m[15, 30] & pl.NEAR_BOX and not m[2, 2] & pl.NEAR_BOX
+    assert not pl.box_map(frame_with([], has_boxes=False), (64, 32), (64, 32)).any()
 
 
 def test_pseudo_labels_box_guidance():
     label = np.full((16, 32), ROAD, np.int64)
     label[4:8, 4:8] = CAR      # Car inside a vehicle box
     label[4:8, 24:28] = CAR    # Car far from every box
-    bmap = np.full((16, 32), st.BOXED, np.uint8)
-    bmap[2:10, 2:12] |= st.NEAR_BOX
-    bmap[3:9, 3:10] |= st.IN_VEHICLE          # road pixels inside the vehicle box too
-    thresholds = st.ClassThresholds(classes.num_classes(), 0.5, 0.9)
-    out = st.pseudo_labels(probs_for(label, 0.7), torch.from_numpy(bmap)[None], thresholds, CAR)[0].numpy()
+    bmap = np.full((16, 32), pl.BOXED, np.uint8)
+    bmap[2:10, 2:12] |= pl.NEAR_BOX
+    bmap[3:9, 3:10] |= pl.IN_VEHICLE          # road pixels inside the vehicle box too
+    thresholds = pl.ClassThresholds(classes.num_classes(), 0.5, 0.9)
+    out = pl.pseudo_labels(probs_for(label, 0.7), torch.from_numpy(bmap)[None], thresholds, CAR)[0].numpy()
     assert (out[4:8, 4:8] == CAR).all()             # Car in a vehicle box needs only 0.5
     assert (out[4:8, 24:28] == IGNORE).all()        # Car far from every box is never taught
     assert (out[3:9, 8:10] == IGNORE).all()         # non-Car inside a vehicle box needs 0.99
     assert (out[12:, :] == IGNORE).all()            # 0.7 < 0.9: the start threshold of every class
-    out = st.pseudo_labels(probs_for(label, 0.995), torch.from_numpy(bmap)[None], thresholds, CAR)[0].numpy()
+    out = pl.pseudo_labels(probs_for(label, 0.995), torch.from_numpy(bmap)[None], thresholds, CAR)[0].numpy()
     assert (out[3:9, 8:10] == ROAD).all() and (out[12:, :] == ROAD).all()
 
 
 def test_pseudo_labels_without_boxes_teach_car_anywhere():
     label = np.full((8, 8), CAR, np.int64)
-    thresholds = st.ClassThresholds(classes.num_classes(), 0.5, 0.9)
-    out = st.pseudo_labels(probs_for(label, 0.95), torch.zeros((1, 8, 8), dtype=torch.uint8), thresholds, CAR)
+    thresholds = pl.ClassThresholds(classes.num_classes(), 0.5, 0.9)
+    out = pl.pseudo_labels(probs_for(label, 0.95), torch.zeros((1, 8, 8), dtype=torch.uint8), thresholds, CAR)
     assert (out == CAR).all()
 
 
 def test_class_thresholds_follow_the_median_within_bounds():
-    t = st.ClassThresholds(3, 0.5, 0.9, momentum=0.0)
+    t = pl.ClassThresholds(3, 0.5, 0.9, momentum=0.0)
     label = torch.tensor([0] * 100 + [1] * 100 + [2] * 100)
     conf = torch.cat([torch.full((100,), 0.99), torch.full((100,), 0.7), torch.full((100,), 0.2)])
     t.update(conf, label)
@@ -170,29 +172,29 @@ def test_self_train_runs_resumes_and_writes_weights(tmp_path, data_dir, unlabell
 
 def test_distillation_loss_is_zero_at_the_teacher_and_pulls_the_student_towards_it():
     teacher = torch.randn(2, classes.num_classes(), 4, 5)
-    assert st.distillation_loss(teacher, teacher).item() == pytest.approx(0.0, abs=1e-6)
+    assert dist.distillation_loss(teacher, teacher).item() == pytest.approx(0.0, abs=1e-6)
     student = torch.zeros_like(teacher, requires_grad=True)
-    loss = st.distillation_loss(student, teacher)
+    loss = dist.distillation_loss(student, teacher)
     loss.backward()                               # must carry a gradient to the student
     assert loss.item() > 0 and student.grad.abs().sum() > 0
     with torch.no_grad():
         stepped = student - 10.0 * student.grad
-    assert st.distillation_loss(stepped, teacher) < loss
+    assert dist.distillation_loss(stepped, teacher) < loss
 
 
 def test_distillation_gives_the_student_a_new_decoder_and_the_init_encoder():
     from carla_seg_ros.networks.weights import load_model
     init, meta = load_model(models_dir() / "carla_unet_fast.safetensors")
-    assert st.student_config(meta["model_config"], None, None) == meta["model_config"]     # no options: no distillation
-    config = st.student_config(meta["model_config"], (64, 48, 24, 16), "separable")
+    assert dist.student_config(meta["model_config"], None, None) == meta["model_config"]     # no options: no distillation
+    config = dist.student_config(meta["model_config"], (64, 48, 24, 16), "separable")
     assert config == dict(meta["model_config"], decoder=[64, 48, 24, 16], decoder_block="separable")
-    student = st.distilled_student(init, config)
+    student = dist.distilled_student(init, config)
     for key, value in init.encoder.state_dict().items():
         assert torch.equal(student.encoder.state_dict()[key], value)
     depthwise = [m for m in student.decoder.modules() if isinstance(m, torch.nn.Conv2d) and m.groups > 1]
     assert len(depthwise) == 4 and student.head.in_channels == 16
     with pytest.raises(ValueError, match="efficientnet_lite_unet"):
-        st.student_config({"arch": "fast_unet"}, None, "separable")
+        dist.student_config({"arch": "fast_unet"}, None, "separable")
 
 
 def test_distillation_run_saves_a_loadable_student_of_the_new_decoder(tmp_path, data_dir, unlabelled_dir):
@@ -211,21 +213,21 @@ def test_distillation_run_saves_a_loadable_student_of_the_new_decoder(tmp_path, 
 def test_hints_compare_every_decoder_level_and_a_same_width_student_starts_with_the_init_head():
     from carla_seg_ros.networks.weights import load_model
     init, meta = load_model(models_dir() / "carla_unet_fast.safetensors")
-    student = st.distilled_student(init, st.student_config(meta["model_config"], None, "separable"))
-    assert st.same_widths(student, init) and torch.equal(student.head.weight, init.head.weight)
-    student_levels, init_levels = st.LevelOutputs(student), st.LevelOutputs(init)
+    student = dist.distilled_student(init, dist.student_config(meta["model_config"], None, "separable"))
+    assert dist.same_widths(student, init) and torch.equal(student.head.weight, init.head.weight)
+    student_levels, init_levels = dist.LevelOutputs(student), dist.LevelOutputs(init)
     x = torch.randn(1, 3, 64, 96)
     with torch.no_grad():
         init(x)
         init(x)                                     # a second forward replaces the first one's outputs
     assert len(init_levels.outputs) == 4
-    assert st.hint_loss(init_levels, init_levels).item() == 0.0
+    assert dist.hint_loss(init_levels, init_levels).item() == 0.0
     student(x)
-    loss = st.hint_loss(student_levels, init_levels)
+    loss = dist.hint_loss(student_levels, init_levels)
     loss.backward()
     assert loss.item() > 0 and student.decoder.levels[0][0][0][0].weight.grad.abs().sum() > 0
-    narrow = st.distilled_student(init, st.student_config(meta["model_config"], (64, 48, 24, 16), "separable"))
-    assert not st.same_widths(narrow, init)       # other widths: no hints, a fresh head
+    narrow = dist.distilled_student(init, dist.student_config(meta["model_config"], (64, 48, 24, 16), "separable"))
+    assert not dist.same_widths(narrow, init)       # other widths: no hints, a fresh head
 
 
 @pytest.mark.parametrize("bad", [["--height", "100"], ["--decoder", "64,x"], ["--decoder", "0,8"],

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from carla_seg_ros.learning import augment, train
+from carla_seg_ros.learning import augment, losses, train, training_data
 from carla_seg_ros.classes import IGNORE_INDEX
 from carla_seg_ros.datasets import HoodRule, find_pairs
 from carla_seg_ros.networks.weights import load_model, read_metadata
@@ -40,7 +40,7 @@ def test_train_on_train_and_val(tmp_path, data_dir, capsys):
     assert "train+val" in printed and "NOT held out" in printed
     # With val in the training data no "best on val" checkpoint is chosen; the final weights are the result.
     assert (out / "final.safetensors").is_file() and not (out / "best.safetensors").exists()
-    images, labels = train.load_splits(data_dir, ["train", "val"], (32, 24), HoodRule("background"))
+    images, labels = training_data.load_splits(data_dir, ["train", "val"], (32, 24), HoodRule("background"))
     assert len(images) == len(labels) == len(find_pairs(data_dir, "train")) + len(find_pairs(data_dir, "val"))
 
 
@@ -78,7 +78,7 @@ def test_class_weights_favour_rare_classes():
     labels = np.zeros((1, 100, 100), np.uint8)
     labels[0, :5, :5] = 4      # rare pedestrian
     labels[0, 50:, :] = 7      # common road
-    w = train.class_weights(labels, 13)
+    w = losses.class_weights(labels, 13)
     assert w[4] > w[7] > 0
 
 
@@ -101,7 +101,7 @@ def test_segmentation_loss_matches_one_hot_formula_in_value_and_gradient():
     target[:, :3] = IGNORE_INDEX                    # ignored rows (e.g. padding) count in neither term
     weight = torch.linspace(0.5, 3.0, 13)
     for dice_weight in (0.0, 0.5):
-        ours = train.segmentation_loss(logits, target, 13, weight, dice_weight)
+        ours = losses.segmentation_loss(logits, target, 13, weight, dice_weight)
         ref = _one_hot_reference_loss(logits, target, 13, weight, dice_weight)
         g_ours, = torch.autograd.grad(ours, logits)
         g_ref, = torch.autograd.grad(ref, logits)
@@ -112,7 +112,7 @@ def test_segmentation_loss_is_near_zero_for_a_confident_correct_prediction():
     target = torch.tensor([[[0, 1], [2, IGNORE_INDEX]]])
     logits = 50.0 * torch.nn.functional.one_hot(target.clamp(max=2), 3).permute(0, 3, 1, 2).float()
     # Dice's +1 smoothing leaves 1 - 3/3 = 0 per class; CE is ~exp(-50)
-    assert train.segmentation_loss(logits, target, 3, None, 0.5).item() < 1e-6
+    assert losses.segmentation_loss(logits, target, 3, None, 0.5).item() < 1e-6
 
 
 def test_presets_parse():

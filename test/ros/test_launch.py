@@ -152,6 +152,11 @@ def test_rviz_config_shows_camera_overlay_colour_mask_and_occupancy():
                       "Colour mask": "/seg_node/mask_color", "Occupancy": "/seg_node/occupancy"}
     occupancy = [d for d in manager["Displays"] if d["Name"] == "Occupancy"][0]
     assert occupancy["Class"] == "rviz_default_plugins/Map"
+    # rviz2 reads "Update Topic" after the topic, so a stale value would override its own <topic>_updates default.
+    assert "Update Topic" not in occupancy
+    # Missing, rviz2 passes an uninitialised bool to hideLeftDock / hideRightDock.
+    assert config["Window Geometry"]["Hide Left Dock"] is False
+    assert config["Window Geometry"]["Hide Right Dock"] is False
     # The grids are in the vehicle frame (the camera frame's parent), so that frame needs no TF to show them.
     assert manager["Global Options"]["Fixed Frame"] == "ego_vehicle"
     assert 'f"{prefix}occupancy"' in (REPO / "carla_seg_ros" / "ros" / "occupancy.py").read_text()

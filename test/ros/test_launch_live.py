@@ -104,7 +104,7 @@ def test_namespace_native_client_profile_and_precedence(live, tmp_path):
     assert s["seg_node"]["use_sim_time"] is False and ev["use_sim_time"] is False
     assert s["seg_node"]["backend"] == "onnxruntime" and ev["model_path"] == "/m/int8.onnx"
     assert s["env"] == {"FASTDDS_DEFAULT_PROFILES_FILE": "/x.xml"}
-    from carla_seg_ros.tools.carla_client import build_parser
+    from carla_seg_ros.simulator.carla_client import build_parser
     args = build_parser().parse_args(s["client_args"][1:])     # the client accepts exactly what launch passes
     assert s["client_args"][0] == "carla"
     assert (args.role, args.ros, args.town, args.port) == ("hero", "native", "Town10HD_Opt", 2000)
@@ -116,7 +116,7 @@ def test_namespace_native_client_profile_and_precedence(live, tmp_path):
 
 def test_sensor_file_cameras_match_pixel_for_pixel():
     """The bridge's carla_spawn_objects file: RGB and semantic camera share pose, size and FOV."""
-    from carla_seg_ros.tools import carla_sensors as cs
+    from carla_seg_ros.simulator import carla_sensors as cs
     objects = json.loads(OBJECTS.read_text())["objects"]
     (ego,) = [o for o in objects if o["type"].startswith("vehicle.")]
     assert ego["id"] == "ego_vehicle"
@@ -128,3 +128,20 @@ def test_sensor_file_cameras_match_pixel_for_pixel():
     assert (rgb["image_size_x"], rgb["image_size_y"], rgb["fov"]) == (cs.WIDTH, cs.HEIGHT, cs.FOV)
     assert rgb["spawn_point"] == cs.MOUNT                    # the same mount `carla-seg carla` uses
     assert "config/*.json" in (REPO / "setup.py").read_text()
+
+
+@pytest.mark.parametrize("launch_file", [LIVE, SEG])
+def test_every_node_gets_its_parameters_from_the_package_writer(launch_file):
+    # launch_ros writes a parameter dict to a /tmp/launch_params_* file it never deletes; the package's writer
+    # (launch_setup.write_params_file) reuses one file per content in the user's cache instead.
+    nodes = [c for c in ast.walk(parse(launch_file)) if isinstance(c, ast.Call)
+             and getattr(c.func, "id", "") in ("Node", "LifecycleNode")]
+    for call in nodes:
+        params = keyword(call, "parameters")
+        if params is None:      # node_args: checked where the dict is built
+            continue
+        assert isinstance(params, ast.List) and params.elts, f"{launch_file.name}: parameters is not a list"
+        for element in params.elts:
+            assert not isinstance(element, ast.Dict), f"{launch_file.name}: a Node gets a parameter dict"
+            assert any(isinstance(n, ast.Call) and getattr(n.func, "id", "") == "write_params_file"
+                       for n in ast.walk(element)), f"{launch_file.name}: parameters not written by write_params_file"

@@ -223,9 +223,23 @@ def test_rviz_gets_a_config_for_role_camera_and_namespace(monkeypatch, rviz2, gi
     config = yaml.safe_load(Path(rviz.kwargs["arguments"][1]).read_text())
     displays = config["Visualization Manager"]["Displays"]
     assert [d["Topic"]["Value"] for d in displays] == topics
+    assert not [d["Name"] for d in displays if "Update Topic" in d], "a stale Update Topic overrides rviz2's default"
+    assert config["Window Geometry"]["Hide Left Dock"] is False and config["Window Geometry"]["Hide Right Dock"] is False
+    # Its parameters go through the package's writer: a dict would leave a /tmp/launch_params_* file behind.
+    (params_path,) = rviz.kwargs["parameters"]
+    assert isinstance(params_path, str) and launch_setup.launch_cache_dir() in Path(params_path).parents
+    assert yaml.safe_load(Path(params_path).read_text())["/**"]["ros__parameters"] == {"use_sim_time": True}
     assert set(config["Window Geometry"]) >= {d["Name"] for d in displays}
     # The occupancy grids are in the vehicle frame: the role's frame, which the bridge publishes.
     assert config["Visualization Manager"]["Global Options"]["Fixed Frame"] == given.get("role_name", "ego_vehicle")
+
+
+@pytest.mark.parametrize("distro, package", [("jazzy", "ros-jazzy-rviz2"), ("", "ros-<distro>-rviz2")])
+def test_missing_rviz2_message_names_the_real_distro(monkeypatch, distro, package):
+    monkeypatch.setenv("ROS_DISTRO", distro)
+    message = launch_setup.rviz_missing_message()
+    assert f"sudo apt install {package}" in message or (not distro and package in message)
+    assert "$ROS_DISTRO" not in message and "\n" not in message
 
 
 @pytest.mark.parametrize("given", [{}, {"managed": "true"}, {"cameras": "front,left"}])
@@ -233,8 +247,8 @@ def test_rviz_without_rviz2_stops_before_starting_anything(monkeypatch, no_rviz2
     """launch_ros looked rviz2 up only when starting it, after seg_node: the launch failed, seg_node lived on."""
     with pytest.raises(RuntimeError) as failure:
         run_launch(monkeypatch, rviz="true", **given)
-    assert str(failure.value) == launch_setup.RVIZ_MISSING
-    assert "\n" not in str(failure.value) and "apt install ros-$ROS_DISTRO-rviz2" in str(failure.value)
+    assert str(failure.value) == launch_setup.rviz_missing_message()
+    assert "\n" not in str(failure.value) and "$ROS_DISTRO" not in str(failure.value)
     assert "rviz:=false" in str(failure.value)
     started = [type(a).__name__ for a in _Recorded.made if type(a).__name__ in ("Node", "LifecycleNode")]
     assert started == [], "a failed launch must not have made any process action"
@@ -263,20 +277,22 @@ def test_repeated_launches_leave_nothing_behind(monkeypatch, rviz2, launch_cache
 
     def files(actions) -> list[Path]:
         node, rviz = actions
-        return [Path(node.kwargs["parameters"][0]), Path(rviz.kwargs["arguments"][1])]
+        return [Path(node.kwargs["parameters"][0]), Path(rviz.kwargs["arguments"][1]),
+                Path(rviz.kwargs["parameters"][0])]
 
     runs = [files(run_launch(monkeypatch, rviz="true")) for _ in range(5)]
     assert not list(temp.iterdir())
     assert all(run == runs[0] for run in runs)
-    assert sorted(launch_cache.iterdir()) == sorted(runs[0]), "one params file and one RViz config, reused"
+    assert sorted(launch_cache.iterdir()) == sorted(runs[0]), \
+        "seg_node's params, the RViz config and rviz2's params: one file each, reused"
     first = {path: path.read_text() for path in runs[0]}
     # Other arguments (another launch, maybe at the same time) get their own files; the first ones stay as they were.
     other = files(run_launch(monkeypatch, rviz="true", role_name="hero", backend="openvino"))
-    assert not set(other) & set(first)
+    assert not set(other[:2]) & set(first) and other[2] == runs[0][2]      # rviz2's params: the same text
     assert {path: path.read_text() for path in runs[0]} == first
     assert node_params(run_launch(monkeypatch, rviz="false", role_name="hero", backend="openvino")[0])["backend"] \
         == "openvino"
-    assert len(list(launch_cache.iterdir())) == 4 and not list(temp.iterdir())
+    assert len(list(launch_cache.iterdir())) == 5 and not list(temp.iterdir())
 
     # carla_live.launch.py's seg_node params go to the same place: by default the very file seg.launch.py wrote
     from carla_seg_ros.ros.live_launch import ARGUMENTS, node_settings
@@ -284,7 +300,9 @@ def test_repeated_launches_leave_nothing_behind(monkeypatch, rviz2, launch_cache
     values.update(params_file=str(SEG_YAML), dds_profile="")
     for _ in range(3):
         path = launch_setup.write_params_file(node_settings(values)["seg_node"])
-    assert path == runs[0][0] and len(list(launch_cache.iterdir())) == 4 and not list(temp.iterdir())
+        evaluator = launch_setup.write_params_file(node_settings(values)["seg_eval_node"], node_name="seg_eval_node")
+    assert path == runs[0][0] and evaluator.name.startswith("seg_eval_node_params-")
+    assert len(list(launch_cache.iterdir())) == 6 and not list(temp.iterdir())
 
 
 def test_concurrent_launches_do_not_clobber_each_other(launch_cache):

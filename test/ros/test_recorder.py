@@ -27,8 +27,8 @@ pytest.importorskip("rclpy", reason="ROS 2 wheels (extra `ros`) are not installe
 
 from carla_seg_ros.datasets import find_pairs, read_rgb, read_tag_ids  # noqa: E402
 from carla_seg_ros.evaluation.bag_make import main as make_bag_main, topics as bag_topics  # noqa: E402
-from carla_seg_ros.evaluation.bag_to_dataset import main as bag_to_dataset_main  # noqa: E402
-from carla_seg_ros.evaluation.dataset_writer import frame_name  # noqa: E402
+from carla_seg_ros.capture.bag_to_dataset import main as bag_to_dataset_main  # noqa: E402
+from carla_seg_ros.capture.dataset_writer import frame_name  # noqa: E402
 from carla_seg_ros.ros.playback import NodeProcess  # noqa: E402
 
 DOMAIN_ID = 43

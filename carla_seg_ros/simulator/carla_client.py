@@ -36,8 +36,8 @@ from pathlib import Path
 
 from carla_seg_ros.classes import CODINGS
 from carla_seg_ros.evaluation.bag_make import intrinsics
-from carla_seg_ros.evaluation.recording import add_selection_options
-from carla_seg_ros.tools import carla_sensors as cs
+from carla_seg_ros.capture.recording import add_selection_options
+from carla_seg_ros.simulator import carla_sensors as cs
 
 
 class CarlaError(RuntimeError):
@@ -270,7 +270,7 @@ def image_for(images: queue.Queue, frame: int, timeout: float):
 
 def open_writer(args):
     """The dataset writer for --record (before connecting: an unwritable folder fails at once)."""
-    from carla_seg_ros.evaluation.dataset_writer import DatasetWriteError, DatasetWriter
+    from carla_seg_ros.capture.dataset_writer import DatasetWriteError, DatasetWriter
     try:
         return DatasetWriter(args.record, every=args.every, min_change=args.min_change, max_frames=args.max_frames,
                              block=True, png_level=args.png_level, threads=2)
@@ -349,7 +349,7 @@ def run(args) -> int:
         if session is not None:
             report_cleanup(session.close())
         if writer is not None:
-            from carla_seg_ros.evaluation.dataset_writer import format_counts
+            from carla_seg_ros.capture.dataset_writer import format_counts
             writer.close()
             summary = writer.write_summary(source="carla-seg carla", segments=[list(s) for s in segments])
             print(f"carla-seg carla: {format_counts(summary)}; {args.record}/record_summary.json", file=sys.stderr)

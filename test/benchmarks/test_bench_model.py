@@ -3,7 +3,7 @@ baseline."""
 import json
 import shutil
 
-from carla_seg_ros.tools import bench_model
+from carla_seg_ros.benchmarks import bench_model
 
 
 def test_bench_model_times_further_models_in_one_run(tmp_path, model_path, capsys):

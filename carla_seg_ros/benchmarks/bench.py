@@ -5,11 +5,11 @@ from __future__ import annotations
 import importlib
 import sys
 
-TARGETS = {"model": "carla_seg_ros.tools.bench_model", "node": "carla_seg_ros.tools.bench_node",
-           "cameras": "carla_seg_ros.tools.bench_cameras",
-           "gpu": "carla_seg_ros.tools.bench_gpu", "transport": "carla_seg_ros.tools.bench_transport",
-           "soak": "carla_seg_ros.tools.bench_soak", "fuzz": "carla_seg_ros.tools.bench_fuzz",
-           "record": "carla_seg_ros.tools.bench_record"}
+TARGETS = {"model": "carla_seg_ros.benchmarks.bench_model", "node": "carla_seg_ros.benchmarks.bench_node",
+           "cameras": "carla_seg_ros.benchmarks.bench_cameras",
+           "gpu": "carla_seg_ros.benchmarks.bench_gpu", "transport": "carla_seg_ros.benchmarks.bench_transport",
+           "soak": "carla_seg_ros.benchmarks.bench_soak", "fuzz": "carla_seg_ros.benchmarks.bench_fuzz",
+           "record": "carla_seg_ros.benchmarks.bench_record"}
 
 
 def main(argv=None) -> int:

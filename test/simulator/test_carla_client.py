@@ -21,8 +21,8 @@ from carla_seg_ros import image_codec
 from carla_seg_ros.classes import load_coding
 from carla_seg_ros.evaluation.bag_make import intrinsics
 from carla_seg_ros.evaluation.bag_reading import Counters, decode_ground_truth
-from carla_seg_ros.tools import carla_client as cc
-from carla_seg_ros.tools import carla_sensors as cs
+from carla_seg_ros.simulator import carla_client as cc
+from carla_seg_ros.simulator import carla_sensors as cs
 
 
 def test_help_and_defaults(capsys):
@@ -368,7 +368,7 @@ def test_plan_segments_cover_every_town_in_every_weather():
 
 def test_carla_buffers_into_the_dataset_writer(tmp_path):
     from carla_seg_ros.datasets import find_pairs, read_rgb, read_tag_ids
-    from carla_seg_ros.evaluation.dataset_writer import DatasetWriter
+    from carla_seg_ros.capture.dataset_writer import DatasetWriter
     raw_rgb, raw_sem, bgra, tags = carla_buffers(np.random.default_rng(5))
     writer = DatasetWriter(tmp_path / "ds", block=True)
     sample = cs.record_sample(raw_rgb, raw_sem, 8, 6, 3 * 10**9 + 50_000_000, "tags29", {"fx": 4.0},

@@ -33,7 +33,7 @@ from pathlib import Path
 from carla_seg_ros.paths import default_data_dir
 from carla_seg_ros.ros.playback.dds import DDS_CONFIGS, apply_in_this_process
 from carla_seg_ros.runtime.cpu_info import cpu_line, cpu_report
-from carla_seg_ros.tools.endurance import cpu_seconds
+from carla_seg_ros.benchmarks.endurance import cpu_seconds
 
 TARGET_SKIPPED = 0.01
 
@@ -162,7 +162,7 @@ def main(argv=None) -> int:
         for topic in topics:
             player.publisher(topic, type(messages[0][0]))
         # 1. the plain subscriber
-        proc = subprocess.Popen([sys.executable, "-m", "carla_seg_ros.tools.bench_record", "--plain-subscriber",
+        proc = subprocess.Popen([sys.executable, "-m", "carla_seg_ros.benchmarks.bench_record", "--plain-subscriber",
                                  *topics], stdout=subprocess.PIPE, text=True, env=env)
         try:
             sent = play(proc, player, topics, messages, args.frames, args.rate, args.warmup)

@@ -47,7 +47,8 @@ def test_bench_node_reports_seg_node_and_echo_baseline(data_dir, tmp_path):
 
 def test_occupancy_option_pairs_each_backend_with_a_grid_pipeline_and_reports_the_difference(capsys):
     """--occupancy: CameraInfo to every seg_node, a '+ occupancy' twin right after each, and the p50 difference."""
-    from carla_seg_ros.tools.bench_node import occupancy_lines, pipelines_for
+    from carla_seg_ros.benchmarks.bench_node import pipelines_for
+    from carla_seg_ros.benchmarks.node_report import occupancy_lines
 
     pipelines = pipelines_for(["auto", "torch"], Path("m.onnx"), True, {}, occupancy=True)
     assert [p.label for p in pipelines] == ["seg_node [auto]", "seg_node [auto] + occupancy", "seg_node [torch]",
@@ -77,7 +78,7 @@ def test_occupancy_option_pairs_each_backend_with_a_grid_pipeline_and_reports_th
 
 
 def test_stage_lines_say_what_lies_outside_the_model_call():
-    from carla_seg_ros.tools.bench_node import stage_lines
+    from carla_seg_ros.benchmarks.node_report import stage_lines
 
     def result(label, processing, inference):
         values = {"processing_p50_ms": processing, "preprocess_p50_ms": "2.5", "handoff_p50_ms": "0.1",
@@ -100,7 +101,8 @@ def test_camera_size_option_runs_every_pipeline_per_size_against_its_own_echo(ca
     import numpy as np
 
     from carla_seg_ros.ros.playback import camera_frame
-    from carla_seg_ros.tools.bench_node import at_camera_size, build_parser, pipelines_for, print_table
+    from carla_seg_ros.benchmarks.bench_node import at_camera_size, build_parser, pipelines_for
+    from carla_seg_ros.benchmarks.node_report import print_table
 
     assert build_parser().parse_args(["--camera-size", "1280x720", "--camera-size", "1382x512"]).camera_size == \
         [(1280, 720), (1382, 512)]

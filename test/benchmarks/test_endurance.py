@@ -3,8 +3,8 @@ from __future__ import annotations
 
 import os
 
-from carla_seg_ros.tools.bench_soak import arrival_step, timeline
-from carla_seg_ros.tools.endurance import cpu_seconds, host_cpu_ticks, steal_fraction
+from carla_seg_ros.benchmarks.bench_soak import arrival_step, timeline
+from carla_seg_ros.benchmarks.endurance import cpu_seconds, host_cpu_ticks, steal_fraction
 
 
 def test_cpu_seconds_grows_with_work():
@@ -77,7 +77,7 @@ def test_node_run_records_a_node_failure_and_always_closes():
     import pytest
 
     from carla_seg_ros.ros.playback import NodeFailed
-    from carla_seg_ros.tools.endurance import node_run
+    from carla_seg_ros.benchmarks.endurance import node_run
 
     report, proc, player = {}, _Closable(alive=False), _Closable()
     with node_run(report, proc, player):

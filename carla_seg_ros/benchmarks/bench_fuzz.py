@@ -23,7 +23,7 @@ import numpy as np
 
 from carla_seg_ros.image_codec import REJECT_REASONS
 from carla_seg_ros.runtime.cpu_info import add_cpu_option, apply_cpu_option
-from carla_seg_ros.tools.endurance import (add_node_options, growth, memory_line, node_diagnostics, node_run,
+from carla_seg_ros.benchmarks.endurance import (add_node_options, growth, memory_line, node_diagnostics, node_run,
                                            note_end_of_run, note_memory, rss_mb, start, write_json)
 
 TARGET_RSS_GROWTH = 0.05
@@ -98,7 +98,7 @@ def main(argv=None) -> int:
     from tqdm import tqdm
 
     from carla_seg_ros.ros.playback import CAMERA_TOPIC, paced
-    from carla_seg_ros.tools.bench_transport import synthetic_frames
+    from carla_seg_ros.benchmarks.bench_transport import synthetic_frames
 
     rng = np.random.default_rng(args.seed)
     kinds = malformed_kinds(rng)

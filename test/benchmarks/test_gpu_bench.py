@@ -7,7 +7,7 @@ import sys
 import numpy as np
 import pytest
 
-from carla_seg_ros.tools import bench_gpu
+from carla_seg_ros.benchmarks import bench_gpu
 from carla_seg_ros.runtime.backends import create_backend
 from carla_seg_ros.runtime.preprocess import resize_image
 from carla_seg_ros.image_codec import decode_rgb
@@ -15,7 +15,7 @@ from carla_seg_ros.image_codec import decode_rgb
 
 @pytest.mark.skipif(bench_gpu.cuda_device() is not None, reason="a CUDA GPU is present: the no-GPU exit is moot")
 def test_without_gpu_it_says_so_and_exits_zero():
-    out = subprocess.run([sys.executable, "-m", "carla_seg_ros.tools.bench_gpu"], capture_output=True, text=True,
+    out = subprocess.run([sys.executable, "-m", "carla_seg_ros.benchmarks.bench_gpu"], capture_output=True, text=True,
                          timeout=120)
     assert out.returncode == 0, out.stderr
     assert "no CUDA GPU" in out.stdout and "nothing to measure" in out.stdout

@@ -19,8 +19,8 @@ from pathlib import Path
 
 from carla_seg_ros.evaluation.bag_make import CODING_METADATA_KEY
 from carla_seg_ros.evaluation.bag_reading import BagError, Counters, bag_custom_data, iter_messages, open_bag
-from carla_seg_ros.evaluation.dataset_writer import DatasetWriteError, DatasetWriter, format_counts
-from carla_seg_ros.evaluation.recording import PairRecorder, add_options, resolve_options
+from carla_seg_ros.capture.dataset_writer import DatasetWriteError, DatasetWriter, format_counts
+from carla_seg_ros.capture.recording import PairRecorder, add_options, resolve_options
 
 IMAGE_TYPES = ("sensor_msgs/msg/Image", "sensor_msgs/msg/CompressedImage")
 

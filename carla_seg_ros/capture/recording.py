@@ -21,7 +21,7 @@ import numpy as np
 from carla_seg_ros import image_codec
 from carla_seg_ros.datasets import NO_HOOD
 from carla_seg_ros.evaluation.bag_reading import Counters, header_stamp_ns
-from carla_seg_ros.evaluation.dataset_writer import DatasetWriter, Sample, thumbnail
+from carla_seg_ros.capture.dataset_writer import DatasetWriter, Sample, thumbnail
 from carla_seg_ros.evaluation.ground_truth import GroundTruthDecoder
 from carla_seg_ros.evaluation.stamp_pairing import FIRST, SECOND, StampPairer
 

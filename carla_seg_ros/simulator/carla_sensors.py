@@ -140,7 +140,7 @@ def record_sample(rgb_raw, semantic_raw, width: int, height: int, stamp: int, co
                   tag: str = ""):
     """One tick of CARLA's raw buffers -> a dataset_writer.Sample: the RGB camera's BGRA as RGB, the semantic
     camera's red channel as the raw tag ids of ``coding`` (0.9.16: tags29), copied (CARLA reuses its buffers)."""
-    from carla_seg_ros.evaluation.dataset_writer import Sample
+    from carla_seg_ros.capture.dataset_writer import Sample
     rgb = np.ascontiguousarray(bgra_array(rgb_raw, width, height)[..., 2::-1])
     tags = np.array(bgra_array(semantic_raw, width, height)[..., 2])
     return Sample(stamp, rgb, lambda: (tags, coding), dict(meta), tag)

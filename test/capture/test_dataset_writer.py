@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from carla_seg_ros.datasets import find_pairs, read_rgb, read_tag_ids
-from carla_seg_ros.evaluation.dataset_writer import DatasetWriteError, DatasetWriter, Sample, frame_name, thumbnail
+from carla_seg_ros.capture.dataset_writer import DatasetWriteError, DatasetWriter, Sample, frame_name, thumbnail
 from carla_seg_ros.evaluation.stamp_pairing import FIRST, SECOND, StampPairer
 
 MS = 1_000_000

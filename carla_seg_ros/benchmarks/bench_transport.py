@@ -67,7 +67,7 @@ def player_side(args) -> int:
 def run_pairing(pub: str, echo: str, args) -> dict:
     with tempfile.TemporaryDirectory() as tmp:
         out = Path(tmp) / "result.json"
-        cmd = [sys.executable, "-m", "carla_seg_ros.tools.bench_transport", "--player-side", "--pub-config", pub,
+        cmd = [sys.executable, "-m", "carla_seg_ros.benchmarks.bench_transport", "--player-side", "--pub-config", pub,
                "--echo-config", echo, "--out", str(out), "--frames", str(args.frames), "--rate", str(args.rate),
                "--width", str(args.width), "--height", str(args.height),
                "--ready-timeout", str(args.ready_timeout)]

@@ -11,7 +11,7 @@ import pytest
 
 from bench_command import run_bench
 
-from carla_seg_ros.tools.bench_soak import print_report
+from carla_seg_ros.benchmarks.bench_soak import print_report
 
 
 def test_soak_short_stream_is_answered_and_memory_stays_bounded(tmp_path, capsys):

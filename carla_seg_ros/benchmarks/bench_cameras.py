@@ -21,8 +21,8 @@ import numpy as np
 from carla_seg_ros.datasets import find_pairs
 from carla_seg_ros.paths import default_data_dir, default_model
 from carla_seg_ros.runtime.backends import BACKEND_CHOICES
-from carla_seg_ros.tools.bench_node import parse_size
-from carla_seg_ros.tools.endurance import cpu_seconds
+from carla_seg_ros.benchmarks.bench_node import parse_size
+from carla_seg_ros.benchmarks.endurance import cpu_seconds
 from carla_seg_ros.runtime.cpu_info import add_cpu_option, apply_cpu_option
 
 CAMERA_TOPIC = "/bench/cam{}/image"
@@ -47,7 +47,7 @@ def run_config(label: str, argvs: list, outputs: list[str], frames: list, args, 
     from tqdm import tqdm
 
     from carla_seg_ros.ros.playback import NodeFailed, NodeProcess, latency_stats, paced
-    from carla_seg_ros.tools.bench_cameras_player import MultiPlayer
+    from carla_seg_ros.benchmarks.bench_cameras_player import MultiPlayer
 
     n = len(outputs)
     result = {"config": label, "cameras": n, "processes": len(argvs)}
@@ -141,7 +141,7 @@ def main(argv=None) -> int:
     cpu = apply_cpu_option(args)
 
     from carla_seg_ros.ros.playback import NO_DATA_HELP, load_frame, resolve_split
-    from carla_seg_ros.tools.bench_node import parse_params
+    from carla_seg_ros.benchmarks.bench_node import parse_params
 
     data_dir = args.data or default_data_dir()
     if data_dir is None:

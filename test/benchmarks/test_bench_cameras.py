@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from carla_seg_ros.tools.bench_cameras import layouts
+from carla_seg_ros.benchmarks.bench_cameras import layouts
 
 ROOT = Path(__file__).resolve().parents[2]
 DOMAIN_ID = "42"

@@ -22,7 +22,7 @@ import time
 from pathlib import Path
 
 from carla_seg_ros.runtime.cpu_info import add_cpu_option, apply_cpu_option
-from carla_seg_ros.tools.endurance import (add_node_options, cpu_seconds, growth, host_cpu_ticks, memory_line,
+from carla_seg_ros.benchmarks.endurance import (add_node_options, cpu_seconds, growth, host_cpu_ticks, memory_line,
                                            node_run, note_end_of_run, note_memory, rss_mb, start, steal_fraction,
                                            write_json)
 
@@ -34,7 +34,7 @@ def frames_to_play(data: Path | None, count: int = 40):
     from carla_seg_ros.datasets import find_pairs
     from carla_seg_ros.paths import default_data_dir
     from carla_seg_ros.ros.playback import load_frame
-    from carla_seg_ros.tools.bench_transport import synthetic_frames
+    from carla_seg_ros.benchmarks.bench_transport import synthetic_frames
     data = data or default_data_dir()
     try:
         return [load_frame(p).bgra for p in find_pairs(data, "fullres")[:count]], f"{data}/fullres"
