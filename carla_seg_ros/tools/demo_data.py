@@ -110,7 +110,8 @@ def locate(data: Path | None, *, env: dict | None = None, shared: Path | None | 
     cache = Path(cache) if cache is not None else demo_cache_dir()
     if not is_complete(frames, cache):
         base_url = base_url or env.get(BASE_URL_ENV) or frames.base_url
-        say(f"demo: no dataset found here; fetching {len(frames.files) // 2} CARLA frames and their labels "
+        say(f"demo: no dataset given (--data, CARLA_SEG_DATA) or at ../shared/data/carla_seg; fetching "
+            f"{len(frames.files) // 2} CARLA frames and their labels "
             f"({frames.total_bytes / 1e6:.1f} MB, once) into {cache}/")
         say(f"demo: source {frames.repository} at commit {frames.commit[:12]} (a 2018 Lyft-challenge drive); "
             f"the frames are not redistributed by carla_seg_ros, see config/{MANIFEST_NAME}")
