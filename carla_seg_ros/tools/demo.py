@@ -205,9 +205,9 @@ def play(player, proc, pairs, recorder, masks, diagnostics, args, summary: dict)
     proc.start()
     summary["startup_s"] = player.wait_ready(proc, player.image_message(load_frame(pairs[0]).bgra),
                                              timeout=args.ready_timeout, status=lambda m: print(m, flush=True))
+    frames = frames_to_play(pairs)         # decoded before the line below: "playing" means frames are being sent
     print(f"seg_node answered its warm-up frames after {summary['startup_s']:.1f} s; playing {len(pairs)} frames",
           flush=True)
-    frames = frames_to_play(pairs)
     recorder.playing.set()
     with tqdm(total=len(pairs), desc="demo", unit="frame") as bar:
         # Stamps advance by exactly 1/rate like sim time; starting at the wall clock keeps the node's own
