@@ -47,11 +47,22 @@ def default_data_dir() -> Path | None:
     env = os.environ.get("CARLA_SEG_DATA")
     if env:
         return Path(env)
+    return shared_data_dir()
+
+
+def shared_data_dir() -> Path | None:
+    """`../shared/data/carla_seg` beside the source checkout or the working directory, if it exists."""
     for candidate in (_SOURCE_ROOT.parent / "shared" / "data" / "carla_seg",
                       Path.cwd().parent / "shared" / "data" / "carla_seg"):
         if candidate.is_dir():
             return candidate
     return None
+
+
+def user_cache_dir() -> Path:
+    """$XDG_CACHE_HOME/carla_seg_ros (default ~/.cache/carla_seg_ros): one folder per user for fetched files."""
+    base = os.environ.get("XDG_CACHE_HOME", "")
+    return (Path(base) if os.path.isabs(base) else Path.home() / ".cache") / PACKAGE
 
 
 def default_modern_data_dir() -> Path | None:

@@ -12,10 +12,13 @@ publishes and writes to ``--out`` (default out/demo):
   clock), and pixel accuracy / mIoU of the received masks against the labels (ego-hood rule as in training);
 * ``seg_node.log``: the node's console output.
 
-Data: the prepared set (``../shared/data/carla_seg``, or $CARLA_SEG_DATA) by default. The Kaggle
-"lyft-udacity-challenge" download works too: pass the folder holding the CameraRGB/CameraSeg folders (or one of
-dataA..dataE) with --data (``make demo DATA=...``); it has no ``fullres`` split, so every pair below the folder is
-played (--split dataA picks one sub-folder).
+Data, the first that applies: --data, $CARLA_SEG_DATA, ../shared/data/carla_seg beside the checkout, else 40
+frames with labels fetched once from their public origin (a 2018 Lyft-challenge CARLA drive on GitHub, pinned to a
+commit and checked file by file against config/demo_frames.json; not redistributed by carla_seg_ros) into
+$XDG_CACHE_HOME/carla_seg_ros/demo (default ~/.cache/carla_seg_ros/demo); $CARLA_SEG_DEMO_BASE_URL points that fetch
+at a mirror. The Kaggle "lyft-udacity-challenge" download works too: pass the folder holding the CameraRGB/CameraSeg
+folders (or one of dataA..dataE) with --data (``make demo DATA=...``); it has no ``fullres`` split, so every pair
+below the folder is played (--split dataA picks one sub-folder).
 """
 from __future__ import annotations
 
@@ -33,11 +36,11 @@ import numpy as np
 
 from carla_seg_ros.runtime.backends import BACKEND_CHOICES
 from carla_seg_ros.datasets import HoodRule, Pair, find_pairs, read_label, read_rgb
-from carla_seg_ros.paths import default_data_dir
 from carla_seg_ros.ros.playback.dds import DEFAULT_DDS_CONFIG, apply_in_this_process, dds_env
 from carla_seg_ros.runtime.cpu_info import add_cpu_option, apply_cpu_option, cpu_line
 from carla_seg_ros.runtime.model_ladder import MODEL_CHOICES
 from carla_seg_ros.ros.playback import NO_DATA_HELP, resolve_split
+from carla_seg_ros.tools import demo_data
 
 NODE_NAME = "seg_node"
 PRELOAD_FRAMES = 100    # a play this short (800x600 bgra8: 1.9 MB a frame) is decoded before the clock starts
@@ -202,9 +205,9 @@ def play(player, proc, pairs, recorder, masks, diagnostics, args, summary: dict)
     proc.start()
     summary["startup_s"] = player.wait_ready(proc, player.image_message(load_frame(pairs[0]).bgra),
                                              timeout=args.ready_timeout, status=lambda m: print(m, flush=True))
+    frames = frames_to_play(pairs)         # decoded before the line below: "playing" means frames are being sent
     print(f"seg_node answered its warm-up frames after {summary['startup_s']:.1f} s; playing {len(pairs)} frames",
           flush=True)
-    frames = frames_to_play(pairs)
     recorder.playing.set()
     with tqdm(total=len(pairs), desc="demo", unit="frame") as bar:
         # Stamps advance by exactly 1/rate like sim time; starting at the wall clock keeps the node's own
@@ -308,7 +311,8 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="carla-seg demo", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--data", type=Path, default=None,
-                        help="dataset folder (default: $CARLA_SEG_DATA or ../shared/data/carla_seg; Kaggle works)")
+                        help="dataset folder (default: $CARLA_SEG_DATA, ../shared/data/carla_seg, else the demo "
+                             "frames fetched once into ~/.cache/carla_seg_ros/demo; Kaggle works)")
     parser.add_argument("--split", default=None,
                         help="split or sub-folder to play (default: fullres, or all for a Kaggle/flat folder)")
     parser.add_argument("--out", type=Path, default=Path("out/demo"), help="output folder (default: out/demo)")
@@ -329,16 +333,20 @@ def main(argv=None) -> int:
     args.cpu = apply_cpu_option(args)        # --emulate-avx2 reaches seg_node through its environment
     if args.max_frames is not None and args.max_frames < 1:
         parser.error("--max-frames must be >= 1")
-    args.data = args.data or default_data_dir()
-    if args.data is None:
-        print(f"carla-seg demo: {NO_DATA_HELP}", file=sys.stderr)
-        return 2
     if args.model not in MODEL_CHOICES:
         if not Path(args.model).is_file():
             print(f"carla-seg demo: model {args.model} not found (auto, accurate, fast or an .onnx file)",
                   file=sys.stderr)
             return 2
         args.model = str(Path(args.model).resolve())
+    try:
+        args.data = demo_data.locate(args.data)
+    except demo_data.DownloadError as exc:      # one line: the URL, and the way round it
+        print(f"carla-seg demo: {exc}; {demo_data.DATA_HINT}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("\ncarla-seg demo: interrupted; the next run resumes the download", file=sys.stderr)
+        return 130
     try:
         find_pairs(args.data, resolve_split(Path(args.data), args.split))
     except FileNotFoundError as exc:
