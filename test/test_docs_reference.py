@@ -83,17 +83,20 @@ def _compare(in_code, in_docs: list[str], what: str):
 
 # ---------------------------------------------------------------- nodes
 
+def _compare_parameters(table, doc: Path):
+    """A node's parameter table, and use_sim_time (declared by rclpy in every node), against its page."""
+    _compare([p.name for p in table] + ["use_sim_time"], table_names(doc.read_text().splitlines(), "parameter"),
+             doc.name)
+
+
 def test_seg_node_parameters_are_the_reference_ones():
-    """Its table, and use_sim_time (declared by rclpy in every node)."""
     from carla_seg_ros.ros.seg_params import PARAMETERS
-    doc = REFERENCE / "seg_node.md"
-    _compare([p.name for p in PARAMETERS] + ["use_sim_time"], table_names(doc.read_text().splitlines(), "parameter"), doc.name)
+    _compare_parameters(PARAMETERS, REFERENCE / "seg_node.md")
 
 
 def test_seg_eval_node_parameters_are_the_reference_ones():
     from carla_seg_ros.ros.seg_eval_node import PARAMETERS
-    doc = REFERENCE / "seg_eval_node.md"
-    _compare([p.name for p in PARAMETERS] + ["use_sim_time"], table_names(doc.read_text().splitlines(), "parameter"), doc.name)
+    _compare_parameters(PARAMETERS, REFERENCE / "seg_eval_node.md")
 
 
 # ---------------------------------------------------------------- launch files
