@@ -155,20 +155,24 @@ class _Captured(Exception):
 
 
 def parser_of(argv: list[str]) -> argparse.ArgumentParser:
-    """The parser `carla-seg ARGV` builds, caught at its parse_args call before the command does anything."""
+    """The parser `carla-seg ARGV --help` builds, caught when it starts parsing (parse_args and parse_known_args
+    both go through parse_known_args), before the command does anything. `--help` makes a command that parses
+    some other way print its help and exit instead of running."""
     from carla_seg_ros import cli
 
     def capture(self, args=None, namespace=None):
         raise _Captured(self)
 
-    original = argparse.ArgumentParser.parse_args
-    argparse.ArgumentParser.parse_args = capture
+    original = argparse.ArgumentParser.parse_known_args
+    argparse.ArgumentParser.parse_known_args = capture
     try:
-        cli.main(argv)
+        cli.main(argv + ["--help"])
     except _Captured as caught:
         return caught.parser
+    except SystemExit:
+        pass
     finally:
-        argparse.ArgumentParser.parse_args = original
+        argparse.ArgumentParser.parse_known_args = original
     raise AssertionError(f"carla-seg {' '.join(argv)} parsed no arguments with argparse")
 
 
