@@ -88,7 +88,7 @@ def find_pairs(data_dir: str | Path, split: str = "test") -> list[Pair]:
     """All image/label pairs of ``split`` below ``data_dir`` (see the module docstring for layouts)."""
     data_dir = Path(data_dir)
     if not data_dir.is_dir():
-        raise FileNotFoundError(f"data directory {data_dir} does not exist (see README: Data)")
+        raise FileNotFoundError(f"data directory {data_dir} does not exist (see docs/reference/cli.md, Data folders)")
     if (data_dir / split / "rgb").is_dir():
         pairs = _pairs_in(data_dir / split / "rgb", data_dir / split / "label")
     elif (data_dir / "rgb").is_dir() and split in ("all", "test"):

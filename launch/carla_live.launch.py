@@ -1,6 +1,6 @@
 r"""Live accuracy run: seg_node + seg_eval_node on one CARLA camera, optionally with the `carla-seg carla` client.
 
-    # next to the CARLA ROS bridge, with the matching sensor file (config/carla_objects.json, see docs/live.md)
+    # next to the CARLA ROS bridge, with the matching sensor file (config/carla_objects.json; docs/tutorials/bridge.md)
     ros2 launch carla_seg_ros carla_live.launch.py
     ros2 launch carla_seg_ros carla_live.launch.py role_name:=hero backend:=onnxruntime output_dir:=/tmp/run1
     # no bridge: this package's client drives a CARLA 0.9.16 server and publishes like the bridge

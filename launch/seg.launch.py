@@ -17,12 +17,12 @@ config/seg.yaml).
 seg_node runs with config/fastdds_large_frames.xml (dds_profile; the default transports with 32 MB buffers, which
 still match a CARLA bridge on Fast DDS defaults). The big gain is on the bridge's side, which this file does not
 start: export FASTDDS_DEFAULT_PROFILES_FILE=<share>/config/fastdds_large_frames.xml before starting the bridge
-(see docs/node.md). dds_profile:='' runs seg_node on Fast DDS defaults.
+(see docs/concepts/pipeline.md). dds_profile:='' runs seg_node on Fast DDS defaults.
 
 Outputs: /<namespace>/seg_node/{mask,mask_color,overlay,confidence,class_fractions,label_info,occupancy,
 occupancy/<group>} (with cameras:= /<namespace>/seg_node/<camera>/...) and /diagnostics. The occupancy grids also
 need each camera's camera_info (the single camera's is remapped here; with cameras:= it is the image topic's
-sibling .../camera_info) and the camera mount parameters (camera_x ... camera_yaw; docs/occupancy.md).
+sibling .../camera_info) and the camera mount parameters (camera_x ... camera_yaw; docs/concepts/occupancy.md).
 """
 import os
 

@@ -14,7 +14,7 @@ REPO = Path(__file__).resolve().parent.parent
 def _require(path, what):
     if path is None or not Path(path).is_dir():
         pytest.skip(f"{what} not found: set CARLA_SEG_DATA or place it at ../shared/data/carla_seg "
-                    "(the Kaggle lyft-udacity-challenge download works too, see README: Data)")
+                    "(the Kaggle lyft-udacity-challenge download works too, see docs/reference/cli.md, Data folders)")
     return Path(path)
 
 

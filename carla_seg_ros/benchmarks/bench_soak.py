@@ -198,7 +198,8 @@ def print_timeline(rows: list[dict], node: str = "seg_node") -> None:
         compare = "--publisher-dds large_frames" if node == "echo_node" else \
             "--node echo_node (the transport alone) and with --publisher-dds large_frames"
         print(f"latency stepped up from frame {step['first_frame']} while {node} used less CPU: the frames arrived "
-              f"late (the transport, not the node). Compare with {compare} (docs/node.md, Transport).")
+              f"late (the transport, not the node). Compare with {compare} (docs/concepts/pipeline.md, Transport "
+              "and QoS).")
 
 
 if __name__ == "__main__":

@@ -29,7 +29,8 @@ CAMERA_INFOS_KEPT = 200
 
 
 def bridge_topics(role: str, camera: str, semantic_camera: str) -> dict[str, str]:
-    """The CARLA ROS bridge's topics (CARLA 0.9.16's native publisher uses the same names, see docs/live.md)."""
+    """The CARLA ROS bridge's topics (CARLA 0.9.16's native publisher uses the same names, see
+    docs/tutorials/carla_native.md)."""
     return {"rgb": f"/carla/{role}/{camera}/image", "camera_info": f"/carla/{role}/{camera}/camera_info",
             "gt": f"/carla/{role}/{semantic_camera}/image"}
 

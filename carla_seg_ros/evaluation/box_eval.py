@@ -6,7 +6,7 @@ Examples:
     carla-seg evaluate-boxes --part all --match 'relke_*' --coverage 0.5 --json runs/eval/boxes_relke.json
     carla-seg evaluate-boxes --data ../shared/data/carla_unlabelled --limit 40 --samples 6 --out-dir runs/eval/b
 
-Scores (``evaluation/boxes.py``, docs/evaluation.md "Box scores on unlabelled frames"):
+Scores (``evaluation/boxes.py``, docs/tutorials/offline_evaluation.md "Frames without labels"):
   vehicle box recall   share of car/truck boxes with >= --min-area visible pixels whose pixels are at least
                        --coverage predicted Car;
   Car precision        share of predicted Car pixels inside some box (any class) grown by --grow on every side,

@@ -185,7 +185,7 @@ def _summary_rows(result: dict) -> list[tuple[str, str]]:
                  f"{t['ms_per_frame']:.1f} / {t['ms_per_frame_p50']:.1f} / {t['ms_per_frame_p90']:.1f}"),
                  ("Lyft score (100 F_avg - max(0, 10 - FPS))", f"{lyft['score']:.2f}")]
     timely = result.get("timely")
-    if timely:   # seg_eval_node: what the planner had in time (docs/live.md)
+    if timely:   # seg_eval_node: what the planner had in time (docs/reference/seg_eval_node.md)
         tm = timely["metrics"]
         rows += [("timely frames (ground-truth frames scored)", str(timely["frames"])),
                  ("timely pixel accuracy", _fmt(tm["pixel_accuracy"], pct=True)),

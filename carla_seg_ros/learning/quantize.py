@@ -131,7 +131,7 @@ def main(argv=None) -> int:
     p = build_parser()
     args = p.parse_args(argv)
     if args.data is None:
-        p.error("no dataset found: pass --data DIR or set CARLA_SEG_DATA (see README: Data)")
+        p.error("no dataset found: pass --data DIR or set CARLA_SEG_DATA (see docs/reference/cli.md, Data folders)")
     if args.calibration_every < 1:
         p.error("--calibration-every must be >= 1")
     if not 50.0 < args.percentile <= 100.0:

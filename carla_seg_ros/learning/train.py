@@ -7,7 +7,7 @@ The previous model (v1, FastUNet, trained from scratch):
     carla-seg train --preset fast_unet --train-splits train,val --out runs/fast_unet
 The seed-architecture reproduction (the original notebook's U-Net at 128x96):
     carla-seg train --preset seed --out runs/seed_unet
-Fine-tuning the shipped model on recorded frames (docs/adapt.md), mixed with the 13-tag data:
+Fine-tuning the shipped model on recorded frames (docs/tutorials/adapt.md), mixed with the 13-tag data:
     carla-seg train --init models/carla_unet.safetensors --preset finetune --data runs/rec/town10 \
         --data ../shared/data/carla_seg --out runs/ft_town10
 Several processes (DistributedDataParallel; gloo on CPU, NCCL on GPUs; same global batch and seed as one process):
@@ -44,15 +44,16 @@ PRESETS = {
     # crops of rescaled frames.
     # Whole-frame crops (rather than 320x240) keep the ego hood at the bottom of every crop: fit on train+val with
     # 320x240 crops, the model painted building reflections onto the hood. They cost 1.8x per epoch, hence 50
-    # epochs. On train alone they gain nothing (models/README.md, runs 3, 3b, 4 and 5). Copy-paste of object pixels
-    # into half the samples raised held-out val mIoU from 0.463 to 0.489 (runs 3b and 6).
+    # epochs. On train alone they gain nothing (docs/history/model_card_v1_v2_v3.md, runs 3, 3b, 4 and 5).
+    # Copy-paste of object pixels into half the samples raised held-out val mIoU from 0.463 to 0.489 (runs 3b
+    # and 6).
     "fast_unet": dict(arch="fast_unet", input_size="384x288", crop="384x288", epochs=50, batch_size=8, lr=3e-3,
                       weight_decay=1e-4, loss="ce_dice", augment=True, scale_min=0.75, scale_max=1.35,
                       copy_paste=0.5),
     # The committed model (v2): ImageNet-pretrained EfficientNet-Lite0 encoder under the same decoder, v1's recipe
     # with separate learning rates (decoder and head 3e-3, pretrained encoder 3e-4) and 30 epochs. Held out on val
     # (train only) it reached mIoU 0.513, against 0.445 with 1e-3 everywhere for 15 epochs and 0.489 for FastUNet
-    # (models/README.md).
+    # (docs/history/model_card_v1_v2_v3.md).
     # Channels-last tensors: 1.6 s per training step instead of 2.2 s on the 2-core CPU (depthwise convolutions).
     "pretrained": dict(arch="efficientnet_lite_unet", encoder="lite0", input_size="384x288", crop="384x288",
                        epochs=30, batch_size=8, lr=3e-3, encoder_lr=3e-4, weight_decay=1e-4, loss="ce_dice",
@@ -205,7 +206,7 @@ def resolve_args(argv=None) -> argparse.Namespace:
     if {"test", "fullres"} & set(args.train_splits):
         p.error("--train-splits must not include test or fullres: those frames are what the model card reports on")
     if args.data is None:
-        p.error("no dataset found: pass --data DIR or set CARLA_SEG_DATA (see README: Data)")
+        p.error("no dataset found: pass --data DIR or set CARLA_SEG_DATA (see docs/reference/cli.md, Data folders)")
     if not 0.0 < args.val_fraction < 1.0:
         p.error(f"--val-fraction is in (0, 1), got {args.val_fraction}")
     return args

@@ -129,7 +129,7 @@ class UNetDecoder(nn.Module):
     """Bilinear x2 upsampling, concatenation with the skip, one or two 3x3 conv-BN-ReLU per level.
 
     ``block="separable"`` makes each conv depthwise-separable, for a cheaper rung: the full 3x3 convs at strides 2-16
-    are 45 % of the Lite0 U-Net's multiply-adds (tried for the fast rung: models/README.md).
+    are 45 % of the Lite0 U-Net's multiply-adds (tried for the fast rung: docs/history/model_card_v1_v2_v3.md).
     """
 
     def __init__(self, encoder_channels, decoder_channels, convs_per_level: int = 1, block: str = "conv"):

@@ -60,7 +60,7 @@ def diagnostic_status(snapshot: dict, name: str, coding: str, gt_topic: str) -> 
 
 
 def run_result(online, p: dict, coding: str, hood, info, model_path, clock: str) -> dict:
-    """bag-eval's metrics.json layout for a live run (see docs/live.md)."""
+    """bag-eval's metrics.json layout for a live run (see docs/reference/seg_eval_node.md)."""
     result = online.result()
     result.update({
         "command": "seg_eval_node", "mask_topic": p["mask_topic"], "gt_topic": p["gt_topic"],

@@ -114,7 +114,7 @@ class ModelSelector:
             if manager.status.state == "building":
                 if not managers:
                     # A CPU runtime serves while TensorRT builds: timing it says nothing about the GPU, where the
-                    # accurate model is expected to fit any budget (not measured yet: README, Performance, GPU);
+                    # accurate model is expected to fit any budget (not measured yet: docs/benchmarks.md);
                     # take this rung untimed.
                     managers[rung.name] = manager
                     choice = RungChoice(rung.name, f"{rung.name}: not timed, the TensorRT engine builds in the "

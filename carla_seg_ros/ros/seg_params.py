@@ -95,9 +95,10 @@ PARAMETERS = (
     # because, measured with a bridge-like 800x600 bgra8 publisher at 20 Hz (test/test_node_qos.py), a best-effort
     # reader got 2-19 % of the frames (one lost fragment of ~30 loses the frame) and a reliable one 100 %; seg_node
     # itself received 119-120 of 120 frames with reliable/10 on an overloaded 2-core machine, 96-120 with depth 5.
-    # Newest-only processing keeps the depth from ever becoming a backlog. See config/seg.yaml and docs/node.md.
+    # Newest-only processing keeps the depth from ever becoming a backlog. See config/seg.yaml and
+    # docs/concepts/pipeline.md (measurements: docs/history/node.md).
     Param("qos_reliability", "reliable", "Reliability of the image subscription. reliable is the default because "
-          "a best-effort reader lost most 800x600 frames in measurements (see docs/node.md)",
+          "a best-effort reader lost most 800x600 frames in measurements (see docs/concepts/pipeline.md)",
           choices=QOS_RELIABILITIES),
     Param("qos_depth", 10, "KEEP_LAST depth of the image subscription (the node takes every message at once and "
           "keeps only the newest, so this is only room for fragment reassembly, never a backlog)", 1, 1000),

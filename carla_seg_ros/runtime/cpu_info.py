@@ -89,7 +89,7 @@ def add_cpu_option(parser) -> None:
     parser.add_argument("--emulate-avx2", action="store_true",
                         help="behave like an AVX2-only CPU: " + " ".join(f"{k}={v}" for k, v in AVX2_EMULATION.items())
                         + " for this process and the nodes it starts (oneDNN in OpenVINO and PyTorch; ONNX "
-                        "Runtime's MLAS cannot be limited: docs/tools.md)")
+                        "Runtime's MLAS cannot be limited: docs/benchmarks.md)")
 
 
 def apply_cpu_option(args) -> dict:

@@ -1,6 +1,6 @@
 """Flat-ground geometry of a pinhole camera on a vehicle: pixel <-> ground point, and the cell -> pixel lookup.
 
-Frames (docs/occupancy.md has a diagram):
+Frames (docs/concepts/occupancy.md; a diagram in docs/history/occupancy.md):
 
 * vehicle frame: ROS REP-103, x forward, y left, z up (the CARLA ROS bridge's ``ego_vehicle`` frame);
 * camera body: the mount pose in the vehicle frame, x along the optical axis, y left, z up (what the bridge's

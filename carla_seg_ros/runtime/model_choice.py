@@ -24,7 +24,7 @@ from carla_seg_ros.paths import DEFAULT_MODEL_NAME, models_dir
 INT8_MODEL_NAME = "carla_unet_int8.onnx"
 QUANT_KEY = "carla_seg_quantization"
 MAX_MIOU_DROP = 0.005          # mIoU points as a fraction: 0.5 points
-# int8 beats fp32 on both CPU runtimes in `carla-seg bench model --also` (docs/performance.md).
+# int8 beats fp32 on both CPU runtimes in `carla-seg bench model --also` (docs/history/performance.md).
 INT8_BACKENDS = ("openvino", "onnxruntime")
 
 

@@ -4,7 +4,7 @@ Per image column, the mask is read from the bottom (just above the ego hood) upw
 space group plus ``see_through``) are flat, so their cells are seen; the first pixel of any other class is where a
 vertical object meets the ground (its contact). Cells covering the contact row are occupied, and cells farther
 along the column are unknown: an object is never projected onto the ground behind it, which a warp of every
-pixel would do (a car 10 m ahead smeared into a wall reaching the horizon). See docs/occupancy.md.
+pixel would do (a car 10 m ahead smeared into a wall reaching the horizon). See docs/concepts/occupancy.md.
 
 All per-frame work is a few gathers on the precomputed ``CellLookup``; nothing here depends on ROS.
 """

@@ -160,7 +160,7 @@ def run(args) -> dict:
     out.mkdir(parents=True, exist_ok=True)
     hood = HoodRule()
     recorder = Recorder(out, num_classes(), hood)
-    apply_in_this_process(DEFAULT_DDS_CONFIG)     # both processes on the large-frame profile (docs/node.md)
+    apply_in_this_process(DEFAULT_DDS_CONFIG)  # both processes on the large-frame profile (docs/concepts/pipeline.md)
     player = Player(name="carla_bridge_demo")
     masks = player.watch(f"/{NODE_NAME}/mask", Image, recorder.on_mask)
     overlays = player.watch(f"/{NODE_NAME}/overlay", Image, recorder.on_overlay)

@@ -126,3 +126,22 @@ def test_committed_model_matches_its_card_on_the_held_out_boxes(box_scores):
 def test_committed_model_meets_the_held_out_box_targets(box_scores):
     recall, precision = box_scores
     assert recall >= TARGET_BOX_RECALL and precision >= TARGET_CAR_PRECISION
+
+
+CARD_ROWS = {"test": "**test**", "external": "**external**, all", "modern": "**modern**, 400x300",
+             "modern_fullres": "**modern, full resolution**"}
+
+
+def test_the_card_shows_the_pinned_figures():
+    """models/README.md's metrics table and box table show exactly what this file pins (rounded to 3 places), so
+    the card and its guard cannot drift apart. Needs no data."""
+    from pathlib import Path
+    card = (Path(__file__).resolve().parents[2] / "models" / "README.md").read_text()
+    rows = {line.split("|")[1].strip(): [c.strip().strip("*") for c in line.split("|")[1:-1]]
+            for line in card.splitlines() if line.startswith("|")}
+    for name, label in CARD_ROWS.items():
+        row = next((cells for first, cells in rows.items() if first.startswith(label)), None)
+        assert row, f"the card's metrics table has no row starting {label!r}"
+        assert row[2] == " / ".join(f"{v:.3f}" for v in CARD[name]), f"{name}: card {row[2]!r} != pinned {CARD[name]}"
+    boxes = rows.get("**v3**")
+    assert boxes and boxes[1].startswith(f"{CARD_BOXES[0]:.3f}") and boxes[4] == f"{CARD_BOXES[1]:.3f}", boxes

@@ -2,7 +2,7 @@
 
 Runs only where CUDA (torch_cuda tests) or TensorRT + CUDA (TensorRT tests) is present; elsewhere every test is
 skipped with the reason (`pytest -ra` prints it). No GPU was lent to the session that wrote these tests, so they
-have not been executed yet: see docs/tensorrt.md.
+have not been executed yet: see docs/concepts/gpu_tensorrt.md.
 """
 from __future__ import annotations
 

@@ -32,8 +32,8 @@ BACKENDS = {
 }
 BACKEND_CHOICES = ("auto",) + tuple(BACKENDS)
 # CPU runtimes for `auto`, fastest first for the committed model on the 2-core dev machine
-# (`carla-seg bench model`, 300 frames: OpenVINO p50 15.3 ms, ONNX Runtime 17.5 ms, PyTorch 17.3 ms; README,
-# Performance). ONNX Runtime stays the reference runtime of the evaluators.
+# (`carla-seg bench model`, 300 frames: OpenVINO p50 15.3 ms, ONNX Runtime 17.5 ms, PyTorch 17.3 ms; docs/history/
+# performance.md). ONNX Runtime stays the reference runtime of the evaluators.
 AUTO_CPU_ORDER = ("openvino", "onnxruntime", "torch")
 
 

@@ -12,7 +12,7 @@ TensorRT subclass is plain NumPy, so batching, ordering and the cache file are t
 * ``CalibrationCache``: TensorRT's calibration table on disk, read back on the next build so calibration runs once.
 
 TensorRT 10.1 deprecated implicit INT8 calibration in favour of explicit quantization (Q/DQ nodes); it still works
-in TensorRT 10 and needs no extra tooling, so it is what ``--precision int8`` uses (see docs/tensorrt.md).
+in TensorRT 10 and needs no extra tooling, so it is what ``--precision int8`` uses (see docs/concepts/gpu_tensorrt.md).
 """
 from __future__ import annotations
 
