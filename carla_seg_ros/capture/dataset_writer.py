@@ -104,7 +104,8 @@ class Sample:
     ``rgb``: (H, W, 3) RGB uint8, or a function returning it (run on the writer thread).
     ``tags``: a function returning (raw tag ids (H, W) uint8, coding name); may raise ImageRejected.
     ``meta``: manifest fields (topics, frame ids, camera_info K and size...).
-    ``ego``: the ego vehicle's pose and twist at the frame, or None.
+    ``ego``: the ego vehicle's pose and twist at the frame, a function returning it (run on the writer thread
+    after ``tags``), or None.
     ``depth``: (H, W) float32 metres at the camera's size, a function returning it, or None.
     """
     stamp_ns: int
@@ -112,7 +113,7 @@ class Sample:
     tags: Callable[[], tuple[np.ndarray, str]]
     meta: dict = field(default_factory=dict)
     tag: str = ""
-    ego: EgoState | None = None
+    ego: EgoState | Callable[[], EgoState | None] | None = None
     depth: np.ndarray | Callable[[], np.ndarray] | None = None
 
 
@@ -268,9 +269,9 @@ class DatasetWriter:
         # or absent.
         _atomic_write(self.out / "label" / f"{name}.png", label_png)
         _atomic_write(self.out / "rgb" / f"{name}.png", rgb_png)
+        ego = sample.ego() if callable(sample.ego) else sample.ego
         row = dict(sample.meta, name=name, stamp_ns=sample.stamp_ns, stamp_s=f"{sample.stamp_ns / 1e9:.9f}",
-                   coding=coding, width=rgb.shape[1], height=rgb.shape[0],
-                   **(sample.ego.to_row() if sample.ego is not None else {}))
+                   coding=coding, width=rgb.shape[1], height=rgb.shape[0], **(ego.to_row() if ego is not None else {}))
         with self._lock:
             self._manifest.writerow(row)
             self._manifest_file.flush()

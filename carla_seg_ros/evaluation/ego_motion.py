@@ -90,6 +90,24 @@ def quaternion(roll: float, pitch: float, yaw: float) -> tuple[float, float, flo
             cr * cp * cy + sr * sp * sy)
 
 
+def rpy_from_quaternion(x: float, y: float, z: float, w: float) -> tuple[float, float, float]:
+    """ROS fixed-axis roll, pitch, yaw of a quaternion (tf2's getRPY); ``quaternion``'s inverse for |pitch| < 90 deg."""
+    norm = math.sqrt(x * x + y * y + z * z + w * w) or 1.0
+    x, y, z, w = x / norm, y / norm, z / norm, w / norm
+    roll = math.atan2(2 * (w * x + y * z), 1 - 2 * (x * x + y * y))
+    pitch = math.asin(max(-1.0, min(1.0, 2 * (w * y - z * x))))
+    yaw = math.atan2(2 * (w * z + x * y), 1 - 2 * (y * y + z * z))
+    return roll, pitch, yaw
+
+
+def ego_from_odometry(msg) -> EgoState:
+    """A nav_msgs/Odometry (rclpy or rosbags message) as an EgoState: its pose and its twist as they are."""
+    p, q = msg.pose.pose.position, msg.pose.pose.orientation
+    lin, ang = msg.twist.twist.linear, msg.twist.twist.angular
+    return EgoState(float(p.x), float(p.y), float(p.z), *rpy_from_quaternion(q.x, q.y, q.z, q.w),
+                    float(lin.x), float(lin.y), float(lin.z), float(ang.x), float(ang.y), float(ang.z))
+
+
 def depth_path(folder: Path, name: str) -> Path:
     return Path(folder) / DEPTH_DIR / f"{name}{DEPTH_SUFFIX}"
 

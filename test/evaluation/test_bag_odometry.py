@@ -4,6 +4,7 @@ node replaying the bag would receive them."""
 from __future__ import annotations
 
 import math
+from dataclasses import astuple
 
 import numpy as np
 import pytest
@@ -144,3 +145,26 @@ def test_damaged_pose_or_depth_is_one_line_and_no_bag(tmp_path, capsys):
     err = [line for line in capsys.readouterr().err.strip().splitlines() if "frame/s" not in line]   # not tqdm's
     assert len(err) == 1 and "is 3x3, its camera image 8x6" in err[0], err
     assert not (tmp_path / "b2").exists()
+
+
+def test_bag_to_dataset_keeps_the_poses(tmp_path, capsys):
+    """folder -> make-bag -> bag-to-dataset -> folder: every pair gets its pose back from the bag's odometry (the
+    quaternion's roll/pitch/yaw to rounding), so make-bag can replay it again; without odometry, no pose."""
+    from carla_seg_ros.capture.bag_to_dataset import main as bag_to_dataset_main
+    from carla_seg_ros.datasets import read_manifest
+    from carla_seg_ros.evaluation.ego_motion import ego_from_row
+    write_folder(tmp_path / "ds", with_ego=True)
+    assert make_bag_main(["--data", str(tmp_path / "ds"), "--split", "all", "--out", str(tmp_path / "bag"),
+                          "--role", ROLE]) == 0
+    assert bag_to_dataset_main([str(tmp_path / "bag"), "--out", str(tmp_path / "back"), "--role", ROLE]) == 0
+    assert "written 5, ego pose for 5" in capsys.readouterr().out
+    rows = read_manifest(tmp_path / "back")
+    stamps = sorted(int(r["stamp_ns"]) for r in rows.values())
+    assert stamps == [10**9 + k * 50_000_000 for k in range(FRAMES)]         # make-bag's stamps at 20 Hz
+    by_stamp = {int(r["stamp_ns"]): ego_from_row(r) for r in rows.values()}
+    for k, stamp in enumerate(stamps):
+        assert astuple(by_stamp[stamp]) == pytest.approx(astuple(ego(k)), abs=1e-12), k
+    assert bag_to_dataset_main([str(tmp_path / "bag"), "--out", str(tmp_path / "none"), "--role", ROLE,
+                                "--odometry-topic", ""]) == 0
+    assert "ego pose" not in capsys.readouterr().out
+    assert all(ego_from_row(r) is None for r in read_manifest(tmp_path / "none").values())
