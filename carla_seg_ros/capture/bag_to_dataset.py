@@ -10,6 +10,10 @@ stream give the same folder. mcap and sqlite3 bags; sensor_msgs/Image or sensor_
 a jpeg-compressed palette is lossy: its unknown colours are counted). ``--coding auto`` takes the coding from the
 bag's make-bag metadata, else from the palette. Nothing is dropped: the reader waits for the writer. A missing,
 truncated or unreadable bag, a missing topic or an unwritable output folder is one line on stderr and exit code 2.
+
+Where the bag has the bridge's odometry (``/carla/<role>/odometry``, nav_msgs/Odometry; make-bag writes it from a
+``carla --record`` folder), each pair gets the ego pose and twist of its stamp in the manifest's ``ego_*``
+columns, so `make-bag` can replay them. ``--odometry-topic ''`` leaves them out.
 """
 from __future__ import annotations
 
@@ -30,6 +34,8 @@ def build_parser() -> argparse.ArgumentParser:
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("bag", type=Path, help="rosbag2 folder, or its .mcap / .db3 file")
     add_options(p)
+    p.add_argument("--odometry-topic", help="nav_msgs/Odometry topic for the manifest's ego pose columns, used where "
+                                            "the bag has it (default: /carla/<role>/odometry; '' = none)")
     return p
 
 
@@ -67,6 +73,17 @@ def convert(args, topics: dict[str, str]) -> dict:
         recorder = PairRecorder(writer, args.gt_format, coding, topics,
                                 tolerance_ns=int(round(args.stamp_tolerance * 1e9)),
                                 match_window_ns=int(round(args.match_window * 1e9)), source=f"bag {args.bag}")
+        odometry_conns = [c for c in reader.connections if c.topic == topics.get("odometry")
+                          and c.msgtype == "nav_msgs/msg/Odometry"]
+        if not odometry_conns:
+            topics.pop("odometry", None)
+        # The poses first: they are looked up by stamp, whatever their order in the bag relative to the images.
+        # (An empty connection list would mean every connection to rosbags.)
+        for conn, _, raw in iter_messages(reader, odometry_conns, args.bag) if odometry_conns else ():
+            try:
+                recorder.add_odometry(reader.deserialize(raw, conn.msgtype))
+            except Exception as exc:  # noqa: BLE001 - a corrupt CDR payload raises struct/index errors
+                counters.skip("odometry:undeserialisable", f"{conn.topic}: {exc}")
         side = {c.id: "rgb" for c in rgb_conns} | {c.id: "gt" for c in gt_conns} | {c.id: "info" for c in info_conns}
         feed = {"rgb": recorder.add_rgb, "gt": recorder.add_gt, "info": recorder.add_camera_info}
         try:
@@ -95,11 +112,17 @@ def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
     try:
         topics = resolve_options(args)
+        odometry = f"/carla/{args.role}/odometry" if args.odometry_topic is None else args.odometry_topic
+        if odometry:
+            topics["odometry"] = odometry
         summary = convert(args, topics)
     except (ValueError, BagError, DatasetWriteError) as exc:
         print(f"carla-seg bag-to-dataset: {exc}", file=sys.stderr)
         return 2
-    print(f"carla-seg bag-to-dataset: {format_counts(summary)}; {args.out}/record_summary.json")
+    poses = summary.get("pairing", {}).get("pairs_with_pose", 0)
+    print(f"carla-seg bag-to-dataset: {format_counts(summary)}"
+          f"{f', ego pose for {poses}' if 'odometry' in summary.get('topics', {}) else ''}; "
+          f"{args.out}/record_summary.json")
     if summary["error"]:
         print(f"carla-seg bag-to-dataset: {summary['error']}", file=sys.stderr)
         return 2

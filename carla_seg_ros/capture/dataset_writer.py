@@ -6,7 +6,9 @@ Shared by `carla-seg record` (live ROS 2 topics), `carla-seg bag-to-dataset` (a 
 * ``rgb/NAME.png``    the camera image (3-channel PNG);
 * ``label/NAME.png``  the raw CARLA tag ids of the ground truth's coding, single channel; NAME starts with ``t23_``
   or ``t29_`` for those codings (datasets.py reads the coding from that prefix; 13-tag names have none);
-* ``manifest.csv``    one row per written pair: name, stamp, topics, coding, frame ids, camera_info K and size;
+* ``manifest.csv``    one row per written pair: name, stamp, topics, coding, frame ids, camera_info K and size, and
+  where the source knows it (``carla --record``) the ego vehicle's pose and twist (``ego_*``, evaluation/ego_motion.py);
+* ``depth/NAME.npy``  where the sample has one (``carla --record --depth``): the depth camera, float32 metres;
 * ``record_summary.json`` at the end: counts of everything that happened to every pair.
 
 NAME is ``[prefix][tag_]SSSSSSSSSS_NNNNNNNNN`` from the header stamp (seconds, nanoseconds), so the same frames give
@@ -36,12 +38,13 @@ from typing import Callable
 import numpy as np
 
 from carla_seg_ros.evaluation.bag_reading import Counters
+from carla_seg_ros.evaluation.ego_motion import DEPTH_DIR, EGO_FIELDS, EgoState, depth_path
 from carla_seg_ros.image_codec import ImageRejected
 
 MANIFEST = "manifest.csv"
 SUMMARY = "record_summary.json"
 MANIFEST_FIELDS = ("name", "stamp_ns", "stamp_s", "rgb_topic", "gt_topic", "coding", "rgb_frame_id", "gt_frame_id",
-                   "width", "height", "info_width", "info_height", "fx", "fy", "cx", "cy", "source")
+                   "width", "height", "info_width", "info_height", "fx", "fy", "cx", "cy", "source", *EGO_FIELDS)
 CODING_PREFIX = {"tags13": "", "tags23": "t23_", "tags29": "t29_"}     # datasets._coding_from_name's inverse
 THUMB_STEP = 4
 
@@ -101,12 +104,17 @@ class Sample:
     ``rgb``: (H, W, 3) RGB uint8, or a function returning it (run on the writer thread).
     ``tags``: a function returning (raw tag ids (H, W) uint8, coding name); may raise ImageRejected.
     ``meta``: manifest fields (topics, frame ids, camera_info K and size...).
+    ``ego``: the ego vehicle's pose and twist at the frame, a function returning it (run on the writer thread
+    after ``tags``), or None.
+    ``depth``: (H, W) float32 metres at the camera's size, a function returning it, or None.
     """
     stamp_ns: int
     rgb: np.ndarray | Callable[[], np.ndarray]
     tags: Callable[[], tuple[np.ndarray, str]]
     meta: dict = field(default_factory=dict)
     tag: str = ""
+    ego: EgoState | Callable[[], EgoState | None] | None = None
+    depth: np.ndarray | Callable[[], np.ndarray] | None = None
 
 
 @dataclass
@@ -146,11 +154,14 @@ class DatasetWriter:
         self._queue: queue.Queue = queue.Queue(maxsize=queue_size)
         manifest = self.out / MANIFEST
         new = not manifest.is_file() or manifest.stat().st_size == 0
+        header = MANIFEST_FIELDS
         try:
+            if not new:
+                header = _upgrade_manifest(manifest)
             self._manifest_file = open(manifest, "a", newline="")
         except OSError as exc:
             raise DatasetWriteError(f"cannot write to output folder {self.out}: {exc.strerror or exc}") from exc
-        self._manifest = csv.DictWriter(self._manifest_file, MANIFEST_FIELDS, extrasaction="ignore")
+        self._manifest = csv.DictWriter(self._manifest_file, header, extrasaction="ignore")
         if new:
             self._manifest.writeheader()
             self._manifest_file.flush()
@@ -223,8 +234,9 @@ class DatasetWriter:
             except ImageRejected as exc:
                 with self._lock:
                     self.counts.failed_decode += 1
-                self.counters.skip(f"gt:{exc.reason}", f"ground truth at t={sample.stamp_ns / 1e9:.3f}s: "
-                                                       f"{exc.message}")
+                side = "depth" if exc.reason.startswith("depth") else "gt"
+                self.counters.skip(f"{side}:{exc.reason}", f"{'depth' if side == 'depth' else 'ground truth'} at "
+                                                           f"t={sample.stamp_ns / 1e9:.3f}s: {exc.message}")
             except OSError as exc:
                 self.error = (f"cannot write to output folder {self.out}: {exc.strerror or exc}"
                               f"{' (' + exc.filename + ')' if getattr(exc, 'filename', None) else ''}")
@@ -241,16 +253,25 @@ class DatasetWriter:
             raise ImageRejected("size_mismatch", f"camera {rgb.shape[1]}x{rgb.shape[0]} and ground truth "
                                                  f"{tags.shape[1]}x{tags.shape[0]} differ in size")
         name = frame_name(sample.stamp_ns, coding, sample.tag)
+        depth = sample.depth() if callable(sample.depth) else sample.depth
+        if depth is not None:
+            if depth.shape != rgb.shape[:2] or depth.dtype != np.float32:
+                raise ImageRejected("depth_mismatch", f"depth image {depth.dtype} {depth.shape} is not float32 "
+                                                      f"{rgb.shape[0]}x{rgb.shape[1]} like the camera")
+            (self.out / DEPTH_DIR).mkdir(exist_ok=True)
+            _atomic_write(depth_path(self.out, name), _npy_bytes(depth))
         ok_label, label_png = cv2.imencode(".png", np.ascontiguousarray(tags, np.uint8), self._label_params)
         ok_rgb, rgb_png = cv2.imencode(".png", cv2.cvtColor(np.ascontiguousarray(rgb), cv2.COLOR_RGB2BGR),
                                        self._rgb_params)
         if not (ok_label and ok_rgb):
             raise ImageRejected("png_encode", f"OpenCV could not encode frame {name} as PNG")
-        # Label first, image last: datasets.find_pairs lists a pair by its image, so a pair is complete or absent.
+        # Depth and label first, image last: datasets.find_pairs lists a pair by its image, so a pair is complete
+        # or absent.
         _atomic_write(self.out / "label" / f"{name}.png", label_png)
         _atomic_write(self.out / "rgb" / f"{name}.png", rgb_png)
+        ego = sample.ego() if callable(sample.ego) else sample.ego
         row = dict(sample.meta, name=name, stamp_ns=sample.stamp_ns, stamp_s=f"{sample.stamp_ns / 1e9:.9f}",
-                   coding=coding, width=rgb.shape[1], height=rgb.shape[0])
+                   coding=coding, width=rgb.shape[1], height=rgb.shape[0], **(ego.to_row() if ego is not None else {}))
         with self._lock:
             self._manifest.writerow(row)
             self._manifest_file.flush()
@@ -295,6 +316,32 @@ class DatasetWriter:
             self.error = self.error or f"cannot write to output folder {self.out}: {exc.strerror or exc}"
             summary["error"] = self.error
         return summary
+
+
+def _upgrade_manifest(path: Path) -> tuple[str, ...]:
+    """An older manifest (fewer columns) is rewritten with today's header before rows are appended to it, so every
+    row lines up with the header; its rows keep their values and get the new columns empty. Returns the header."""
+    with open(path, newline="", encoding="utf-8") as f:
+        reader = csv.DictReader(f)
+        header = tuple(reader.fieldnames or ())
+        extra = tuple(k for k in header if k not in MANIFEST_FIELDS)     # someone's own columns: kept at the end
+        if header == MANIFEST_FIELDS + extra:
+            return header
+        rows = list(reader)
+    tmp = path.with_name(path.name + ".tmp")
+    with open(tmp, "w", newline="", encoding="utf-8") as f:
+        writer = csv.DictWriter(f, MANIFEST_FIELDS + extra)
+        writer.writeheader()
+        writer.writerows(rows)
+    os.replace(tmp, path)
+    return MANIFEST_FIELDS + extra
+
+
+def _npy_bytes(array: np.ndarray) -> bytes:
+    import io
+    buf = io.BytesIO()
+    np.save(buf, np.ascontiguousarray(array), allow_pickle=False)
+    return buf.getvalue()
 
 
 def _atomic_write(path: Path, data) -> None:

@@ -7,10 +7,13 @@ the match window or at the end), the ground truth is decoded to raw tag ids by g
 (palette colours or raw ids, ``coding`` auto|tags13|tags23|tags29) and the camera by the node's decoder
 (image_codec). Messages are only checked on arrival (a view, no copy); decoding happens on the writer thread.
 Works with rclpy messages and rosbags messages alike (same field names); CompressedImage messages are decoded to
-an Image-like object first (``from_compressed``).
+an Image-like object first (``from_compressed``). ``add_odometry`` (nav_msgs/Odometry, e.g. the bridge's
+``/carla/<role>/odometry``) gives each pair the ego pose of its stamp (nearest within the stamp tolerance), written
+into the manifest's ``ego_*`` columns.
 """
 from __future__ import annotations
 
+import bisect
 import threading
 from collections import OrderedDict
 from dataclasses import dataclass
@@ -21,6 +24,7 @@ import numpy as np
 from carla_seg_ros import image_codec
 from carla_seg_ros.datasets import NO_HOOD
 from carla_seg_ros.evaluation.bag_reading import Counters, header_stamp_ns
+from carla_seg_ros.evaluation.ego_motion import EgoState, ego_from_odometry
 from carla_seg_ros.capture.dataset_writer import DatasetWriter, Sample, thumbnail
 from carla_seg_ros.evaluation.ground_truth import GroundTruthDecoder
 from carla_seg_ros.evaluation.stamp_pairing import FIRST, SECOND, StampPairer
@@ -84,8 +88,12 @@ class PairRecorder:
         self.topics = topics
         self.max_pixels = max_pixels
         self.source = source
-        self.counts = {"rgb_messages": 0, "gt_messages": 0, "camera_info_messages": 0, "unmatched_rgb": 0,
-                       "unmatched_gt": 0, "undecodable_rgb": 0, "undecodable_gt": 0}
+        self.counts = {"rgb_messages": 0, "gt_messages": 0, "camera_info_messages": 0, "odometry_messages": 0,
+                       "unmatched_rgb": 0, "unmatched_gt": 0, "undecodable_rgb": 0, "undecodable_gt": 0,
+                       "pairs_with_pose": 0}
+        self.tolerance_ns = tolerance_ns
+        self._pose_stamps: list[int] = []          # sorted, with the EgoState of each in _poses
+        self._poses: list[EgoState] = []
         self.outcomes: dict[str, int] = {}
         self.camera_infos: OrderedDict[int, dict] = OrderedDict()
         self._newest_info: dict | None = None      # read by the writer thread (one atomic assignment)
@@ -110,6 +118,26 @@ class PairRecorder:
         self._newest_info = info
         while len(self.camera_infos) > CAMERA_INFOS_KEPT:
             self.camera_infos.popitem(last=False)
+
+    def add_odometry(self, msg) -> None:
+        """One nav_msgs/Odometry; any order (a bag can be read for its odometry first)."""
+        self.counts["odometry_messages"] += 1
+        stamp = header_stamp_ns(msg)
+        k = bisect.bisect_left(self._pose_stamps, stamp)
+        if k < len(self._pose_stamps) and self._pose_stamps[k] == stamp:
+            self._poses[k] = ego_from_odometry(msg)
+            return
+        self._pose_stamps.insert(k, stamp)
+        self._poses.insert(k, ego_from_odometry(msg))
+
+    def pose_at(self, stamp: int) -> EgoState | None:
+        """The pose nearest ``stamp`` within the stamp tolerance (the bridge stamps both with the tick's time)."""
+        k = bisect.bisect_left(self._pose_stamps, stamp)
+        best = min((j for j in (k - 1, k) if 0 <= j < len(self._pose_stamps)),
+                   key=lambda j: abs(self._pose_stamps[j] - stamp), default=None)
+        if best is None or abs(self._pose_stamps[best] - stamp) > self.tolerance_ns:
+            return None
+        return self._poses[best]
 
     def _checked(self, msg, side: str):
         """The message if its pixels can be read, else None (counted by reason, as seg_eval_node does)."""
@@ -153,7 +181,14 @@ class PairRecorder:
             with self._decode_lock:       # the decoder decides and locks the coding: one frame at a time
                 return decoder.decode_tags(gt_msg), decoder.coding.name
 
-        outcome = self.writer.offer(Sample(stamp, rgb, tags, meta), thumb)
+        def ego():
+            pose = self.pose_at(stamp)
+            if pose is not None:
+                with self._decode_lock:       # writer threads count concurrently
+                    self.counts["pairs_with_pose"] += 1
+            return pose
+
+        outcome = self.writer.offer(Sample(stamp, rgb, tags, meta, ego=ego if self._pose_stamps else None), thumb)
         self.outcomes[outcome] = self.outcomes.get(outcome, 0) + 1
 
     def finish(self) -> None:

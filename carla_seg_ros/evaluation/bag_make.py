@@ -10,8 +10,14 @@ Topics (ROS 2 carla-ros-bridge conventions, role name ``ego_vehicle`` by default
 * ``/carla/<role>/semantic_segmentation_front/image`` sensor_msgs/Image, bgra8 CityScapes palette colours of the
   label's CARLA coding, as the bridge publishes it; ``--raw-ids`` stores the raw tag ids as mono8 instead
 * ``/clock``                                         rosgraph_msgs/Clock, one tick per frame
+* ``/carla/<role>/odometry``                         nav_msgs/Odometry (frame ``map``, child ``<role>``) of every
+  frame whose manifest row has the ego pose (``carla-seg carla --record``; ``--no-odometry`` leaves it out)
+* ``/carla/<role>/depth_front/image``                sensor_msgs/Image 32FC1 metres, and ``.../camera_info``, of every
+  frame with ``depth/NAME.npy`` (``carla --record --depth``; ``--no-depth`` leaves them out)
 Header stamps are simulation time (``--start-time`` + i / ``--rate``), frame ids ``<role>/rgb_front`` and
-``<role>/semantic_segmentation_front`` as the bridge sets them; the bag's log time equals the stamp.
+``<role>/semantic_segmentation_front`` (and ``<role>/depth_front``) as the bridge sets them; the odometry and depth
+of a frame carry its images' stamp; the bag's log time equals the stamp. Folders without poses or depth give the
+same bag as before.
 The CARLA coding of the ground truth is stored in the bag's metadata (custom_data ``carla_seg.coding``), which
 `carla-seg bag-eval --coding auto` reads.
 """
@@ -19,13 +25,15 @@ from __future__ import annotations
 
 import argparse
 import math
+import shutil
 import sys
 from pathlib import Path
 
 import numpy as np
 
 from carla_seg_ros.classes import CODINGS, load_coding
-from carla_seg_ros.datasets import find_pairs, read_rgb, read_tag_ids
+from carla_seg_ros.datasets import find_pairs, read_manifest, read_rgb, read_tag_ids
+from carla_seg_ros.evaluation.ego_motion import EgoState, depth_path, ego_from_row, read_depth
 from carla_seg_ros.paths import default_data_dir
 from carla_seg_ros.image_codec import from_rgb
 
@@ -49,6 +57,16 @@ def frame_ids(role: str) -> dict[str, str]:
     return {"image": f"{role}/rgb_front", "semantic": f"{role}/semantic_segmentation_front"}
 
 
+def motion_topics(role: str) -> dict[str, str]:
+    """The bridge's odometry pseudo-sensor and depth camera (``depth_front``, at the rgb_front mount)."""
+    return {"odometry": f"/carla/{role}/odometry", "depth": f"/carla/{role}/depth_front/image",
+            "depth_info": f"/carla/{role}/depth_front/camera_info"}
+
+
+def motion_frame_ids(role: str) -> dict[str, str]:
+    return {"odometry": "map", "odometry_child": role, "depth": f"{role}/depth_front"}
+
+
 def intrinsics(width: int, height: int, fov_deg: float) -> tuple[float, float, float]:
     """(fx, cx, cy) of CARLA's pinhole camera, as the bridge computes them (fy = fx, square pixels)."""
     fx = width / (2.0 * math.tan(fov_deg * math.pi / 360.0))
@@ -70,6 +88,10 @@ class MessageFactory:
                                               t["sensor_msgs/msg/Image"])
         self.CameraInfo, self.Roi, self.Clock = (t["sensor_msgs/msg/CameraInfo"],
                                                  t["sensor_msgs/msg/RegionOfInterest"], t["rosgraph_msgs/msg/Clock"])
+        self.geometry = {name.rsplit("/", 1)[-1]: t[name] for name in (
+            "nav_msgs/msg/Odometry", "geometry_msgs/msg/PoseWithCovariance", "geometry_msgs/msg/Pose",
+            "geometry_msgs/msg/Point", "geometry_msgs/msg/Quaternion", "geometry_msgs/msg/TwistWithCovariance",
+            "geometry_msgs/msg/Twist", "geometry_msgs/msg/Vector3")}
 
     def time(self, ns: int):
         return self.Time(sec=ns // 10**9, nanosec=ns % 10**9)
@@ -91,6 +113,25 @@ class MessageFactory:
             r=np.eye(3, dtype=np.float64).reshape(-1),
             p=np.array([fx, 0, cx, 0, 0, fx, cy, 0, 0, 0, 1, 0], np.float64),
             binning_x=0, binning_y=0, roi=self.Roi(x_offset=0, y_offset=0, height=0, width=0, do_rectify=False))
+
+    def depth_image(self, depth: np.ndarray, header):
+        """32FC1 metres, little-endian, as the bridge's depth camera."""
+        depth = np.ascontiguousarray(depth, "<f4")
+        h, w = depth.shape
+        return self.Image(header=header, height=h, width=w, encoding="32FC1", is_bigendian=0, step=w * 4,
+                          data=depth.view(np.uint8).reshape(-1))
+
+    def odometry(self, state: EgoState, header, child_frame_id: str):
+        """nav_msgs/Odometry like the bridge's odometry pseudo-sensor (covariances zero, as it sends them)."""
+        g = self.geometry
+        qx, qy, qz, qw = state.quaternion
+        pose = g["Pose"](position=g["Point"](x=state.x, y=state.y, z=state.z),
+                         orientation=g["Quaternion"](x=qx, y=qy, z=qz, w=qw))
+        twist = g["Twist"](linear=g["Vector3"](x=state.vx, y=state.vy, z=state.vz),
+                           angular=g["Vector3"](x=state.wx, y=state.wy, z=state.wz))
+        return g["Odometry"](header=header, child_frame_id=child_frame_id,
+                             pose=g["PoseWithCovariance"](pose=pose, covariance=np.zeros(36, np.float64)),
+                             twist=g["TwistWithCovariance"](twist=twist, covariance=np.zeros(36, np.float64)))
 
     def clock(self, ns: int):
         return self.Clock(clock=self.time(ns))
@@ -125,7 +166,33 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--coding", choices=CODINGS,
                    help="use only frames of this CARLA coding (needed when the folder mixes codings)")
     p.add_argument("--limit", type=int, help="only the first N frames")
+    p.add_argument("--no-odometry", action="store_true",
+                   help="leave out /carla/<role>/odometry even where the manifest has the ego poses")
+    p.add_argument("--no-depth", action="store_true",
+                   help="leave out the depth camera even where the folder has depth/NAME.npy")
     return p
+
+
+def frame_motion(pairs, odometry: bool, depth: bool) -> tuple[list, list]:
+    """Per pair: its EgoState from its folder's manifest (None without one) and its depth file (None without one).
+
+    ValueError for a damaged pose, naming the manifest."""
+    manifests: dict = {}
+    states, depths = [], []
+    for pair in pairs:
+        folder = pair.rgb.parent.parent
+        state = None
+        if odometry:
+            if folder not in manifests:
+                manifests[folder] = read_manifest(folder)
+            try:
+                state = ego_from_row(manifests[folder].get(pair.name) or {})
+            except ValueError as exc:
+                raise ValueError(f"{folder}/manifest.csv: {exc}") from None
+        states.append(state)
+        path = depth_path(folder, pair.name) if depth else None
+        depths.append(path if path is not None and path.is_file() else None)
+    return states, depths
 
 
 def main(argv=None) -> int:
@@ -157,6 +224,11 @@ def main(argv=None) -> int:
         return 2
     coding = load_coding(codings[0])
     try:
+        states, depths = frame_motion(pairs, not args.no_odometry, not args.no_depth)
+    except ValueError as exc:
+        print(f"carla-seg make-bag: {exc}", file=sys.stderr)
+        return 2
+    try:
         writer = open_writer(args.out, args.storage)
     except FileExistsError as exc:
         print(f"carla-seg make-bag: {exc}", file=sys.stderr)
@@ -165,6 +237,9 @@ def main(argv=None) -> int:
     store = typestore()
     make = MessageFactory(store)
     names, ids = topics(args.role), frame_ids(args.role)
+    extra, extra_ids = motion_topics(args.role), motion_frame_ids(args.role)
+    kinds = ((["odometry"] if any(s is not None for s in states) else [])
+             + (["depth", "depth_info"] if any(d is not None for d in depths) else []))
     gt_format = "ids" if args.raw_ids else "palette"
     writer.set_custom_data(CODING_METADATA_KEY, coding.name)
     writer.set_custom_data(GT_FORMAT_METADATA_KEY, gt_format)
@@ -172,10 +247,14 @@ def main(argv=None) -> int:
     known = np.zeros(256, bool)
     known[list(coding.ids)] = True
     unknown_pixels = 0
+    failure = ""
     with writer:
         conn = {key: writer.add_connection(names[key], msgtype, typestore=store) for key, msgtype in (
             ("clock", "rosgraph_msgs/msg/Clock"), ("camera_info", "sensor_msgs/msg/CameraInfo"),
             ("image", "sensor_msgs/msg/Image"), ("semantic", "sensor_msgs/msg/Image"))}
+        msgtypes = {"odometry": "nav_msgs/msg/Odometry", "depth": "sensor_msgs/msg/Image",
+                    "depth_info": "sensor_msgs/msg/CameraInfo"}
+        conn.update({key: writer.add_connection(extra[key], msgtypes[key], typestore=store) for key in kinds})
         for i, pair in enumerate(tqdm(pairs, desc=f"make-bag {args.out.name}", unit="frame")):
             ns = stamp_ns(i, args.rate, args.start_time)
             rgb = read_rgb(pair.rgb)
@@ -185,17 +264,45 @@ def main(argv=None) -> int:
             cam_header, sem_header = make.header(ns, ids["image"]), make.header(ns, ids["semantic"])
             semantic = (make.image(tags, "mono8", sem_header) if args.raw_ids
                         else make.image(from_rgb(palette[tags], "bgra8"), "bgra8", sem_header))
-            for key, msg in (("clock", make.clock(ns)), ("camera_info", make.camera_info(w, h, args.fov, cam_header)),
+            # The pose goes first, so a node replaying the bag has it when the frame's images arrive.
+            odometry = (() if states[i] is None else (("odometry", make.odometry(
+                states[i], make.header(ns, extra_ids["odometry"]), extra_ids["odometry_child"])),))
+            for key, msg in (("clock", make.clock(ns)), *odometry,
+                             ("camera_info", make.camera_info(w, h, args.fov, cam_header)),
                              ("image", make.image(from_rgb(rgb, "bgra8"), "bgra8", cam_header)),
                              ("semantic", semantic)):
                 writer.write(conn[key], ns, make.serialize(msg))
+            try:
+                if depths[i] is not None:
+                    write_depth(writer, conn, make, ns, depths[i], (h, w), args.fov, extra_ids["depth"])
+            except ValueError as exc:
+                failure = str(exc)
+                break
+    if failure:      # a half-written bag would play as if complete: remove it
+        shutil.rmtree(args.out, ignore_errors=True)
+        print(f"carla-seg make-bag: {failure}", file=sys.stderr)
+        return 2
     print(f"wrote {args.out} ({args.storage}): {len(pairs)} frames at {args.rate:g} Hz, ground truth "
           f"{'raw ' + coding.name + ' ids (mono8)' if args.raw_ids else coding.name + ' palette colours (bgra8)'}; "
-          f"topics {', '.join(names.values())}")
+          f"topics {', '.join([*names.values(), *(extra[k] for k in kinds)])}"
+          + (f"; odometry for {sum(s is not None for s in states)} frames" if "odometry" in kinds else "")
+          + (f", depth for {sum(d is not None for d in depths)} frames" if "depth" in kinds else ""))
     if unknown_pixels:
         print(f"warning: {unknown_pixels} label pixels had tag ids outside the {coding.name} table"
               + ("" if args.raw_ids else " and were stored as black (Unlabeled)"), file=sys.stderr)
     return 0
+
+
+def write_depth(writer, conn, make: MessageFactory, ns: int, depth_file: Path, size, fov: float,
+                frame_id: str) -> None:
+    """A frame's depth image and its camera_info, stamped like its images; ValueError for a file that does not fit."""
+    depth = read_depth(depth_file)
+    if depth.shape != tuple(size):
+        raise ValueError(f"depth image {depth_file} is {depth.shape[1]}x{depth.shape[0]}, its camera image "
+                         f"{size[1]}x{size[0]}")
+    header = make.header(ns, frame_id)
+    writer.write(conn["depth_info"], ns, make.serialize(make.camera_info(size[1], size[0], fov, header)))
+    writer.write(conn["depth"], ns, make.serialize(make.depth_image(depth, header)))
 
 
 if __name__ == "__main__":

@@ -12,14 +12,22 @@ pixel for pixel. The world runs in synchronous mode with a fixed step (``--step`
 
 ``--ros client`` (default) publishes each tick as the CARLA ROS bridge would, for users without the bridge:
 ``/carla/<role>/<camera>/image`` (bgra8; the semantic camera in CityScapes palette colours), ``.../camera_info``,
-``/clock``, sim-time stamps and frame ids ``<role>/<camera>``. ``--ros native`` instead sets each actor's
-``ros_name`` and calls ``enable_for_ros()``, so a server started with ``--ros2`` publishes the same topic names
-itself (its semantic image holds raw tag ids: run seg_eval_node with ``gt_format:=ids coding:=tags29``).
+``/clock``, sim-time stamps and frame ids ``<role>/<camera>``, and the ego vehicle's odometry like the bridge's
+odometry pseudo-sensor: nav_msgs/Odometry on ``/carla/<role>/odometry``, frame ``map``, child ``<role>``, pose in
+ROS's right-handed frame (simulator/carla_frames.py), twist in the vehicle frame. ``--depth`` adds the bridge's
+depth camera at the same mount, size and FOV: ``/carla/<role>/depth_front/image``, 32FC1 metres.
+
+``--ros native`` instead sets each actor's ``ros_name`` and calls ``enable_for_ros()``, so a server started with
+``--ros2`` publishes the same topic names itself (its semantic image holds raw tag ids: run seg_eval_node with
+``gt_format:=ids coding:=tags29``); this command then publishes no odometry.
 
 ``--record DIR`` also writes every tick's camera pair into a training dataset folder (rgb/, label/ with the raw tag
 ids, manifest.csv: evaluation/dataset_writer.py, the writer of `carla-seg record`), straight from the synchronous
-sensors with no ROS in between; the simulation waits for the writer, so nothing is dropped. ``--weathers`` cycles
-CARLA's weather presets and ``--towns`` the maps, ``--frames-per-town`` ticks per town split over the weathers:
+sensors with no ROS in between; the simulation waits for the writer, so nothing is dropped. Each row of the
+manifest also holds the ego vehicle's pose (ROS map frame) and twist (``ego_*`` columns), and with ``--depth``
+``depth/NAME.npy`` holds the depth image (float32 metres), so `make-bag` can replay odometry and depth.
+``--weathers`` cycles CARLA's weather presets and ``--towns`` the maps, ``--frames-per-town`` ticks per town split
+over the weathers:
 
     carla-seg carla --record runs/rec/mix --towns Town01,Town03,Town10HD_Opt --frames-per-town 3000 \
         --weathers ClearNoon,WetSunset,HardRainNoon,ClearNight --every 5 --min-change 2
@@ -38,6 +46,8 @@ from carla_seg_ros.classes import CODINGS
 from carla_seg_ros.evaluation.bag_make import intrinsics
 from carla_seg_ros.capture.recording import add_selection_options
 from carla_seg_ros.simulator import carla_sensors as cs
+from carla_seg_ros.simulator.bridge_publisher import BridgePublisher
+from carla_seg_ros.simulator.carla_frames import ego_state
 
 
 class CarlaError(RuntimeError):
@@ -62,6 +72,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--fov", type=float, default=cs.FOV, help="camera horizontal FOV (default: %(default)s)")
     p.add_argument("--ros", choices=("client", "native"), default="client",
                    help="client: this process publishes like the bridge; native: CARLA 0.9.16 --ros2 publishes")
+    p.add_argument("--depth", action="store_true",
+                   help=f"also spawn the bridge's depth camera ({cs.DEPTH}) at the RGB camera's mount, size and FOV: "
+                        "published as 32FC1 metres, recorded as depth/NAME.npy")
     p.add_argument("--coding", default="tags29", help="server's tag coding for the palette (default: %(default)s)")
     p.add_argument("--frames", type=int, default=0, help="stop after this many ticks (default: 0 = until Ctrl-C)")
     p.add_argument("--seed", type=int, default=0, help="spawn point / Traffic Manager seed (default: %(default)s)")
@@ -203,10 +216,12 @@ def spawn_vehicle(carla, world, session: Session, args):
 
 
 def spawn_cameras(carla, world, session: Session, vehicle, args) -> dict:
-    """Both cameras at the same mount, size and FOV; returns {name: (sensor, queue of images)}."""
+    """The cameras (the pair, and the depth camera with --depth) at the same mount, size and FOV; returns
+    {name: (sensor, queue of images)}."""
     library = world.get_blueprint_library()
     out = {}
-    for name, blueprint in cs.BLUEPRINTS.items():
+    wanted = dict(cs.BLUEPRINTS, **({cs.DEPTH: cs.DEPTH_BLUEPRINT} if getattr(args, "depth", False) else {}))
+    for name, blueprint in wanted.items():
         bp = library.find(blueprint)
         for key, value in cs.camera_attributes(name, args.width, args.height, args.fov,
                                                args.ros == "native").items():
@@ -221,43 +236,6 @@ def spawn_cameras(carla, world, session: Session, vehicle, args) -> dict:
             sensor.listen(images.put)
         out[name] = (sensor, images)
     return out
-
-
-class BridgePublisher:
-    """--ros client: the bridge's topics for the camera pair, plus /clock."""
-
-    def __init__(self, role: str, width: int, height: int, fov: float, coding: str):
-        import rclpy
-        from rclpy.qos import HistoryPolicy, QoSProfile, ReliabilityPolicy
-        from rosgraph_msgs.msg import Clock
-        from sensor_msgs.msg import CameraInfo, Image
-
-        rclpy.init()
-        self.node = rclpy.create_node("carla_seg_carla_client")
-        qos = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=10, reliability=ReliabilityPolicy.RELIABLE)
-        self.topics = cs.topic_names(role)
-        self.pubs = {k: self.node.create_publisher(CameraInfo if k.endswith("_info") else Image, t, qos)
-                     for k, t in self.topics.items() if k != "clock"}
-        self.clock = self.node.create_publisher(Clock, "/clock", 10)
-        self.Clock = Clock
-        self.role, self.size, self.fov, self.coding = role, (width, height), fov, coding
-
-    def publish(self, stamp: int, rgb_raw, semantic_raw) -> None:
-        w, h = self.size
-        clock = self.Clock()
-        clock.clock.sec, clock.clock.nanosec = divmod(stamp, 10**9)
-        self.clock.publish(clock)
-        for key, name, bgra in (("rgb", cs.RGB, cs.bgra_array(rgb_raw, w, h)),
-                                ("semantic", cs.SEMANTIC,
-                                 cs.semantic_to_palette(cs.bgra_array(semantic_raw, w, h), self.coding))):
-            frame_id = f"{self.role}/{name}"
-            self.pubs[key].publish(cs.image_msg(bgra, stamp, frame_id))
-            self.pubs[f"{key}_info"].publish(cs.camera_info_msg(w, h, self.fov, stamp, frame_id))
-
-    def close(self) -> None:
-        import rclpy
-        self.node.destroy_node()
-        rclpy.try_shutdown()
 
 
 def image_for(images: queue.Queue, frame: int, timeout: float):
@@ -299,7 +277,7 @@ def setup_world(carla, client, tm, town, args):
     print(f"carla-seg carla: {vehicle.type_id} as {args.role!r} in {name}, cameras {', '.join(cameras)} "
           f"{args.width}x{args.height} FOV {args.fov:g}, step {args.step:g} s, ROS {args.ros}"
           f"{', recording to ' + str(args.record) if args.record else ''}; Ctrl-C stops", file=sys.stderr)
-    return world, session, cameras, name
+    return world, session, cameras, name, vehicle
 
 
 def run(args) -> int:
@@ -323,21 +301,21 @@ def run(args) -> int:
     meta = record_meta(args)
     try:
         tm = client.get_trafficmanager(args.tm_port)
-        world = cameras = name = None
+        world = cameras = name = vehicle = None
         loaded = object()
         for town, weather, ticks in segments:
             if town != loaded:
                 if session is not None:
                     report_cleanup(session.close())
-                world, session, cameras, name = setup_world(carla, client, tm, town, args)
+                world, session, cameras, name, vehicle = setup_world(carla, client, tm, town, args)
                 loaded = town
             if publisher is None and args.ros == "client":
-                publisher = BridgePublisher(args.role, args.width, args.height, args.fov, args.coding)
+                publisher = BridgePublisher(args.role, args.width, args.height, args.fov, args.coding, args.depth)
             if weather is not None:
                 world.set_weather(presets[weather])
                 print(f"carla-seg carla: {name}, weather {weather}, {ticks} ticks", file=sys.stderr)
             tag = f"{name}_{weather}" if weather else name
-            if not run_ticks(world, cameras, publisher, writer, ticks, args, meta, tag):
+            if not run_ticks(world, vehicle, cameras, publisher, writer, ticks, args, meta, tag):
                 break
     except KeyboardInterrupt:
         pass
@@ -363,7 +341,16 @@ def report_cleanup(problems: list[str]) -> None:
         print(f"carla-seg carla: cleanup: {problem}", file=sys.stderr)
 
 
-def run_ticks(world, cameras, publisher, writer, ticks: int, args, meta: dict, tag: str) -> bool:
+def vehicle_state(snapshot, vehicle):
+    """The vehicle's EgoState in the tick's world snapshot (pose and velocities of that very frame); None when the
+    actor is not in it (destroyed by someone else)."""
+    actor = snapshot.find(vehicle.id)
+    if actor is None:
+        return None
+    return ego_state(actor.get_transform(), actor.get_velocity(), actor.get_angular_velocity())
+
+
+def run_ticks(world, vehicle, cameras, publisher, writer, ticks: int, args, meta: dict, tag: str) -> bool:
     """Tick the world ``ticks`` times (0 = until Ctrl-C); False once the writer is full or failed."""
     done = 0
     while not ticks or done < ticks:
@@ -371,14 +358,17 @@ def run_ticks(world, cameras, publisher, writer, ticks: int, args, meta: dict, t
         done += 1
         if publisher is None and writer is None:
             continue
-        stamp = cs.stamp_ns(world.get_snapshot().timestamp.elapsed_seconds)
+        snapshot = world.get_snapshot()
+        stamp = cs.stamp_ns(snapshot.timestamp.elapsed_seconds)
+        ego = vehicle_state(snapshot, vehicle)
         rgb = image_for(cameras[cs.RGB][1], frame, args.timeout)
         sem = image_for(cameras[cs.SEMANTIC][1], frame, args.timeout)
+        depth = image_for(cameras[cs.DEPTH][1], frame, args.timeout).raw_data if cs.DEPTH in cameras else None
         if publisher is not None:
-            publisher.publish(stamp, rgb.raw_data, sem.raw_data)
+            publisher.publish(stamp, rgb.raw_data, sem.raw_data, ego, depth)
         if writer is not None:
             writer.offer(cs.record_sample(rgb.raw_data, sem.raw_data, args.width, args.height, stamp, args.coding,
-                                          meta, tag))
+                                          meta, tag, ego, depth))
             if writer.error or writer.full:
                 return False
     return True

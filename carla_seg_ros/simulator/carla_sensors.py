@@ -9,6 +9,9 @@ No ``import carla`` here: everything is plain data and numpy, so it is tested wi
   id in the red channel (index 2). Publishing like the ROS bridge means: ``bgra8`` images, the semantic one
   converted to the CityScapes palette of the server's coding (tags29 for 0.9.14+), a CameraInfo from the FOV,
   frame ids ``<role>/<sensor>`` and sim-time stamps, plus /clock.
+* ``--depth`` adds the bridge's depth camera (``depth_front``) at the same mount, size and FOV; its image goes out
+  as 32FC1 metres (carla_frames.depth_metres). The ego vehicle's odometry goes out like the bridge's
+  ``sensor.pseudo.odom``: nav_msgs/Odometry on ``/carla/<role>/odometry``, frame ``map``, child ``<role>``.
 """
 from __future__ import annotations
 
@@ -20,19 +23,22 @@ from carla_seg_ros.evaluation.bag_make import intrinsics
 RGB = "rgb_front"
 SEMANTIC = "semantic_segmentation_front"
 BLUEPRINTS = {RGB: "sensor.camera.rgb", SEMANTIC: "sensor.camera.semantic_segmentation"}
+DEPTH = "depth_front"                 # the bridge's name for the depth camera at the rgb_front mount
+DEPTH_BLUEPRINT = "sensor.camera.depth"
+ALL_BLUEPRINTS = {**BLUEPRINTS, DEPTH: DEPTH_BLUEPRINT}
 MOUNT = {"x": 2.0, "y": 0.0, "z": 2.0, "roll": 0.0, "pitch": 0.0, "yaw": 0.0}   # the bridge's rgb_front
 WIDTH, HEIGHT, FOV = 800, 600, 90.0
 
 
 def camera_attributes(sensor: str, width: int = WIDTH, height: int = HEIGHT, fov: float = FOV,
                       native_ros: bool = False) -> dict[str, str]:
-    """Blueprint attributes for one of the two cameras (strings, as ``ActorBlueprint.set_attribute`` takes them).
+    """Blueprint attributes for one of the cameras (strings, as ``ActorBlueprint.set_attribute`` takes them).
 
     ``sensor_tick`` 0 = one image per simulation step. With ``native_ros`` the ``ros_name`` makes CARLA 0.9.16
     publish it on ``/carla/<vehicle ros_name>/<sensor>/image``, the topic our launch file expects.
     """
-    if sensor not in BLUEPRINTS:
-        raise ValueError(f"unknown camera {sensor!r}; known: {', '.join(BLUEPRINTS)}")
+    if sensor not in ALL_BLUEPRINTS:
+        raise ValueError(f"unknown camera {sensor!r}; known: {', '.join(ALL_BLUEPRINTS)}")
     attrs = {"image_size_x": str(int(width)), "image_size_y": str(int(height)), "fov": f"{float(fov):g}",
              "sensor_tick": "0.0", "role_name": sensor}
     if native_ros:
@@ -47,11 +53,20 @@ def vehicle_attributes(role: str, native_ros: bool = False) -> dict[str, str]:
     return attrs
 
 
-def topic_names(role: str) -> dict[str, str]:
-    """The bridge's topics for the pair (CARLA 0.9.16's native publisher uses the same with the ros_names above)."""
-    return {"rgb": f"/carla/{role}/{RGB}/image", "rgb_info": f"/carla/{role}/{RGB}/camera_info",
-            "semantic": f"/carla/{role}/{SEMANTIC}/image", "semantic_info": f"/carla/{role}/{SEMANTIC}/camera_info",
-            "clock": "/clock"}
+def topic_names(role: str, depth: bool = False) -> dict[str, str]:
+    """The bridge's topics for the pair, and the depth camera with ``depth`` (CARLA 0.9.16's native publisher uses
+    the same with the ros_names above)."""
+    topics = {"rgb": f"/carla/{role}/{RGB}/image", "rgb_info": f"/carla/{role}/{RGB}/camera_info",
+              "semantic": f"/carla/{role}/{SEMANTIC}/image",
+              "semantic_info": f"/carla/{role}/{SEMANTIC}/camera_info", "clock": "/clock"}
+    if depth:
+        topics.update(depth=f"/carla/{role}/{DEPTH}/image", depth_info=f"/carla/{role}/{DEPTH}/camera_info")
+    return topics
+
+
+def odometry_topic(role: str) -> str:
+    """The bridge's odometry pseudo-sensor topic (``sensor.pseudo.odom`` with id ``odometry``)."""
+    return f"/carla/{role}/odometry"
 
 
 def bgra_array(raw, width: int, height: int) -> np.ndarray:
@@ -137,10 +152,16 @@ def plan_segments(towns: list[str], weathers: list[str], frames_per_town: int) -
 
 
 def record_sample(rgb_raw, semantic_raw, width: int, height: int, stamp: int, coding: str, meta: dict,
-                  tag: str = ""):
+                  tag: str = "", ego=None, depth_raw=None):
     """One tick of CARLA's raw buffers -> a dataset_writer.Sample: the RGB camera's BGRA as RGB, the semantic
-    camera's red channel as the raw tag ids of ``coding`` (0.9.16: tags29), copied (CARLA reuses its buffers)."""
+    camera's red channel as the raw tag ids of ``coding`` (0.9.16: tags29), copied (CARLA reuses its buffers);
+    the ego vehicle's EgoState and the depth camera's image in metres where given."""
     from carla_seg_ros.capture.dataset_writer import Sample
+    from carla_seg_ros.simulator.carla_frames import depth_metres
     rgb = np.ascontiguousarray(bgra_array(rgb_raw, width, height)[..., 2::-1])
     tags = np.array(bgra_array(semantic_raw, width, height)[..., 2])
-    return Sample(stamp, rgb, lambda: (tags, coding), dict(meta), tag)
+    depth = None
+    if depth_raw is not None:     # decoded on the writer thread, from a copy
+        depth_bgra = np.array(bgra_array(depth_raw, width, height))
+        depth = lambda: depth_metres(depth_bgra)      # noqa: E731
+    return Sample(stamp, rgb, lambda: (tags, coding), dict(meta), tag, ego=ego, depth=depth)

@@ -11,6 +11,7 @@ tick). No CARLA server can run on this machine; nothing here talks to one.
 """
 from __future__ import annotations
 
+import math
 import socket
 import types
 
@@ -386,6 +387,7 @@ class FakeRecordingWorld(FakeWorld):
     def __init__(self, town, log_weather):
         super().__init__()
         self.town, self.listeners, self.weather_log, self.delivered = town, {}, log_weather, []
+        self.delivered_rgb = []
 
     def spawn_actor(self, bp, transform, attach_to=None):
         actor = super().spawn_actor(bp, transform, attach_to)
@@ -397,12 +399,21 @@ class FakeRecordingWorld(FakeWorld):
         rng = np.random.default_rng(hash((self.town, self.ticks)) % 2**32)
         raw_rgb, raw_sem, bgra, tags = carla_buffers(rng)
         self.delivered.append((bgra, tags))
+        self.delivered_rgb.append(bgra)      # the fake depth camera delivers the RGB buffer
         for name, cb in self.listeners.items():
             cb(types.SimpleNamespace(frame=self.ticks, raw_data=raw_sem if "semantic" in name else raw_rgb))
         return self.ticks
 
     def get_snapshot(self):
-        return types.SimpleNamespace(timestamp=types.SimpleNamespace(elapsed_seconds=self.ticks * 0.05))
+        """The vehicle drives along CARLA +y (yaw 90) at 20 m/s: 1 m per tick."""
+        import carla
+        vehicle = types.SimpleNamespace(
+            get_transform=lambda: carla.Transform(carla.Location(x=5.0, y=float(self.ticks), z=0.5),
+                                                  carla.Rotation(yaw=90.0)),
+            get_velocity=lambda: carla.Vector3D(x=0.0, y=20.0, z=0.0),
+            get_angular_velocity=lambda: carla.Vector3D(x=0.0, y=0.0, z=0.0))
+        return types.SimpleNamespace(timestamp=types.SimpleNamespace(elapsed_seconds=self.ticks * 0.05),
+                                     find=lambda actor_id: vehicle if actor_id == "vehicle" else None)
 
     def set_weather(self, preset):
         self.weather_log.append((self.town, preset))
@@ -426,7 +437,8 @@ def test_record_cycles_towns_and_weathers_against_a_fake_world(monkeypatch, tmp_
     monkeypatch.setattr(cc, "import_carla", lambda: lib)
     out = tmp_path / "ds"
     assert cc.main(["--ros", "native", "--record", str(out), "--towns", "Town01,Town03", "--weathers",
-                    "ClearNoon,HardRainNoon", "--frames-per-town", "4", "--width", "8", "--height", "6"]) == 0
+                    "ClearNoon,HardRainNoon", "--frames-per-town", "4", "--width", "8", "--height", "6",
+                    "--depth"]) == 0
     assert list(worlds) == ["Town01", "Town03"]
     presets = carla.WeatherParameters
     assert weather_log == [("Town01", presets.ClearNoon), ("Town01", presets.HardRainNoon),
@@ -447,6 +459,18 @@ def test_record_cycles_towns_and_weathers_against_a_fake_world(monkeypatch, tmp_
             assert np.array_equal(read_tag_ids(pair.label), tags)
     rows = list(csv.DictReader(open(out / "manifest.csv")))
     assert len(rows) == 8 and {r["coding"] for r in rows} == {"tags29"} and float(rows[0]["fx"]) == pytest.approx(4.0)
+    # Every row holds the ego pose of its own tick in the ROS map frame (CARLA y negated, yaw 90 -> -pi/2) and the
+    # twist in the vehicle frame; --depth wrote the depth camera's image of that tick in metres.
+    from carla_seg_ros.evaluation.ego_motion import depth_path, ego_from_row, read_depth
+    from carla_seg_ros.simulator.carla_frames import depth_metres
+    for row in rows:
+        k = int(row["stamp_ns"]) // 50_000_000
+        ego = ego_from_row(row)
+        assert (ego.x, ego.y, ego.z, ego.vx) == (5.0, -float(k), 0.5, pytest.approx(20.0))
+        assert ego.yaw == pytest.approx(-math.pi / 2)
+        town = row["name"].split("_")[1]
+        depth = read_depth(depth_path(out, row["name"]))
+        assert np.array_equal(depth, depth_metres(worlds[town].delivered_rgb[k - 1]))
     summary = json.loads((out / "record_summary.json").read_text())
     assert summary["written"] == 8 and summary["dropped_writer"] == 0
     assert "written 8" in capsys.readouterr().err
