@@ -168,3 +168,15 @@ def test_bag_to_dataset_keeps_the_poses(tmp_path, capsys):
                                 "--odometry-topic", ""]) == 0
     assert "ego pose" not in capsys.readouterr().out
     assert all(ego_from_row(r) is None for r in read_manifest(tmp_path / "none").values())
+
+
+def test_the_bag_player_replays_the_odometry(tmp_path, capsys):
+    """Playback (demo, benchmarks, bag-eval's node runs) reads the odometry topic like the images."""
+    from carla_seg_ros.ros.playback.bag_player import read_bag
+    write_folder(tmp_path / "ds", with_ego=True)
+    bag = tmp_path / "bag"
+    assert make_bag_main(["--data", str(tmp_path / "ds"), "--split", "all", "--out", str(bag), "--role", ROLE]) == 0
+    played = read_bag(bag, [M["odometry"], T["image"]])
+    assert len(played[M["odometry"]]) == len(played[T["image"]]) == FRAMES
+    assert type(played[M["odometry"]][0]).__name__ == "Odometry"
+    assert [m.header.stamp for m in played[M["odometry"]]] == [m.header.stamp for m in played[T["image"]]]

@@ -11,7 +11,8 @@ import time
 
 MSG_TYPES = {"sensor_msgs/msg/Image": ("sensor_msgs.msg", "Image"),
              "sensor_msgs/msg/CameraInfo": ("sensor_msgs.msg", "CameraInfo"),
-             "rosgraph_msgs/msg/Clock": ("rosgraph_msgs.msg", "Clock")}
+             "rosgraph_msgs/msg/Clock": ("rosgraph_msgs.msg", "Clock"),
+             "nav_msgs/msg/Odometry": ("nav_msgs.msg", "Odometry")}
 
 
 def _msg_class(msgtype: str):
