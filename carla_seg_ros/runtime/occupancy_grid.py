@@ -132,11 +132,11 @@ class ProjectedFrame:
         return np.take(classes.group_tables[name], self.codes).reshape(self.shape)
 
 
-def project(lookup: CellLookup, class_ids: np.ndarray, classes: OccupancyClasses,
-            confidence: np.ndarray | None = None) -> ProjectedFrame:
-    """Apply the free-space rule to a mask of lookup.shape (the mask the lookup was built for).
-
-    ``confidence`` (uint8, probability x 255, same shape) feeds the group grids; None counts as certain.
+def project_cells(lookup: CellLookup, class_ids: np.ndarray, classes: OccupancyClasses,
+                  confidence: np.ndarray | None = None) -> np.ndarray:
+    """The free-space rule on the lookup's own cells: intp codes aligned with ``lookup.cells`` (class id x 256 +
+    confidence, SEEN_CODES where the cell is not seen). ``project`` spreads them over the grid; the local map
+    (runtime/local_map.py) moves them into its own frame instead.
     """
     if class_ids.shape != lookup.shape or (confidence is not None and confidence.shape != lookup.shape):
         raise ValueError(f"mask is {class_ids.shape}, the lookup was built for {lookup.shape}")
@@ -149,6 +149,15 @@ def project(lookup: CellLookup, class_ids: np.ndarray, classes: OccupancyClasses
     pixel = np.where(at_contact, rc * lookup.shape[1] + lookup.col, lookup.pixel)
     code = np.take(class_ids.reshape(-1), pixel).astype(np.intp) << 8
     code += 255 if confidence is None else np.take(confidence.reshape(-1), pixel)
+    return np.where(seen, code, SEEN_CODES)
+
+
+def project(lookup: CellLookup, class_ids: np.ndarray, classes: OccupancyClasses,
+            confidence: np.ndarray | None = None) -> ProjectedFrame:
+    """Apply the free-space rule to a mask of lookup.shape (the mask the lookup was built for).
+
+    ``confidence`` (uint8, probability x 255, same shape) feeds the group grids; None counts as certain.
+    """
     codes = np.full(lookup.grid.height * lookup.grid.width, SEEN_CODES, np.intp)
-    codes[lookup.cells] = np.where(seen, code, SEEN_CODES)
+    codes[lookup.cells] = project_cells(lookup, class_ids, classes, confidence)
     return ProjectedFrame((lookup.grid.height, lookup.grid.width), codes)
