@@ -2,7 +2,7 @@
 
 The world lies in the odometry frame (x, y on the ground z = 0): a straight road along x (``road_half_width`` each
 side of y = 0), sidewalks beyond it, rows of buildings beyond the sidewalks, parked cars at the road's edges, a
-pedestrian on a sidewalk, and cars that drive along the road at constant velocity. Every object is an axis-aligned
+pedestrians on the sidewalks, and cars that drive along the road at constant velocity. Every object is an axis-aligned
 box standing on the ground.
 
 ``render`` traces one ray per pixel of a pinhole camera mounted on the ego (runtime/ground_projection.py's Mount
@@ -68,7 +68,7 @@ class World:
 
 def town(length: float = 200.0, seed: int = 0, moving: bool = True) -> World:
     """The default world: road 10 m wide along x from -50 m to ``length``, 3 m sidewalks, buildings from 9 m out
-    with gaps, parked cars at both kerbs, a pedestrian, and (``moving``) one car overtaking the ego at 12 m/s."""
+    with gaps, parked cars at both kerbs, two pedestrians, and (``moving``) one car overtaking the ego at 12 m/s."""
     rng = np.random.default_rng(seed)
     world = World()
     for side in (-1, 1):
@@ -83,7 +83,8 @@ def town(length: float = 200.0, seed: int = 0, moving: bool = True) -> World:
             y0, y1 = (3.0, 4.8) if side > 0 else (-4.8, -3.0)
             world.boxes.append(Box(x, x + 4.4, y0, y1, 1.5, CAR))
             x += 4.4 + float(rng.uniform(8, 25))
-    world.boxes.append(Box(30.0, 30.6, -7.0, -6.4, 1.8, PEDESTRIAN))
+    world.boxes.append(Box(44.0, 44.6, -7.0, -6.4, 1.8, PEDESTRIAN))
+    world.boxes.append(Box(20.0, 20.6, 6.4, 7.0, 1.8, PEDESTRIAN))
     if moving:
         world.boxes.append(Box(-6.0, -1.6, 0.3, 2.1, 1.5, CAR, vx=12.0))   # left lane, overtakes the ego
     return world
@@ -114,7 +115,8 @@ def render(world: World, cam: Pinhole, mount: Mount, pose: PlanarPose, t: float,
     ``reach`` metres are left out (they would change only pixels beyond the map)."""
     u, v = np.meshgrid(np.arange(cam.width, dtype=np.float64), np.arange(cam.height, dtype=np.float64))
     rays = np.stack([(u - cam.cx) / cam.fx, (v - cam.cy) / cam.fy, np.ones_like(u)], -1)   # optical z = 1
-    vehicle = rays @ mount.vehicle_from_optical().T
+    vehicle_from_optical = mount.vehicle_from_optical()
+    vehicle = rays @ vehicle_from_optical.T
     c, s = math.cos(pose.yaw), math.sin(pose.yaw)
     dx = c * vehicle[..., 0] - s * vehicle[..., 1]
     dy = s * vehicle[..., 0] + c * vehicle[..., 1]
@@ -125,27 +127,55 @@ def render(world: World, cam: Pinhole, mount: Mount, pose: PlanarPose, t: float,
     with np.errstate(divide="ignore", invalid="ignore"):
         t_ground = np.where(dz < 0, -oz / dz, np.inf)
     depth = t_ground.copy()
-    gx, gy = ox + t_ground * dx, oy + t_ground * dy
-    labels = np.where(np.isfinite(t_ground), world.ground_label(np.nan_to_num(gy)), SKY).astype(np.uint8)
+    on_ground = np.isfinite(t_ground)
+    gy = oy + np.where(on_ground, t_ground, 0.0) * dy
+    labels = np.where(on_ground, world.ground_label(gy), SKY).astype(np.uint8)
+    world_from_optical = np.array([[c, -s, 0.0], [s, c, 0.0], [0.0, 0.0, 1.0]]) @ vehicle_from_optical
     for box in world.boxes:
         x0, x1, y0, y1 = box.at(t)
         if max(x0 - ox, ox - x1, y0 - oy, oy - y1) > reach:
             continue
-        near, far = np.zeros_like(dx), np.full_like(dx, np.inf)
-        for o, d, lo, hi in ((ox, dx, x0, x1), (oy, dy, y0, y1), (oz, dz, 0.0, box.height)):
+        window = _image_window(cam, world_from_optical, (ox, oy, oz), (x0, x1, y0, y1, box.height))
+        if window is None:
+            continue
+        rows, cols = window
+        bdx, bdy, bdz, bdepth = dx[rows, cols], dy[rows, cols], dz[rows, cols], depth[rows, cols]
+        near, far = np.zeros_like(bdx), np.full_like(bdx, np.inf)
+        for o, d, lo, hi in ((ox, bdx, x0, x1), (oy, bdy, y0, y1), (oz, bdz, 0.0, box.height)):
             with np.errstate(divide="ignore", invalid="ignore"):
                 a, b = (lo - o) / d, (hi - o) / d
             parallel = d == 0
             inside = (o >= lo) & (o <= hi)
+            # a ray parallel to a slab: no constraint inside it, no hit outside it
             a = np.where(parallel, np.where(inside, -np.inf, np.inf), a)
-            b = np.where(parallel, np.where(inside, np.inf, -np.inf), b)
+            b = np.where(parallel, np.inf, b)
             near = np.maximum(near, np.minimum(a, b))
             far = np.minimum(far, np.maximum(a, b))
-        hit = (near <= far) & (near < depth) & (far > 0)
-        depth = np.where(hit, near, depth)
-        labels[hit] = box.label
+        hit = (near <= far) & (near < bdepth) & (far > 0)
+        depth[rows, cols] = np.where(hit, near, bdepth)
+        labels[rows, cols][hit] = box.label
     depth = np.where(np.isfinite(depth), depth, SKY_DEPTH).astype(np.float32)
     return labels, depth
+
+
+def _image_window(cam: Pinhole, world_from_optical: np.ndarray, origin, box) -> tuple[slice, slice] | None:
+    """The pixel rectangle that holds a box's image (its corners' bounding box, a pixel of margin), the whole
+    image when a corner is behind the camera, None when the box is entirely behind it or outside the image."""
+    x0, x1, y0, y1, h = box
+    corners = np.array([[x, y, z] for x in (x0, x1) for y in (y0, y1) for z in (0.0, h)]) - np.asarray(origin)
+    optical = corners @ world_from_optical          # row vectors: R^T p
+    z = optical[:, 2]
+    if (z <= 1e-6).all():
+        return None
+    if (z <= 1e-6).any():
+        return slice(0, cam.height), slice(0, cam.width)
+    u = cam.fx * optical[:, 0] / z + cam.cx
+    v = cam.fy * optical[:, 1] / z + cam.cy
+    c0, c1 = max(int(math.floor(u.min())) - 1, 0), min(int(math.ceil(u.max())) + 2, cam.width)
+    r0, r1 = max(int(math.floor(v.min())) - 1, 0), min(int(math.ceil(v.max())) + 2, cam.height)
+    if c0 >= c1 or r0 >= r1:
+        return None
+    return slice(r0, r1), slice(c0, c1)
 
 
 def add_label_noise(labels: np.ndarray, fraction: float, rng: np.random.Generator,

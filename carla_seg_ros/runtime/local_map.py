@@ -189,9 +189,10 @@ class LocalMap:
             # positive values drop by step, never below 0; negative ones (seen free of cars) stay
             np.minimum(layer, np.maximum(layer - step, 0.0), out=layer)
 
-    def fuse(self, stamp: float, pose: PlanarPose, xs: np.ndarray, ys: np.ndarray, codes: np.ndarray) -> int:
+    def fuse(self, stamp: float, pose: PlanarPose, xs: np.ndarray, ys: np.ndarray, codes: np.ndarray,
+             weights: np.ndarray | None = None) -> int:
         """Add one camera frame: vehicle-frame cell centres (xs, ys) seen with ``codes`` (class x 256 +
-        confidence) at ``pose``. Returns how many map cells it touched."""
+        confidence) at ``pose``, each increment scaled by ``weights`` (None: 1). Returns the map cells touched."""
         self.follow(pose)
         self.decay(stamp)
         self.stamp = stamp if self.stamp is None else max(self.stamp, stamp)
@@ -201,9 +202,11 @@ class LocalMap:
         row = np.floor((wy - self.origin[1]) * (1.0 / res)).astype(np.intp)
         inside = (col >= 0) & (col < n) & (row >= 0) & (row < n)
         cells = (row * n + col)[inside]
-        codes = codes[inside]
+        increments = np.take(self._table, codes[inside], axis=1)
+        if weights is not None:
+            increments *= weights[inside]
         values = np.take(self.layers, cells, axis=1)
-        values += np.take(self._table, codes, axis=1)
+        values += increments
         np.clip(values, self._low, self._high, out=values)
         self.layers[:, cells] = values        # a cell hit twice in one frame takes one increment: no double count
         return int(cells.size)

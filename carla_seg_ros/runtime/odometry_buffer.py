@@ -73,6 +73,7 @@ class OdometryBuffer:
         self.max_speed = max_speed          # m/s: 250 km/h; faster than that between two samples is a jump
         self.stamps: list[float] = []
         self.poses: list[PlanarPose] = []
+        self.floor: float | None = None     # stamp of the last reset: older frames belong to the old map
 
     def __len__(self) -> int:
         return len(self.stamps)
@@ -84,6 +85,13 @@ class OdometryBuffer:
     def clear(self) -> None:
         self.stamps.clear()
         self.poses.clear()
+        self.floor = None
+
+    def _restart(self, stamp: float, pose: PlanarPose) -> None:
+        self.clear()
+        self.stamps.append(stamp)
+        self.poses.append(pose)
+        self.floor = stamp
 
     def add(self, stamp: float, pose: PlanarPose) -> str:
         """Insert one odometry sample; the answer says what happened (JUMP and REWIND mean: reset the map)."""
@@ -94,29 +102,28 @@ class OdometryBuffer:
             self.poses.append(pose)
             return ACCEPTED
         newest = self.stamps[-1]
+        if self.floor is not None and stamp < self.floor:
+            return TOO_OLD                  # from before the last reset: the old episode's
         if stamp < newest - self.horizon:
             # Far older than anything kept: a restarted clock (new episode) if it is near the start of time,
             # else a straggler. Both cannot be told apart by the stamp alone; a straggler that old is useless,
             # and a restarted clock will send many more such stamps, so one is taken as the sign of a rewind.
-            self.clear()
-            self.stamps.append(stamp)
-            self.poses.append(pose)
+            self._restart(stamp, pose)
             return REWIND
         i = bisect.bisect_left(self.stamps, stamp)
         if i < len(self.stamps) and self.stamps[i] == stamp:
             return DUPLICATE
         for j in (i - 1, i):        # the neighbours in time, before and after
             if 0 <= j < len(self.stamps) and self._is_jump(self.stamps[j], self.poses[j], stamp, pose):
-                self.clear()
-                self.stamps.append(stamp)
-                self.poses.append(pose)
+                self._restart(stamp, pose)
                 return JUMP
+        newest_now = i == len(self.stamps)
         self.stamps.insert(i, stamp)
         self.poses.insert(i, pose)
         drop = bisect.bisect_left(self.stamps, self.stamps[-1] - self.horizon)
         if drop:
             del self.stamps[:drop], self.poses[:drop]
-        return ACCEPTED if i == len(self.stamps) - 1 else OUT_OF_ORDER
+        return ACCEPTED if newest_now else OUT_OF_ORDER
 
     def _is_jump(self, t0: float, p0: PlanarPose, t1: float, p1: PlanarPose) -> bool:
         d = p0.distance(p1)
@@ -127,6 +134,8 @@ class OdometryBuffer:
         older than the history, GAP: no sample within the tolerance)."""
         if not self.stamps:
             return None, NO_ODOMETRY
+        if self.floor is not None and stamp < self.floor:
+            return None, BEHIND
         tol = self.tolerance
         if stamp > self.stamps[-1]:
             if stamp - self.stamps[-1] > tol:
