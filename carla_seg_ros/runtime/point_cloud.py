@@ -122,15 +122,17 @@ class PointCloudBuilder:
                     rgb: np.ndarray | None = None) -> np.ndarray:
         """Ground-plane points up to each column's contact (``ground``: the (256,) bool table of flat classes)."""
         self._check_mask(class_ids)
-        contact = contact_rows(class_ids, ground, 0, min(self.hood_row, class_ids.shape[0]))
+        last_row = min(self.hood_row, class_ids.shape[0])
+        contact = contact_rows(class_ids, ground, 0, last_row)
         col_contact = contact[self.mask_cols]
         valid = (self.mask_rows[:, None] > col_contact[None, :]) & self._ground_hits     # in front of the contact
         conf = self._sampled(confidence)
         rgb_s = self._sampled_rgb(rgb)
         ground_points = self._points(self._ground_xyz[valid], self._sampled(class_ids)[valid],
                                      None if conf is None else conf[valid], None if rgb_s is None else rgb_s[valid])
-        # Each sampled column's contact itself (the obstacle), whether or not the stride samples its row.
-        has = np.flatnonzero(col_contact >= 0)
+        # Each sampled column's contact itself (the obstacle), whether or not the stride samples its row; not
+        # an object cut by the image's lower edge, whose real contact is out of view (runtime/occupancy_grid.py).
+        has = np.flatnonzero((col_contact >= 0) & (col_contact != last_row - 1))
         rows, cols = col_contact[has], self.mask_cols[has]
         v = (rows + 0.5) * self.cam.height / self.mask_shape[0] - 0.5     # the contact row's centre in the image
         gx, gy = pixel_to_ground(self.cam, self.mount, self.ground_z, self.image_cols[has].astype(np.float64), v)
