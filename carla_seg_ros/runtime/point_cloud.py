@@ -65,8 +65,10 @@ class PointCloudBuilder:
         mh, mw = self.mask_shape
         self.mask_rows = np.minimum(((v + 0.5) * mh / cam.height).astype(np.intp), mh - 1)
         self.mask_cols = np.minimum(((u + 0.5) * mw / cam.width).astype(np.intp), mw - 1)
-        self._ray_x = ((u - cam.cx) / cam.fx).astype(np.float32)[None, :]
-        self._ray_y = ((v - cam.cy) / cam.fy).astype(np.float32)[:, None]
+        self._mask_index = (self.mask_rows[:, None] * mw + self.mask_cols[None, :]).ravel()    # flat, per sample
+        # x/z and y/z of every sampled pixel's ray, flat in sample order
+        self._ray_x = np.tile(((u - cam.cx) / cam.fx).astype(np.float32), len(v))
+        self._ray_y = np.repeat(((v - cam.cy) / cam.fy).astype(np.float32), len(u))
         hood = int(round(hood_row_fraction * mh))
         self.hood_row = hood
         # Ground path: where each sampled pixel's ray meets the ground, in the optical frame.
@@ -78,6 +80,9 @@ class PointCloudBuilder:
         optical = vehicle @ mount.vehicle_from_optical()
         self._ground_xyz = np.where(hits[..., None], optical, np.nan).astype(np.float32)
         self._ground_hits = hits
+        # No sampled pixel above this mask row meets the ground within range, so no contact there matters.
+        rows_with_hits = self.mask_rows[hits.any(axis=1)]
+        self._top_row = int(rows_with_hits.min()) if rows_with_hits.size else mh
 
     def _points(self, xyz: np.ndarray, ids: np.ndarray, conf: np.ndarray | None, rgb: np.ndarray | None):
         out = np.empty(len(xyz), point_dtype(rgb is not None))
@@ -88,8 +93,9 @@ class PointCloudBuilder:
             out["rgb"] = pack_rgb(rgb)
         return out
 
-    def _sampled(self, mask: np.ndarray | None):
-        return None if mask is None else mask[self.mask_rows[:, None], self.mask_cols[None, :]]
+    def _sampled(self, mask: np.ndarray | None, which: np.ndarray):
+        """The mask's values at the sampled pixels ``which`` (flat indices into the samples)."""
+        return None if mask is None else np.take(mask.reshape(-1), np.take(self._mask_index, which))
 
     def _sampled_rgb(self, rgb: np.ndarray | None):
         if rgb is None:
@@ -111,25 +117,26 @@ class PointCloudBuilder:
         with np.errstate(invalid="ignore"):
             valid = np.isfinite(d) & (d > 0) & (d <= self.max_range)
         valid[self.mask_rows >= self.hood_row] = False
-        z = d[valid]
-        xyz = np.stack([(self._ray_x * d)[valid], (self._ray_y * d)[valid], z], -1)
-        ids = self._sampled(class_ids)[valid]
-        conf = self._sampled(confidence)
+        which = np.flatnonzero(valid)
+        z = np.take(d, which)
+        xyz = np.stack([np.take(self._ray_x, which) * z, np.take(self._ray_y, which) * z, z], -1)
         rgb_s = self._sampled_rgb(rgb)
-        return self._points(xyz, ids, None if conf is None else conf[valid], None if rgb_s is None else rgb_s[valid])
+        return self._points(xyz, self._sampled(class_ids, which), self._sampled(confidence, which),
+                            None if rgb_s is None else rgb_s.reshape(-1, 3)[which])
 
     def from_ground(self, class_ids: np.ndarray, ground: np.ndarray, confidence: np.ndarray | None = None,
                     rgb: np.ndarray | None = None) -> np.ndarray:
         """Ground-plane points up to each column's contact (``ground``: the (256,) bool table of flat classes)."""
         self._check_mask(class_ids)
         last_row = min(self.hood_row, class_ids.shape[0])
-        contact = contact_rows(class_ids, ground, 0, last_row)
+        contact = contact_rows(class_ids, ground, min(self._top_row, last_row), last_row)
         col_contact = contact[self.mask_cols]
         valid = (self.mask_rows[:, None] > col_contact[None, :]) & self._ground_hits     # in front of the contact
-        conf = self._sampled(confidence)
+        which = np.flatnonzero(valid)
         rgb_s = self._sampled_rgb(rgb)
-        ground_points = self._points(self._ground_xyz[valid], self._sampled(class_ids)[valid],
-                                     None if conf is None else conf[valid], None if rgb_s is None else rgb_s[valid])
+        ground_points = self._points(self._ground_xyz.reshape(-1, 3)[which], self._sampled(class_ids, which),
+                                     self._sampled(confidence, which),
+                                     None if rgb_s is None else rgb_s.reshape(-1, 3)[which])
         # Each sampled column's contact itself (the obstacle), whether or not the stride samples its row; not
         # an object cut by the image's lower edge, whose real contact is out of view (runtime/occupancy_grid.py).
         has = np.flatnonzero((col_contact >= 0) & (col_contact != last_row - 1))
