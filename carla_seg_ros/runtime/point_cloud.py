@@ -151,7 +151,10 @@ class PointCloudBuilder:
             rgb_c = rgb[np.clip(np.rint(v[hit]).astype(np.intp), 0, self.cam.height - 1), self.image_cols[has][hit]]
         contact_points = self._points(xyz, class_ids[rows[hit], cols[hit]],
                                       None if confidence is None else confidence[rows[hit], cols[hit]], rgb_c)
-        return np.concatenate([ground_points, contact_points])
+        out = np.empty(len(ground_points) + len(contact_points), ground_points.dtype)   # (np.concatenate would
+        out[:len(ground_points)] = ground_points                                         # pack the padded layout)
+        out[len(ground_points):] = contact_points
+        return out
 
     def _check_mask(self, class_ids: np.ndarray) -> None:
         if class_ids.shape != self.mask_shape:

@@ -72,7 +72,10 @@ def test_rgb_and_confidence_are_carried(scene):
     rgb = np.zeros(labels.shape + (3,), np.uint8)
     rgb[..., 0], rgb[..., 1], rgb[..., 2] = 10, 200, 30
     conf = np.full(labels.shape, 51, np.uint8)
-    points = PointCloudBuilder(CAM, sw.FRONT, 0.0, labels.shape, stride=8).from_depth(depth, labels, conf, rgb)
+    builder = PointCloudBuilder(CAM, sw.FRONT, 0.0, labels.shape, stride=8)
+    points = builder.from_depth(depth, labels, conf, rgb)
+    assert points.dtype == point_dtype(True)
+    assert builder.from_ground(labels, load_occupancy_config().ground, conf, rgb).dtype == point_dtype(True)
     assert np.allclose(points["confidence"], 0.2)
     assert (points["rgb"].view(np.uint32) == (10 << 16 | 200 << 8 | 30)).all()
 
@@ -82,6 +85,7 @@ def test_ground_points_stop_at_each_columns_contact(scene):
     classes = load_occupancy_config()
     builder = PointCloudBuilder(CAM, sw.FRONT, 0.0, labels.shape, stride=4, max_range=40.0)
     points = builder.from_ground(labels, classes.ground)
+    assert points.dtype == point_dtype(False)
     p = to_world(points)
     assert len(points) > 2000 and np.abs(p[:, 2]).max() < SURFACE_TOLERANCE       # all on the ground
     ground = classes.ground[points["label"]]
