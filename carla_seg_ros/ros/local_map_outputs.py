@@ -319,5 +319,6 @@ class LocalMapOutputs:
                 values[tag + key] = value
             if cam.problem:
                 values[tag + "depth_problem"] = cam.problem
-        return DiagnosticStatus(level=level, name=f"{fqn}: local map", message=message, hardware_id="local_map",
+        # "<node>/local_map: local map": the cameras' statuses keep the "<node>: ..." names that tools look for.
+        return DiagnosticStatus(level=level, name=f"{fqn}/local_map: local map", message=message, hardware_id="local_map",
                                 values=[KeyValue(key=k, value=str(v)) for k, v in values.items()])

@@ -52,7 +52,7 @@ def setup(tmp_path_factory):
 
     def diag(msg):
         for s in msg.status:
-            if s.name == f"{NODE}: local map":
+            if s.name == f"{NODE}/local_map: local map":
                 with lock:
                     got["diag"].append((int.from_bytes(s.level, "little"), s.message,
                                         {kv.key: kv.value for kv in s.values}))
