@@ -55,6 +55,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--stride", type=int, default=4, help="point cloud stride in image pixels (default 4)")
     p.add_argument("--depth-frames", type=int, default=6, help="steps with their own rendered depth (default 6)")
     p.add_argument("--json", type=Path, help="also write the figures to this JSON file")
+    p.add_argument("--picture", type=Path, help="also write the street, the last per-camera grids and the fused map "
+                   "side by side to this PNG (docs/images/local_map.png)")
     add_cpu_option(p)
     return p
 
@@ -79,7 +81,7 @@ def render_drive(args, mounts, mask_wh, image_wh):
         depth = ({n: sw.render(world, image_cam, m, pose, t)[1] for n, m in mounts.items()}
                  if i < args.depth_frames else steps[i % args.depth_frames][3])
         steps.append((t, pose, labels, depth))
-    return mask_cam, image_cam, steps
+    return world, mask_cam, image_cam, steps
 
 
 def main(argv=None) -> int:
@@ -88,7 +90,7 @@ def main(argv=None) -> int:
     mask_wh, image_wh = parse_size(args.mask), parse_size(args.image)
     mounts = dict(list(MOUNTS.items())[:args.cameras])
     classes = load_occupancy_config()
-    mask_cam, image_cam, steps = render_drive(args, mounts, mask_wh, image_wh)
+    world, mask_cam, image_cam, steps = render_drive(args, mounts, mask_wh, image_wh)
     spec = MapSpec(args.resolution, args.size).check()
     evidence = {n: CameraEvidence(mask_cam, m, 0.0, spec.size, spec.resolution, classes) for n, m in mounts.items()}
     grids = {n: build_lookup(mask_cam, m, 0.0, GridSpec()) for n, m in mounts.items()}
@@ -152,6 +154,12 @@ def main(argv=None) -> int:
           f"{'met' if met else 'NOT met'} ({stats['fusion_plus_points']['cpu_p50_ms']:.2f} ms with depth, "
           f"{stats['fusion_plus_ground_points']['cpu_p50_ms']:.2f} ms without; the per-frame grid "
           f"{stats['grid']['cpu_p50_ms']:.2f} ms)")
+    if args.picture:
+        from carla_seg_ros.benchmarks.map_picture import write_picture
+
+        stamp, pose, labels, _ = steps[-1]
+        write_picture(args.picture, world, fuser.map, labels, mounts, mask_cam, classes, pose, stamp)
+        print(f"picture: {args.picture}")
     if args.json:
         args.json.write_text(json.dumps({"cpu": cpu, "args": {k: str(v) for k, v in vars(args).items()},
                                          "stats": stats}, indent=2))

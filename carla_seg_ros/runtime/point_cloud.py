@@ -7,9 +7,10 @@ Two sources of range:
   every ``stride``-th row becomes a point; pixels with no finite depth in (0, ``max_range``] (the sky is 1000 m
   in CARLA) are left out.
 * **ground** (no depth image): the flat-ground rule of runtime/occupancy_grid.py. Per image column, the ground
-  pixels in front of the object's contact and the contact itself become points on the plane z = ground_z; pixels
-  behind a contact, above the horizon or on the hood are left out. An obstacle is then a row of points at ground
-  height where it stands (for Nav2, min_obstacle_height must be at or below the ground: docs/concepts/local_map.md).
+  pixels in front of the object's contact become points on the plane z = ground_z, and the contact itself a short
+  column of points (``CONTACT_HEIGHTS``) standing where the object meets the ground; pixels behind a contact,
+  above the horizon or on the hood are left out. So a costmap that drops the ground by height still sees the
+  obstacles (docs/concepts/local_map.md has a Nav2 snippet).
 
 Points are a numpy structured array whose layout is PointCloud2's (``fields()``), so the node copies the bytes.
 Labels come from the model's mask at the nearest pixel (the mask is a plain resize of the image). ROS-free.
@@ -23,6 +24,7 @@ from carla_seg_ros.runtime.occupancy_grid import contact_rows
 
 # sensor_msgs/PointField datatypes
 UINT8, FLOAT32 = 2, 7
+CONTACT_HEIGHTS = (0.0, 0.5, 1.0)      # metres above the ground: the points standing on each contact (ground rule)
 _BASE = [("x", "<f4", 0), ("y", "<f4", 4), ("z", "<f4", 8), ("confidence", "<f4", 12), ("label", "u1", 16)]
 
 
@@ -144,13 +146,20 @@ class PointCloudBuilder:
         v = (rows + 0.5) * self.cam.height / self.mask_shape[0] - 0.5     # the contact row's centre in the image
         gx, gy = pixel_to_ground(self.cam, self.mount, self.ground_z, self.image_cols[has].astype(np.float64), v)
         hit = np.isfinite(gx) & (np.hypot(gx - self.mount.x, gy - self.mount.y) <= self.max_range)
-        vehicle = np.stack([gx, gy, np.full_like(gx, self.ground_z)], -1)[hit] - self.mount.position
-        xyz = (vehicle @ self.mount.vehicle_from_optical()).astype(np.float32)
+        # A column of points stands on each contact (CONTACT_HEIGHTS above the ground): the object's face rises
+        # there, and a costmap that drops ground points by height (Nav2's min_obstacle_height) still marks it.
+        feet = np.stack([gx, gy, np.full_like(gx, self.ground_z)], -1)[hit]
+        heights = np.asarray(CONTACT_HEIGHTS)
+        column = (feet[None, :, :] + heights[:, None, None] * np.array([0.0, 0.0, 1.0])).reshape(-1, 3)
+        xyz = ((column - self.mount.position) @ self.mount.vehicle_from_optical()).astype(np.float32)
+        k = len(heights)
         rgb_c = None
         if rgb is not None:
-            rgb_c = rgb[np.clip(np.rint(v[hit]).astype(np.intp), 0, self.cam.height - 1), self.image_cols[has][hit]]
-        contact_points = self._points(xyz, class_ids[rows[hit], cols[hit]],
-                                      None if confidence is None else confidence[rows[hit], cols[hit]], rgb_c)
+            rgb_c = np.tile(rgb[np.clip(np.rint(v[hit]).astype(np.intp), 0, self.cam.height - 1),
+                                self.image_cols[has][hit]], (k, 1))
+        contact_points = self._points(xyz, np.tile(class_ids[rows[hit], cols[hit]], k),
+                                      None if confidence is None else np.tile(confidence[rows[hit], cols[hit]], k),
+                                      rgb_c)
         out = np.empty(len(ground_points) + len(contact_points), ground_points.dtype)   # (np.concatenate would
         out[:len(ground_points)] = ground_points                                         # pack the padded layout)
         out[len(ground_points):] = contact_points

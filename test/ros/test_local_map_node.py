@@ -23,6 +23,7 @@ from carla_seg_ros import image_codec  # noqa: E402
 from carla_seg_ros.classes import colors_for  # noqa: E402
 from carla_seg_ros.evaluation import synthetic_world as sw  # noqa: E402
 from carla_seg_ros.ros.playback import camera_info_message, set_stamp, stamp_key  # noqa: E402
+from carla_seg_ros.runtime.point_cloud import CONTACT_HEIGHTS  # noqa: E402
 from seg_probe import BRIDGE_QOS, Probe, start_node, stop_node, wait_for  # noqa: E402
 
 NS, NODE = "/lm_test", "/lm_test/seg_node"
@@ -206,7 +207,9 @@ def test_points_lie_on_the_rendered_geometry(setup):
                     lo, hi = np.array([x0, y0, 0.0]), np.array([x1, y1, box.height])
                     off = np.minimum(off, np.linalg.norm(np.maximum(np.maximum(lo - p, p - hi), 0.0), axis=1))
                 assert off.max() <= SURFACE_TOLERANCE, off.max()
-            else:                               # no depth: ground points up to each column's contact
-                assert len(points) > 100 and np.abs(p[:, 2]).max() <= SURFACE_TOLERANCE
+            else:       # no depth: ground points up to each column's contact, a short column on each contact
+                heights = np.array(CONTACT_HEIGHTS)
+                assert len(points) > 100
+                assert np.abs(p[:, 2][:, None] - heights[None, :]).min(axis=1).max() <= SURFACE_TOLERANCE
     values = got["diag"][-1][2]
     assert int(values["front_points_from_depth"]) >= 1 and int(values["rear_points_from_ground"]) >= 1, values

@@ -7,7 +7,7 @@ import pytest
 
 from carla_seg_ros.evaluation import synthetic_world as sw
 from carla_seg_ros.runtime.occupancy_grid import load_occupancy_config
-from carla_seg_ros.runtime.point_cloud import FLOAT32, UINT8, PointCloudBuilder, fields, point_dtype
+from carla_seg_ros.runtime.point_cloud import CONTACT_HEIGHTS, FLOAT32, UINT8, PointCloudBuilder, fields, point_dtype
 
 CAM = sw.bridge_camera(400, 300)
 POSE = sw.ego_pose(1.5)
@@ -87,16 +87,20 @@ def test_ground_points_stop_at_each_columns_contact(scene):
     points = builder.from_ground(labels, classes.ground)
     assert points.dtype == point_dtype(False)
     p = to_world(points)
-    assert len(points) > 2000 and np.abs(p[:, 2]).max() < SURFACE_TOLERANCE       # all on the ground
     ground = classes.ground[points["label"]]
+    assert len(points) > 2000 and np.abs(p[ground, 2]).max() < SURFACE_TOLERANCE       # flat classes: on the ground
     truth = world.ground_truth(p[:, 0], p[:, 1], T)
     assert (truth[ground] == points["label"][ground]).mean() > 0.99      # (a few straddle a kerb line)
-    # Contacts: one per sampled column at most, each at the foot of a box of its class, within the ground span
-    # of one image row there (d^2 / (f h)) plus a pixel's width.
+    # Contacts: a column of CONTACT_HEIGHTS per sampled column at most, each at the foot of a box of its class,
+    # within the ground span of one image row there (d^2 / (f h)) plus a pixel's width.
     contacts = points[~ground]
-    assert 0 < len(contacts) <= len(builder.image_cols)
     pc = p[~ground]
-    for point, label in zip(pc, contacts["label"]):
+    k = len(CONTACT_HEIGHTS)
+    assert 0 < len(contacts) <= k * len(builder.image_cols) and len(contacts) % k == 0
+    feet = pc[:len(pc) // k]
+    for h, part in zip(CONTACT_HEIGHTS, np.split(pc, k)):
+        assert np.allclose(part[:, :2], feet[:, :2], atol=1e-4) and np.allclose(part[:, 2], h, atol=1e-3)
+    for point, label in zip(feet, contacts["label"][:len(feet)]):
         d = np.hypot(point[0] - POSE.x, point[1] - POSE.y)
         span = d * d / (CAM.fy * sw.FRONT.z) + d / CAM.fx
         near = min(distance_to_box(point[None], b)[0] for b in world.boxes if b.label == label)
