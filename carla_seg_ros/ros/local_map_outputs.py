@@ -28,6 +28,7 @@ from carla_seg_ros.runtime.point_cloud import PointCloudBuilder, fields
 
 DEPTH_STAMP_TOLERANCE = 1e-3      # s: the bridge stamps a depth camera and its RGB twin with the same sim time
 DEPTH_KEPT = 10                   # depth images kept per camera to pair with the frame inference takes
+DEPTH_WAIT = 0.03                 # s the point cloud waits for a frame's depth image that is late (less than a frame)
 PARAMETER_SPECS = (
     dict(name="map_frame", default="map", description="frame_id of ~/local_map: the frame of the odometry's poses "
          "(the CARLA bridge's odometry is in `map`)", constraints="a TF frame name"),
@@ -96,10 +97,11 @@ class _CameraMap:
         prefix = f"{camera.name}/" if camera.name else ""
         self.points_pub = node.create_publisher(PointCloud2, f"~/{prefix}points", 5)
         self.depth_sub = node.create_subscription(Image, f"{prefix}depth", self.on_depth, qos)
-        self.lock = threading.Lock()
+        self.lock = threading.Condition()
         # The newest few depth images: a frame reaches the inference thread after newer depth images arrived
         # (frames are dropped while inference is busy, depth images are not), so one slot would rarely match.
         self.depth = collections.deque(maxlen=DEPTH_KEPT)    # (stamp seconds, (H, W) float32)
+        self.last_depth = 0.0
         self.evidence_key, self.evidence = None, None
         self.builders = {}                 # key -> PointCloudBuilder
         self.counts = collections.Counter()
@@ -116,13 +118,26 @@ class _CameraMap:
         with self.lock:
             self.counts["depth_received"] += 1
             self.depth.append((stamp_seconds(msg.header.stamp), depth))
+            self.last_depth = time.monotonic()
+            self.lock.notify_all()
 
     def depth_at(self, stamp: float):
+        """The depth image of ``stamp``, or None. A depth camera's image and its RGB twin's travel on separate
+        topics, so the depth may land just after the frame: while a depth stream is live and has nothing as new
+        as the frame yet, wait for it up to DEPTH_WAIT seconds (then the ground rule stands in)."""
+        deadline = time.monotonic() + DEPTH_WAIT
         with self.lock:
-            for depth_stamp, depth in reversed(self.depth):
-                if abs(depth_stamp - stamp) <= DEPTH_STAMP_TOLERANCE:
-                    return depth
-        return None
+            while True:
+                for depth_stamp, depth in reversed(self.depth):
+                    if abs(depth_stamp - stamp) <= DEPTH_STAMP_TOLERANCE:
+                        return depth
+                live = self.depth and self.depth[-1][0] < stamp and time.monotonic() - self.last_depth < 1.0
+                left = deadline - time.monotonic()
+                if not live or left <= 0:
+                    if self.depth:
+                        self.counts["points_depth_missing"] += 1
+                    return None
+                self.lock.wait(left)
 
 
 class LocalMapOutputs:
