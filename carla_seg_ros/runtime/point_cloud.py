@@ -80,8 +80,11 @@ class PointCloudBuilder:
         hits &= (self.mask_rows < hood)[:, None]
         vehicle = np.stack([gx, gy, np.full_like(gx, ground_z)], -1) - mount.position
         optical = vehicle @ mount.vehicle_from_optical()
-        self._ground_xyz = np.where(hits[..., None], optical, np.nan).astype(np.float32)
-        self._ground_hits = hits
+        # Only the samples that meet the ground can become ground points: per frame, work on those alone.
+        self._ground_samples = np.flatnonzero(hits)                     # flat sample indices
+        self._ground_xyz = optical.reshape(-1, 3)[self._ground_samples].astype(np.float32)
+        self._ground_mask_row = np.broadcast_to(self.mask_rows[:, None], hits.shape).ravel()[self._ground_samples]
+        self._ground_col = np.broadcast_to(np.arange(len(u))[None, :], hits.shape).ravel()[self._ground_samples]
         # No sampled pixel above this mask row meets the ground within range, so no contact there matters.
         rows_with_hits = self.mask_rows[hits.any(axis=1)]
         self._top_row = int(rows_with_hits.min()) if rows_with_hits.size else mh
@@ -133,10 +136,10 @@ class PointCloudBuilder:
         last_row = min(self.hood_row, class_ids.shape[0])
         contact = contact_rows(class_ids, ground, min(self._top_row, last_row), last_row)
         col_contact = contact[self.mask_cols]
-        valid = (self.mask_rows[:, None] > col_contact[None, :]) & self._ground_hits     # in front of the contact
-        which = np.flatnonzero(valid)
+        visible = np.flatnonzero(self._ground_mask_row > np.take(col_contact, self._ground_col))   # before contact
+        which = np.take(self._ground_samples, visible)
         rgb_s = self._sampled_rgb(rgb)
-        ground_points = self._points(self._ground_xyz.reshape(-1, 3)[which], self._sampled(class_ids, which),
+        ground_points = self._points(np.take(self._ground_xyz, visible, axis=0), self._sampled(class_ids, which),
                                      self._sampled(confidence, which),
                                      None if rgb_s is None else rgb_s.reshape(-1, 3)[which])
         # Each sampled column's contact itself (the obstacle), whether or not the stride samples its row; not
