@@ -21,9 +21,10 @@ start: export FASTDDS_DEFAULT_PROFILES_FILE=<share>/config/fastdds_large_frames.
 
 Outputs: /<namespace>/seg_node/{mask,mask_color,overlay,confidence,class_fractions,label_info,occupancy,
 occupancy/<group>,points} (with cameras:= /<namespace>/seg_node/<camera>/...), /<namespace>/seg_node/local_map
-(+ local_map/<group>: every camera fused with /carla/<role_name>/odometry, remapped here) and /diagnostics. The occupancy grids also
-need each camera's camera_info (the single camera's is remapped here; with cameras:= it is the image topic's
-sibling .../camera_info) and the camera mount parameters (camera_x ... camera_yaw; docs/concepts/occupancy.md).
+(+ local_map/<group>: every camera fused with /carla/<role_name>/odometry, remapped here) and /diagnostics.
+The occupancy grids also need each camera's camera_info (the single camera's is remapped here; with cameras:= it
+is the image topic's sibling .../camera_info) and the camera mount parameters (camera_x ... camera_yaw;
+docs/concepts/occupancy.md).
 """
 import os
 

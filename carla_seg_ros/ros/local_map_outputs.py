@@ -151,12 +151,13 @@ class LocalMapOutputs:
         self._node, self._params, self.classes = node, params, classes
         spec, filter_params, dynamic = check_parameters(params, list(classes.groups))
         self._lock = threading.Lock()        # the fuser: inference thread (frames) vs executor (odometry, timer)
-        self.fuser = MapFuser(LocalMap(spec, classes, dynamic, filter_params),
-                              OdometryBuffer(params["odometry_tolerance"], jump_distance=params["odometry_jump_distance"]))
+        odometry = OdometryBuffer(params["odometry_tolerance"], jump_distance=params["odometry_jump_distance"])
+        self.fuser = MapFuser(LocalMap(spec, classes, dynamic, filter_params), odometry)
         self._stamps = collections.OrderedDict()     # fused stamp (s) -> its header stamp, to publish it exactly
         self._pose_z = 0.0
         self._msg_type = OccupancyGrid
-        latched = QoSProfile(depth=1, durability=DurabilityPolicy.TRANSIENT_LOCAL, reliability=ReliabilityPolicy.RELIABLE)
+        latched = QoSProfile(depth=1, durability=DurabilityPolicy.TRANSIENT_LOCAL,
+                             reliability=ReliabilityPolicy.RELIABLE)
         self.map_pub = node.create_publisher(OccupancyGrid, "~/local_map", latched)
         self.group_pubs = {g: node.create_publisher(OccupancyGrid, f"~/local_map/{g}", latched) for g in classes.groups}
         self.odom_sub = node.create_subscription(Odometry, "odometry", self.on_odometry, 50)
@@ -335,5 +336,6 @@ class LocalMapOutputs:
             if cam.problem:
                 values[tag + "depth_problem"] = cam.problem
         # "<node>/local_map: local map": the cameras' statuses keep the "<node>: ..." names that tools look for.
-        return DiagnosticStatus(level=level, name=f"{fqn}/local_map: local map", message=message, hardware_id="local_map",
+        return DiagnosticStatus(level=level, name=f"{fqn}/local_map: local map", message=message,
+                                hardware_id="local_map",
                                 values=[KeyValue(key=k, value=str(v)) for k, v in values.items()])
