@@ -38,7 +38,8 @@ def _launch_setup(context):
         Node(package=PACKAGE, executable="seg_node", name="seg_node", namespace=s["namespace"], output="screen",
              emulate_tty=True, parameters=[str(write_params_file(s["seg_node"]))],
              remappings=[("image", s["seg_topic"]),       # camera_info: for the occupancy grids
-                         ("camera_info", s["seg_topic"][:-len("image")] + "camera_info")],
+                         ("camera_info", s["seg_topic"][:-len("image")] + "camera_info"),
+                         ("odometry", s["odometry_topic"])],           # ~/local_map
              additional_env=s["env"]),
         Node(package=PACKAGE, executable="seg_eval_node", name="seg_eval_node", namespace=s["namespace"],
              output="screen", emulate_tty=True,

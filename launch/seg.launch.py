@@ -20,9 +20,11 @@ start: export FASTDDS_DEFAULT_PROFILES_FILE=<share>/config/fastdds_large_frames.
 (see docs/concepts/pipeline.md). dds_profile:='' runs seg_node on Fast DDS defaults.
 
 Outputs: /<namespace>/seg_node/{mask,mask_color,overlay,confidence,class_fractions,label_info,occupancy,
-occupancy/<group>} (with cameras:= /<namespace>/seg_node/<camera>/...) and /diagnostics. The occupancy grids also
-need each camera's camera_info (the single camera's is remapped here; with cameras:= it is the image topic's
-sibling .../camera_info) and the camera mount parameters (camera_x ... camera_yaw; docs/concepts/occupancy.md).
+occupancy/<group>,points} (with cameras:= /<namespace>/seg_node/<camera>/...), /<namespace>/seg_node/local_map
+(+ local_map/<group>: every camera fused with /carla/<role_name>/odometry, remapped here) and /diagnostics.
+The occupancy grids also need each camera's camera_info (the single camera's is remapped here; with cameras:= it
+is the image topic's sibling .../camera_info) and the camera mount parameters (camera_x ... camera_yaw;
+docs/concepts/occupancy.md).
 """
 import os
 
@@ -64,9 +66,12 @@ def _launch_setup(context):
     node_args = dict(
         package=PACKAGE, executable="seg_node", name=NODE_NAME, namespace=namespace, output="screen",
         emulate_tty=True, parameters=[str(params_path)],
-        remappings=[("image", single_topic), ("camera_info", single_topic[:-len("image")] + "camera_info")],
+        remappings=[("image", single_topic), ("camera_info", single_topic[:-len("image")] + "camera_info"),
+                    ("odometry", f"/carla/{arg('role_name')}/odometry")],     # the local map's poses
         additional_env={"FASTDDS_DEFAULT_PROFILES_FILE": profile} if profile else None,
     )
+    if arg("depth_camera"):     # the single camera's aligned depth camera (with cameras:=, remap <camera>/depth)
+        node_args["remappings"].append(("depth", f"/carla/{arg('role_name')}/{arg('depth_camera')}/image"))
     if parse_bool("managed", arg("managed")):
         actions = [LifecycleNode(arguments=["--managed"], **node_args)]
     else:
@@ -89,6 +94,9 @@ def generate_launch_description():
                               description="several cameras in one node, e.g. rgb_front,rgb_left: subscribes "
                                           "/carla/<role_name>/<camera>/image each, batches them into one inference "
                                           "and publishes ~/<camera>/mask etc. (empty: the single `camera`)"),
+        DeclareLaunchArgument("depth_camera", default_value="",
+                              description="CARLA depth camera aligned with `camera` (e.g. depth_front): its 32FC1 "
+                                          "image gives ~/points metric depth (empty: ground-plane points)"),
         DeclareLaunchArgument("params_file", default_value=os.path.join(share, "config", "seg.yaml"),
                               description="seg_node parameters (ros__parameters YAML); its values win over the "
                                           "launch defaults, launch arguments given explicitly win over it"),

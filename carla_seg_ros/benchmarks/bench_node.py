@@ -57,6 +57,7 @@ class Pipeline:
     is_echo: bool = False
     camera_info: bool = False         # publish CameraInfo beside the frames
     occupancy: bool = False           # subscribe the occupancy grids too
+    local_map: bool = False           # publish odometry; subscribe ~/local_map and ~/points
     baseline: str | None = None       # node name of the pipeline this one is compared with (no grids)
 
     @property
@@ -65,7 +66,7 @@ class Pipeline:
 
 
 def pipelines_for(backends: list[str], model: str | None, echo: bool, node_params: dict,
-                  occupancy: bool = False) -> list[Pipeline]:
+                  occupancy: bool = False, local_map: bool = False) -> list[Pipeline]:
     """One seg_node per backend (model None: the node's own model parameter, auto: the ladder's timed choice,
     runtime/model_ladder.py), then echo."""
     out = []
@@ -76,7 +77,10 @@ def pipelines_for(backends: list[str], model: str | None, echo: bool, node_param
             name = f"{name}_{i}"
         params = {"backend": backend, **({"model": str(model)} if model else {}), **node_params}
         label = f"seg_node [{backend}]"
-        out.append(Pipeline(label, "carla_seg_ros.ros.seg_node", name, params, camera_info=occupancy))
+        out.append(Pipeline(label, "carla_seg_ros.ros.seg_node", name, params, camera_info=occupancy or local_map))
+        if local_map:
+            out.append(Pipeline(f"{label} + local map", "carla_seg_ros.ros.seg_node", f"{name}_local_map", params,
+                                camera_info=True, local_map=True, baseline=name))
         if occupancy:
             out.append(Pipeline(f"{label} + occupancy", "carla_seg_ros.ros.seg_node", f"{name}_occupancy", params,
                                 camera_info=True, occupancy=True, baseline=name))
@@ -91,21 +95,27 @@ def run_pipeline(pipeline: Pipeline, messages_bgra: list, args, log_dir: Path | 
     from sensor_msgs.msg import Image
     from tqdm import tqdm
 
-    from carla_seg_ros.ros.playback import (CAMERA_INFO_TOPIC, CAMERA_TOPIC, NodeFailed, NodeProcess, Player,
-                                            diagnostics_of, node_argv, paced)
+    from carla_seg_ros.ros.playback import (CAMERA_INFO_TOPIC, CAMERA_TOPIC, ODOMETRY_TOPIC, NodeFailed, NodeProcess,
+                                            Player, diagnostics_of, node_argv, paced)
 
     result = {"pipeline": pipeline.label, "node": pipeline.node_name, "params": pipeline.params,
               "baseline": pipeline.baseline}
-    player = Player(name="bench_player", camera_info_topic=CAMERA_INFO_TOPIC if pipeline.camera_info else None)
+    player = Player(name="bench_player", camera_info_topic=CAMERA_INFO_TOPIC if pipeline.camera_info else None,
+                    odometry_topic=ODOMETRY_TOPIC if pipeline.local_map else None)
     stream = player.watch(pipeline.output_topic, Image)
     grids = []
     if pipeline.occupancy:
         from nav_msgs.msg import OccupancyGrid
         grids = [player.watch(f"/{pipeline.node_name}/{topic}", OccupancyGrid)
                  for topic in ("occupancy", *(f"occupancy/{g}" for g in OCCUPANCY_GROUPS))]
+    if pipeline.local_map:      # the map fused every frame, published at its rate, and the points of every frame
+        from nav_msgs.msg import OccupancyGrid
+        from sensor_msgs.msg import PointCloud2
+        grids = [player.watch(f"/{pipeline.node_name}/local_map", OccupancyGrid),
+                 player.watch(f"/{pipeline.node_name}/points", PointCloud2)]
     diagnostics = player.watch_latest("/diagnostics", DiagnosticArray)
     log_path = log_dir / f"{pipeline.node_name}.log" if log_dir else None
-    remaps = {"image": CAMERA_TOPIC, "camera_info": CAMERA_INFO_TOPIC}
+    remaps = {"image": CAMERA_TOPIC, "camera_info": CAMERA_INFO_TOPIC, "odometry": ODOMETRY_TOPIC}
     proc = NodeProcess(pipeline.label, node_argv(pipeline.module, pipeline.node_name, pipeline.params, remaps),
                        log_path=log_path, env=dds_env(args.node_dds))
     try:
@@ -192,6 +202,9 @@ def build_parser() -> argparse.ArgumentParser:
                         help="publish CameraInfo beside the frames and add a pipeline per backend that also "
                              "subscribes the occupancy grids (their cost: processing p50 against the same node "
                              "without them, in the same run)")
+    parser.add_argument("--local-map", action="store_true",
+                        help="publish odometry and CameraInfo beside the frames and add a pipeline per backend that "
+                             "also subscribes ~/local_map and ~/points (their cost against the same node without)")
     parser.add_argument("--node-param", action="append", default=[], metavar="KEY=VALUE",
                         help="extra seg_node parameter for every seg_node pipeline (repeatable)")
     parser.add_argument("--ready-timeout", type=float, default=120.0,
@@ -252,7 +265,8 @@ def main(argv=None) -> int:
         runs = [(size, at_camera_size(pipeline, size, sizes[:i].count(size))) for i, size in enumerate(sizes)
                 for pipeline in pipelines_for(args.backends, model, not args.no_echo,
                                               {"target_rate": min(max(float(args.rate), 0.1), 1000.0),
-                                               **parse_params(args.node_param)}, args.occupancy)]
+                                               **parse_params(args.node_param)}, args.occupancy,
+                                 args.local_map)]
         played = {size: frames if size is None else [camera_frame(f, size) for f in frames] for size in sizes}
         for size, pipeline in runs:
             print(f"-> {pipeline.label}", flush=True)

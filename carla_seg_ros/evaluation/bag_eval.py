@@ -107,6 +107,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--write-bag", type=Path, help="write predictions (+ input topics) to this new bag folder")
     p.add_argument("--write-storage", choices=("mcap", "sqlite3"), default="mcap", help="storage of --write-bag")
     p.add_argument("--pred-ns", default="/seg_node", help="namespace of the predicted topics in --write-bag")
+    p.add_argument("--map", action="store_true", help="also score the local map fused from the model's masks "
+                   "against the one fused from the ground truth (needs the bag's odometry and camera_info)")
+    p.add_argument("--odometry-topic", help="nav_msgs/Odometry for --map (default: /carla/<role>/odometry of the "
+                   "image topic's role)")
+    p.add_argument("--mount", default="2,0,2,0,0,0", help="camera mount for --map: x,y,z,roll,pitch,yaw in the "
+                   "vehicle frame, metres and degrees (default: the bridge's rgb_front)")
     return p
 
 
@@ -145,8 +151,10 @@ def run(args) -> int:
                    if args.write_bag is not None else None)
         evaluation = Evaluation([c["name"] for c in backend.info.classes], args.samples,
                                 expected_frames=len(frames.pairs))
+        map_score = map_scorer(reader, args, [str(c["name"]) for c in sorted(backend.info.classes,
+                                                                             key=lambda c: int(c["id"]))])
         stream_pairs(reader, frames, copy_conns, args, coding, hood, counters, Segmenter(backend), evaluation,
-                     out_bag)
+                     out_bag, map_score)
     finally:
         reader.close()
         if out_bag is not None:
@@ -163,6 +171,8 @@ def run(args) -> int:
         "hood": {"mode": hood.mode, "row_fraction": hood.row_fraction, "applies_to": "tags13 ground truth"},
         "ignore_index": IGNORE_INDEX, "batch_size": args.batch_size, "model": model_summary(backend),
     })
+    if map_score is not None:
+        result["local_map"] = map_score[0].result()
     write_results(result, evaluation, args, out_bag, counters)
     return 0
 
@@ -204,8 +214,37 @@ def pair_frames(reader, args, counters: Counters) -> PairedFrames:
     return PairedFrames(image_conns, gt_conns, pairs, pairing)
 
 
+def map_scorer(reader, args, class_names: list[str]):
+    """--map: (MapScore fed with the bag's odometry, Pinhole of the camera's first CameraInfo), else None."""
+    if not args.map:
+        return None
+    from carla_seg_ros.evaluation.map_eval import MapScore, parse_mount, pinhole_of_info, pose_of_odometry
+    from carla_seg_ros.runtime.occupancy_grid import load_occupancy_config
+
+    parts = args.image_topic.strip("/").split("/")
+    odom_topic = args.odometry_topic or (f"/{parts[0]}/{parts[1]}/odometry" if len(parts) >= 3 else "odometry")
+    info_topic = args.image_topic.rsplit("/", 1)[0] + "/camera_info"
+    try:
+        score = MapScore(load_occupancy_config(names=class_names), parse_mount(args.mount))
+    except ValueError as exc:
+        raise BagError(f"--map: {exc}") from exc
+    odom = [c for c in reader.connections if c.topic == odom_topic]
+    info = [c for c in reader.connections if c.topic == info_topic]
+    if not odom or not info:
+        raise BagError(f"--map needs {odom_topic} and {info_topic} in {args.bag} (make-bag writes them from a "
+                       f"recording with ego poses; --odometry-topic names another)")
+    for conn, _, raw in iter_messages(reader, odom, args.bag):
+        score.add_odometry(*pose_of_odometry(reader.deserialize(raw, conn.msgtype)))
+    cam = None
+    for conn, _, raw in iter_messages(reader, info, args.bag):
+        cam = pinhole_of_info(reader.deserialize(raw, conn.msgtype))
+        break
+    return score, cam
+
+
 def stream_pairs(reader, frames: PairedFrames, copy_conns, args, coding, hood, counters: Counters,
-                 segmenter: Segmenter, evaluation: Evaluation, out_bag: PredictionBag | None) -> None:
+                 segmenter: Segmenter, evaluation: Evaluation, out_bag: PredictionBag | None,
+                 map_score=None) -> None:
     """One pass over the bag: decode each paired message, and evaluate the pairs strictly in stamp order, in
     batches, as `carla-seg evaluate` does (so a bag made from a split gives its metrics to the last digit)."""
     from tqdm import tqdm
@@ -225,6 +264,9 @@ def stream_pairs(reader, frames: PairedFrames, copy_conns, args, coding, hood, c
     def flush():
         if batch:
             preds, confs = run_batch(segmenter, evaluation, batch)
+            if map_score is not None:
+                for (msg, _), (_, _, label), ids, conf in zip(batch_meta, batch, preds, confs):
+                    map_score[0].add_frame(header_stamp_ns(msg) / 1e9, map_score[1], ids, conf, label)
             if out_bag is not None:
                 for (msg, log_ns), ids, conf in zip(batch_meta, preds, confs):
                     out_bag.add(msg, log_ns, ids, conf)

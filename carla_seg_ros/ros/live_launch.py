@@ -61,5 +61,6 @@ def node_settings(values: dict) -> dict:
         client = ["carla", "--host", values["host"], "--port", str(int(values["port"])), "--role", role,
                   "--ros", client_ros] + (["--town", values["town"]] if values["town"] else [])
     return {"namespace": namespace, "seg_node": seg, "seg_topic": f"/carla/{role}/{values['camera']}/image",
+            "odometry_topic": f"/carla/{role}/odometry",          # the local map's poses
             "seg_eval_node": evaluator, "client_args": client,
             "env": {"FASTDDS_DEFAULT_PROFILES_FILE": values["dds_profile"]} if values["dds_profile"] else None}

@@ -150,6 +150,19 @@ class OccupancyOutputs:
                 self._state = "camera_info ok, no frame yet"
 
     # ---------------------------------------------------------------- frames (inference thread)
+    def intrinsics(self, image_size: tuple[int, int]):
+        """(serial, Pinhole fitted to a received image of ``image_size``) for the local map and the point cloud,
+        or None without a usable CameraInfo (the state in /diagnostics says why). The serial changes with the
+        CameraInfo, so callers can cache what they build on it."""
+        with self._lock:
+            info, serial = self._info, self._info_serial
+        if info is None:
+            return None
+        try:
+            return serial, info.for_image(*image_size)
+        except InvalidCameraInfo:
+            return None
+
     def wanted(self) -> bool:
         return self.pub.get_subscription_count() > 0 or any(p.get_subscription_count() for p in
                                                             self.group_pubs.values())

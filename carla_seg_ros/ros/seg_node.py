@@ -11,6 +11,8 @@ each with the input message's exact header:
 * ``~/label_info``      std_msgs/String, the class table as YAML (transient local: late subscribers get it)
 * ``~/occupancy``, ``~/occupancy/<group>``  nav_msgs/OccupancyGrid in the vehicle frame, from the mask and
   ``camera_info`` (ros/occupancy.py; only while subscribed)
+* ``~/points``          sensor_msgs/PointCloud2 in the camera frame, from an aligned ``depth`` image or the ground rule
+* ``~/local_map``, ``~/local_map/<group>``  every camera fused over time with ``odometry`` (ros/local_map_outputs.py)
 * ``/diagnostics``      diagnostic_msgs/DiagnosticArray at 1 Hz (rates, latency percentiles, drops, rejections)
 
 With ``cameras: [a, b, ...]`` one process serves several cameras: it subscribes each (``a/image`` or the topic
@@ -47,8 +49,9 @@ from rclpy.node import Node
 from std_msgs.msg import Float32MultiArray, MultiArrayDimension
 
 from carla_seg_ros import image_codec
+from carla_seg_ros.ros.local_map_outputs import LocalMapOutputs, check_parameters as check_map_parameters
 from carla_seg_ros.ros.occupancy import check_parameters as check_occupancy_parameters, load_classes
-from carla_seg_ros.ros.seg_camera import CameraIO
+from carla_seg_ros.ros.seg_camera import CameraIO, image_qos
 from carla_seg_ros.ros.seg_params import (NODE_NAME, PARAMETERS, PARAMETERS_BY_NAME, QOS_RELIABILITIES,  # noqa: F401
                                           Param, StartupError, declare_parameters)
 from carla_seg_ros.ros import node_help
@@ -73,6 +76,7 @@ class SegPipeline:
 
     manager = None
     cameras: list = []
+    local_map = None
     _worker = None
     _diag_timer = None
     _param_callback = None
@@ -99,6 +103,7 @@ class SegPipeline:
             check_occupancy_parameters(self.p)
             self.occupancy_classes = load_classes(self.p, [str(c["name"]) for c in
                                                            sorted(info.classes, key=lambda c: int(c["id"]))])
+            check_map_parameters(self.p, list(self.occupancy_classes.groups))
         except ValueError as exc:
             self._cleanup_pipeline()
             raise StartupError(str(exc)) from exc
@@ -124,6 +129,7 @@ class SegPipeline:
         self._stopping = False
         streams = self.p["cameras"] or [("", "image")]
         self.cameras = [CameraIO(self, name, topic, self._slot, self._label_info) for name, topic in streams]
+        self.local_map = LocalMapOutputs(self, self.p, self.cameras, self.occupancy_classes, image_qos(self.p))
         self.pub_diag = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
         self._worker = threading.Thread(target=self._inference_loop, name="seg_inference", daemon=True)
         self._worker.start()
@@ -149,6 +155,9 @@ class SegPipeline:
             self.destroy_timer(self._diag_timer)
             self.destroy_publisher(self.pub_diag)
             self._diag_timer = None
+        if self.local_map is not None:
+            self.local_map.destroy(self)
+            self.local_map = None
         for camera in self.cameras:
             camera.destroy()
         self.cameras = []
@@ -253,6 +262,7 @@ class SegPipeline:
         if camera.pub_conf.get_subscription_count():
             camera.pub_conf.publish(image_codec.mono8(resize_mask(conf, (width, height)), header))
         camera.occupancy.publish(ids, conf, header, (width, height))     # no-op unless subscribed
+        self.local_map.on_frame(camera, ids, conf, header, (width, height), native, msg.encoding)   # likewise
 
         stamp = header.stamp.sec + 1e-9 * header.stamp.nanosec
         ros_now = self.get_clock().now().nanoseconds * 1e-9
@@ -280,6 +290,7 @@ class SegPipeline:
         fqn = self.get_fully_qualified_name()
         msg.status = [c.diagnostic_status(self.manager, self.model_path, self.p["backend"], fqn, self.model_choice,
                                           self.rung) for c in self.cameras]
+        msg.status.append(self.local_map.diagnostic_status(fqn))
         self.pub_diag.publish(msg)
 
 

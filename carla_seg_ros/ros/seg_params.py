@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from rcl_interfaces.msg import FloatingPointRange, IntegerRange, ParameterDescriptor, ParameterType
 
 from carla_seg_ros import image_codec
+from carla_seg_ros.ros.local_map_outputs import PARAMETER_SPECS as LOCAL_MAP_PARAMETERS
 from carla_seg_ros.ros.occupancy import PARAMETER_SPECS as OCCUPANCY_PARAMETERS
 from carla_seg_ros.runtime.backends import BACKEND_CHOICES
 from carla_seg_ros.runtime.model_ladder import BUDGET_FRACTION
@@ -110,6 +111,7 @@ PARAMETERS = (
     Param("rate_window", 5.0, "Input/output rates are averaged over this many seconds", 0.5, 600.0),
     Param("warn_throttle", 5.0, "At most one warning per rejection reason per this many seconds", 0.0, 3600.0),
     *(Param(**spec) for spec in OCCUPANCY_PARAMETERS),
+    *(Param(**spec) for spec in LOCAL_MAP_PARAMETERS),
 )
 PARAMETERS_BY_NAME = {p.name: p for p in PARAMETERS}
 

@@ -132,11 +132,15 @@ class ProjectedFrame:
         return np.take(classes.group_tables[name], self.codes).reshape(self.shape)
 
 
-def project(lookup: CellLookup, class_ids: np.ndarray, classes: OccupancyClasses,
-            confidence: np.ndarray | None = None) -> ProjectedFrame:
-    """Apply the free-space rule to a mask of lookup.shape (the mask the lookup was built for).
+def project_cells(lookup: CellLookup, class_ids: np.ndarray, classes: OccupancyClasses,
+                  confidence: np.ndarray | None = None, cut_objects_unseen: bool = False) -> np.ndarray:
+    """The free-space rule on the lookup's own cells: intp codes aligned with ``lookup.cells`` (class id x 256 +
+    confidence, SEEN_CODES where the cell is not seen). ``project`` spreads them over the grid; the local map
+    (runtime/local_map.py) moves them into its own frame instead.
 
-    ``confidence`` (uint8, probability x 255, same shape) feeds the group grids; None counts as certain.
+    ``cut_objects_unseen``: a column whose object reaches the last row above the hood (a car right beside the
+    camera, cut by the image's lower edge) has its real contact out of view, nearer than that row's ground: the
+    whole column is then unseen instead of placing the object at the edge row's ground, metres behind itself.
     """
     if class_ids.shape != lookup.shape or (confidence is not None and confidence.shape != lookup.shape):
         raise ValueError(f"mask is {class_ids.shape}, the lookup was built for {lookup.shape}")
@@ -144,11 +148,22 @@ def project(lookup: CellLookup, class_ids: np.ndarray, classes: OccupancyClasses
     rc = np.take(contact, lookup.col)             # (np.take: faster than fancy indexing for 1-D gathers)
     at_contact = (lookup.row_far <= rc) & (rc <= lookup.row_near)
     seen = (lookup.row > rc) | at_contact
+    if cut_objects_unseen:
+        seen &= np.take(contact != lookup.hood_row - 1, lookup.col)
     # A cell covering the contact takes the contact pixel's class (the object's), so vehicles and pedestrians
     # land in their own group at the place they stand.
     pixel = np.where(at_contact, rc * lookup.shape[1] + lookup.col, lookup.pixel)
     code = np.take(class_ids.reshape(-1), pixel).astype(np.intp) << 8
     code += 255 if confidence is None else np.take(confidence.reshape(-1), pixel)
+    return np.where(seen, code, SEEN_CODES)
+
+
+def project(lookup: CellLookup, class_ids: np.ndarray, classes: OccupancyClasses,
+            confidence: np.ndarray | None = None) -> ProjectedFrame:
+    """Apply the free-space rule to a mask of lookup.shape (the mask the lookup was built for).
+
+    ``confidence`` (uint8, probability x 255, same shape) feeds the group grids; None counts as certain.
+    """
     codes = np.full(lookup.grid.height * lookup.grid.width, SEEN_CODES, np.intp)
-    codes[lookup.cells] = np.where(seen, code, SEEN_CODES)
+    codes[lookup.cells] = project_cells(lookup, class_ids, classes, confidence)
     return ProjectedFrame((lookup.grid.height, lookup.grid.width), codes)

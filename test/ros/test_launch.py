@@ -126,7 +126,7 @@ def test_parameters_set_by_launch_arguments_are_declared():
 def _subscribed_topics() -> set[str]:
     """Topic literals of every create_subscription(...) in seg_node's modules (the default camera's topic)."""
     topics = set()
-    for module in ("seg_node.py", "seg_camera.py"):
+    for module in ("seg_node.py", "seg_camera.py", "local_map_outputs.py"):
         tree = parse(REPO / "carla_seg_ros" / "ros" / module)
         topics |= {_const(c.args[1]) for c in calls(tree, "create_subscription")}
     source = (REPO / "carla_seg_ros" / "ros" / "seg_node.py").read_text()
@@ -137,11 +137,13 @@ def _subscribed_topics() -> set[str]:
 
 def test_remap_targets_the_carla_camera_topics_the_node_subscribes(node_call):
     remaps = keyword(node_call, "remappings").elts
-    assert [_const(r.elts[0]) for r in remaps] == ["image", "camera_info"]
-    assert {"image", "camera_info"} <= _subscribed_topics()
+    assert [_const(r.elts[0]) for r in remaps] == ["image", "camera_info", "odometry"]
+    assert {"image", "camera_info", "odometry"} <= _subscribed_topics()
     source = LAUNCH.read_text()
     assert """single_topic = f"/carla/{arg('role_name')}/{arg('camera')}/image\"""" in source
     assert '("camera_info", single_topic[:-len("image")] + "camera_info")' in source
+    assert '("odometry", f"/carla/{arg(\'role_name\')}/odometry")' in source
+    assert '("depth", f"/carla/{arg(\'role_name\')}/{arg(\'depth_camera\')}/image")' in source
 
 
 def test_rviz_config_shows_camera_overlay_colour_mask_and_occupancy():

@@ -73,6 +73,7 @@ def test_default_settings_wire_the_nodes_together(live):
     from carla_seg_ros.ros.seg_params import PARAMETERS_BY_NAME as SEG_PARAMS
     s = live.node_settings(defaults(live))
     assert s["seg_topic"] == "/carla/ego_vehicle/rgb_front/image"
+    assert s["odometry_topic"] == "/carla/ego_vehicle/odometry"
     assert set(s["seg_node"]) <= set(SEG_PARAMS) | {"use_sim_time"} and s["seg_node"]["use_sim_time"] is True
     ev = s["seg_eval_node"]
     declared = {p.name: p for p in EVAL}

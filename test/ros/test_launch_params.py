@@ -126,6 +126,12 @@ def write_yaml(path: Path, key: str, params: dict) -> Path:
     return path
 
 
+def test_depth_camera_remaps_the_single_cameras_depth(monkeypatch):
+    (node,) = run_launch(monkeypatch, role_name="hero", depth_camera="depth_front")
+    assert ("depth", "/carla/hero/depth_front/image") in node.kwargs["remappings"]
+    assert ("odometry", "/carla/hero/odometry") in node.kwargs["remappings"]
+
+
 def test_defaults_are_seg_yaml_plus_sim_time(monkeypatch):
     (node,) = run_launch(monkeypatch)
     assert type(node).__name__ == "Node"
@@ -133,7 +139,8 @@ def test_defaults_are_seg_yaml_plus_sim_time(monkeypatch):
     shipped = yaml.safe_load(SEG_YAML.read_text())["/**"]["ros__parameters"]
     assert params == {"use_sim_time": True, **shipped}
     assert node.kwargs["remappings"] == [("image", "/carla/ego_vehicle/rgb_front/image"),
-                                         ("camera_info", "/carla/ego_vehicle/rgb_front/camera_info")]
+                                         ("camera_info", "/carla/ego_vehicle/rgb_front/camera_info"),
+                                         ("odometry", "/carla/ego_vehicle/odometry")]
     assert node.kwargs["name"] == "seg_node" and node.kwargs["namespace"] == ""
     # the large-frame Fast DDS profile (compatible with default-configured peers) by default
     assert node.kwargs["additional_env"] == {"FASTDDS_DEFAULT_PROFILES_FILE": str(REPO / "config" /

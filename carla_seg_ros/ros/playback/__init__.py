@@ -20,10 +20,12 @@ from carla_seg_ros.ros.playback.messages import (camera_info_message, diagnostic
                                                  stamp_key)
 from carla_seg_ros.ros.playback.node_process import READY_TIMEOUT_S, NodeFailed, NodeProcess, node_argv, ros_param
 from carla_seg_ros.ros.playback.player import (BRIDGE_DEPTH, CAMERA_FRAME_ID, CAMERA_INFO_TOPIC, CAMERA_TOPIC,
+                                               ODOMETRY_TOPIC,
                                                WARMUP_REPLIES, Player)
 from carla_seg_ros.ros.playback.recorder import Latest, ReplyRecorder, Stream
 
 __all__ = ["NO_DATA_HELP", "Frame", "camera_frame", "iter_frames", "load_frame", "paced", "resolve_split",
            "diagnostics_of", "latency_stats", "set_stamp", "stamp_key", "camera_info_message", "READY_TIMEOUT_S",
            "NodeFailed", "NodeProcess", "node_argv", "ros_param", "BRIDGE_DEPTH", "CAMERA_FRAME_ID",
-           "CAMERA_INFO_TOPIC", "CAMERA_TOPIC", "WARMUP_REPLIES", "Player", "Latest", "ReplyRecorder", "Stream"]
+           "CAMERA_INFO_TOPIC", "CAMERA_TOPIC", "ODOMETRY_TOPIC", "WARMUP_REPLIES", "Player", "Latest", "ReplyRecorder",
+           "Stream"]

@@ -12,6 +12,7 @@ from carla_seg_ros.ros.playback.recorder import ReplyRecorder
 
 CAMERA_TOPIC = "/carla/ego_vehicle/rgb_front/image"
 CAMERA_INFO_TOPIC = "/carla/ego_vehicle/rgb_front/camera_info"
+ODOMETRY_TOPIC = "/carla/ego_vehicle/odometry"
 CAMERA_FRAME_ID = "ego_vehicle/rgb_front"
 BRIDGE_DEPTH = 10           # the CARLA ROS bridge's camera publisher: RELIABLE, KEEP_LAST 10
 WARMUP_REPLIES = 3
@@ -22,11 +23,13 @@ class Player(ReplyRecorder):
 
     ``send`` may be called from the main thread while the subscriptions are served by a background executor.
     With ``camera_info_topic``, each frame is preceded by a CameraInfo of its size with the same header, as the
-    bridge publishes them (FOV ``fov_deg``).
+    bridge publishes them (FOV ``fov_deg``). With ``odometry_topic``, each frame is preceded by an odometry of the
+    same stamp, the vehicle driving straight along x at ``speed`` m/s (seg_node's local map).
     """
 
     def __init__(self, topic: str = CAMERA_TOPIC, frame_id: str = CAMERA_FRAME_ID, name: str = "carla_seg_player",
-                 domain_id: int | None = None, camera_info_topic: str | None = None, fov_deg: float = 90.0):
+                 domain_id: int | None = None, camera_info_topic: str | None = None, fov_deg: float = 90.0,
+                 odometry_topic: str | None = None, speed: float = 10.0):
         from rclpy.qos import HistoryPolicy, QoSProfile, ReliabilityPolicy
         from sensor_msgs.msg import Image
 
@@ -41,6 +44,13 @@ class Player(ReplyRecorder):
         if camera_info_topic:
             from sensor_msgs.msg import CameraInfo
             self.info_pub = self.node.create_publisher(CameraInfo, camera_info_topic, bridge_qos)
+        self.odom_pub, self.speed, self._first_key = None, speed, None
+        if odometry_topic:
+            from nav_msgs.msg import Odometry
+            self.odom_pub = self.node.create_publisher(Odometry, odometry_topic, bridge_qos)
+            self._odometry = Odometry()
+            self._odometry.header.frame_id, self._odometry.child_frame_id = "map", "ego_vehicle"
+            self._odometry.pose.pose.orientation.w = 1.0
 
     # ----------------------------------------------------------------------- sending
 
@@ -60,6 +70,12 @@ class Player(ReplyRecorder):
             info = self._infos[size]
             set_stamp(info.header.stamp, key)
             self.info_pub.publish(info)
+        if self.odom_pub is not None:
+            self._first_key = key if self._first_key is None else self._first_key
+            set_stamp(self._odometry.header.stamp, key)
+            self._odometry.pose.pose.position.x = self.speed * (key - self._first_key) * 1e-9
+            self._odometry.twist.twist.linear.x = self.speed
+            self.odom_pub.publish(self._odometry)
         with self._lock:
             if warmup:
                 self.warmup_sent.add(key)
