@@ -71,7 +71,7 @@ class CameraEvidence:
     def cells(self, class_ids: np.ndarray, confidence: np.ndarray | None = None):
         """(xs, ys, codes, weights) of the seen cells: vehicle-frame centres, class x 256 + confidence, and the
         weight of each cell's evidence (1 on the ground, the spread of a contact elsewhere)."""
-        codes = project_cells(self.lookup, class_ids, self.classes, confidence, cut_objects_unseen=True)
+        codes = project_cells(self.lookup, class_ids, self.classes, confidence)
         seen = np.flatnonzero(codes != SEEN_CODES)
         codes = np.take(codes, seen)
         weights = np.where(np.take(self._ground, codes >> 8), np.float32(1.0), np.take(self.contact_weight, seen))

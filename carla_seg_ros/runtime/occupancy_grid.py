@@ -133,23 +133,21 @@ class ProjectedFrame:
 
 
 def project_cells(lookup: CellLookup, class_ids: np.ndarray, classes: OccupancyClasses,
-                  confidence: np.ndarray | None = None, cut_objects_unseen: bool = False) -> np.ndarray:
+                  confidence: np.ndarray | None = None) -> np.ndarray:
     """The free-space rule on the lookup's own cells: intp codes aligned with ``lookup.cells`` (class id x 256 +
     confidence, SEEN_CODES where the cell is not seen). ``project`` spreads them over the grid; the local map
     (runtime/local_map.py) moves them into its own frame instead.
 
-    ``cut_objects_unseen``: a column whose object reaches the last row above the hood (a car right beside the
-    camera, cut by the image's lower edge) has its real contact out of view, nearer than that row's ground: the
-    whole column is then unseen instead of placing the object at the edge row's ground, metres behind itself.
+    A column whose object reaches the last row above the hood (a car right beside the camera, cut by the image's
+    lower edge) has its real contact out of view, nearer than that row's ground: the whole column is then unseen
+    instead of placing the object at the edge row's ground, metres behind itself.
     """
     if class_ids.shape != lookup.shape or (confidence is not None and confidence.shape != lookup.shape):
         raise ValueError(f"mask is {class_ids.shape}, the lookup was built for {lookup.shape}")
     contact = contact_rows(class_ids, classes.ground, lookup.top_row, lookup.hood_row)
     rc = np.take(contact, lookup.col)             # (np.take: faster than fancy indexing for 1-D gathers)
     at_contact = (lookup.row_far <= rc) & (rc <= lookup.row_near)
-    seen = (lookup.row > rc) | at_contact
-    if cut_objects_unseen:
-        seen &= np.take(contact != lookup.hood_row - 1, lookup.col)
+    seen = ((lookup.row > rc) | at_contact) & np.take(contact != lookup.hood_row - 1, lookup.col)
     # A cell covering the contact takes the contact pixel's class (the object's), so vehicles and pedestrians
     # land in their own group at the place they stand.
     pixel = np.where(at_contact, rc * lookup.shape[1] + lookup.col, lookup.pixel)

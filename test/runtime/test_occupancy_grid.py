@@ -158,3 +158,22 @@ def test_occupancy_config_groups_and_errors(tmp_path):
         load_occupancy_config(bad)
     with pytest.raises(ValueError, match="cannot read"):
         load_occupancy_config(tmp_path / "missing.yaml")
+
+
+def test_a_car_cut_by_the_lower_edge_is_not_placed_behind_itself(classes):
+    """Its contact with the road is out of view, nearer than the last row's ground: those columns are unknown,
+    while a car whose wheels are in view still lands where it stands."""
+    mask = road_mask()
+    mask[200:, 100:160] = CAR            # beside the camera: reaches the image's lower edge
+    mask[170:240, 250:300] = CAR         # farther ahead: its contact row (239) is in view
+    lookup, frame = run(mask, classes)
+    grid = frame.occupancy(classes)
+    vehicles = frame.group(classes, "vehicles")
+    col_of_cell = np.full(grid.size, -1)
+    col_of_cell[lookup.cells] = lookup.col
+    cut = np.isin(col_of_cell, np.arange(100, 160)).reshape(grid.shape)
+    whole = np.isin(col_of_cell, np.arange(255, 295)).reshape(grid.shape)
+    assert (grid[cut] == UNKNOWN).all() and (vehicles[cut] == UNKNOWN).all()
+    assert (vehicles[whole] > 0).any()
+    landed = grid_x(np.nonzero((vehicles > 0).any(axis=0))[0])
+    assert landed.min() == pytest.approx(distance_of_row(239.5), abs=0.6)
