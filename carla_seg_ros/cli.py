@@ -28,7 +28,7 @@ COMMANDS = {
                "record RGB + semantic camera topics over ROS 2 into a dataset folder"),
     "bag-eval": ("carla_seg_ros.evaluation.bag_eval", "evaluate the model on a rosbag2 with ground truth"),
     "bench": ("carla_seg_ros.benchmarks.bench",
-              "benchmarks: `bench model|node|cameras|gpu|transport|soak|fuzz|record|map`"),
+              "benchmarks: `bench model|node|cameras|gpu|transport|soak|fuzz|record|map|swap`"),
     "demo": ("carla_seg_ros.tools.demo", "run seg_node on the CARLA frames over ROS 2 and write out/demo"),
     "carla": ("carla_seg_ros.simulator.carla_client",
               "drive a CARLA 0.9.16 server: ego vehicle + matching RGB/semantic cameras, synchronous, ROS 2 "

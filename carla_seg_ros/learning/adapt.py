@@ -73,6 +73,8 @@ def build_parser() -> argparse.ArgumentParser:
     bag = p.add_argument_group("bags")
     bag.add_argument("--rgb-topic", help="camera topic (default: found: the image topic naming 'rgb')")
     bag.add_argument("--gt-topic", help="semantic topic (default: found: the image topic naming 'semantic')")
+    bag.add_argument("--boxes", type=Path, help="--unlabelled BAG: a boxes.csv (name,cls,xmin,ymin,xmax,ymax) for "
+                     "the frames as adapt names them (bag_000000.png, ... in stamp order): box recall is scored on them")
     bag.add_argument("--coding", choices=("auto",) + classes.CODINGS, default="auto",
                      help="tag coding of the ground truth (auto: bag metadata, else the palette)")
     ev = p.add_argument_group("before / after")
@@ -94,7 +96,8 @@ def build_parser() -> argparse.ArgumentParser:
                     help="weights to start from (default: the shipped model); its .onnx beside it is the 'before'")
     tr.add_argument("--classes", dest="class_set", choices=classes.class_set_names(),
                     help="class set of the adapted model (default: the start model's)")
-    tr.add_argument("--epochs", type=int, default=2, help="labelled: epochs of the finetune preset (default: %(default)s)")
+    tr.add_argument("--epochs", type=int, default=2,
+                    help="labelled: epochs of the finetune preset (default: %(default)s)")
     tr.add_argument("--steps", type=int, help="labelled: stop after this many steps; unlabelled: self-train steps "
                     "(default 500)")
     tr.add_argument("--batch-size", type=int, help="global batch (default: the recipe's)")
@@ -160,6 +163,8 @@ def frames_stage(args) -> dict:
             return {"folders": [str(args.unlabelled)]}
         shutil.rmtree(frames / "unlabelled", ignore_errors=True)
         sources.unlabelled_bag_to_folder(args.unlabelled, frames / "unlabelled", args.rgb_topic, args.every or 1)
+        if args.boxes:
+            shutil.copyfile(args.boxes, frames / "unlabelled" / "boxes.csv")
         return {"folders": [str(frames / "unlabelled")]}
     folders = []
     for k, bag in enumerate(args.bag):
@@ -214,8 +219,11 @@ def labelled_parts(args) -> dict:
 
 def score_stage(args, model: Path, which: str) -> dict:
     from carla_seg_ros.evaluation.adapt_report import score
-    if args.unlabelled:
-        return {"held_out": box_scores(args, model, which)}
+    if args.unlabelled:            # box recall on the held-out block; the labelled --keep-data as the guard
+        out = {"held_out": box_scores(args, model, which)}
+        if args.keep_data:
+            out["keep"] = score(model, keep_parts(args.keep_data)[1], 0, desc=f"{which}: keep")[0]
+        return out
     out = {}
     for part, pairs in labelled_parts(args).items():
         result, samples = score(model, pairs, args.samples if part == "held_out" else 0,
@@ -347,8 +355,11 @@ def check_args(args) -> None:
     for flag, folder in (("--eval-data", args.eval_data), ("--keep-data", args.keep_data)):
         if folder is not None and not Path(folder).is_dir():
             raise AdaptError(f"{flag} {folder}: no such folder")
+    if args.boxes is not None and not args.boxes.is_file():
+        raise AdaptError(f"--boxes {args.boxes}: no such file")
     if args.unlabelled and args.eval_data:
-        raise AdaptError("--eval-data needs labelled frames; --unlabelled is scored by box recall on its held-out block")
+        raise AdaptError("--eval-data needs labelled frames; --unlabelled is scored by box recall on its held-out "
+                         "block")
     args.name = user_models.check_name(args.name or args.out.resolve().name)
     args.out.mkdir(parents=True, exist_ok=True)
     if shutil.disk_usage(args.out).free < MIN_FREE_BYTES:
@@ -379,8 +390,9 @@ def run(args) -> int:
                                                     "--model", installed["path"]], "TensorRT engine build")
                        or {"engine": "built"})
         if args.swap:
-            run_child([sys.executable, "-m", "carla_seg_ros.ros.model_swap_client", args.swap, args.name,
-                       "--models-dir", str(user_models.user_models_dir(args.models_dir))], f"model swap on {args.swap}")
+            # the path, not the name: the node may look in another user_models_dir than this command
+            run_child([sys.executable, "-m", "carla_seg_ros.ros.model_swap_client", args.swap, installed["path"]],
+                      f"model swap on {args.swap}")
     print(f"{PROG}: done in {(time.time() - t0) / 60:.1f} min; {args.out}")
     return 0
 

@@ -123,6 +123,7 @@ def unlabelled_bag_to_folder(bag: Path, out: Path, rgb_topic: str | None, every:
     """The camera frames of a bag (no ground truth needed) -> ``out/rgb/NAME.png`` in stamp order, for
     self-training. Names end in a frame number so unlabelled.split_unlabelled holds out whole blocks."""
     import cv2
+    import numpy as np
 
     from carla_seg_ros.evaluation.bag_reading import BagError, decode_camera, iter_messages, open_bag
     rgb_topic, _ = find_topics(bag, rgb_topic, None, need_gt=False)
@@ -138,10 +139,13 @@ def unlabelled_bag_to_folder(bag: Path, out: Path, rgb_topic: str | None, every:
             if k % max(1, every):
                 continue
             msg = reader.deserialize(raw, conn.msgtype)
-            if conn.msgtype.endswith("CompressedImage"):
-                from carla_seg_ros.evaluation.recording import from_compressed
-                msg = from_compressed(msg)
-            rgb = decode_camera(msg)
+            if conn.msgtype.endswith("CompressedImage"):      # png/jpeg bytes: OpenCV decodes them to BGR
+                bgr = cv2.imdecode(np.frombuffer(bytes(msg.data), np.uint8), cv2.IMREAD_COLOR)
+                if bgr is None:
+                    continue
+                rgb = cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
+            else:
+                rgb = decode_camera(msg)
             path = out / "rgb" / f"bag_{written:06d}.png"
             if not cv2.imwrite(str(path), cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR)):
                 raise OSError(f"cannot write {path} (disk full or folder not writable)")

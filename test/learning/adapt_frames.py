@@ -55,3 +55,18 @@ def make_bag(folder: Path, out: Path, coding: str, start_time: float) -> Path:
     assert bag_make.main(["--data", str(folder), "--split", "all", "--out", str(out), "--coding", coding,
                           "--start-time", str(start_time)]) == 0
     return out
+
+
+def make_rgb_bag(paths, out: Path, topic: str = "/carla/ego_vehicle/rgb_front/image", rate: float = 10.0) -> Path:
+    """A bag with only a camera topic (bgra8, as the bridge publishes it): frames of ``paths`` in order."""
+    from carla_seg_ros.image_codec import from_rgb
+    store = bag_make.typestore()
+    make = bag_make.MessageFactory(store)
+    with bag_make.open_writer(out, "mcap") as writer:
+        conn = writer.add_connection(topic, "sensor_msgs/msg/Image", typestore=store)
+        for i, path in enumerate(paths):
+            ns = bag_make.stamp_ns(i, rate, 1.0)
+            rgb = cv2.cvtColor(cv2.imread(str(path)), cv2.COLOR_BGR2RGB)
+            msg = make.image(from_rgb(rgb, "bgra8"), "bgra8", make.header(ns, "ego_vehicle/rgb_front"))
+            writer.write(conn, ns, make.serialize(msg))
+    return out
