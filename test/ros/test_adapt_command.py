@@ -176,3 +176,63 @@ def test_node_serves_it_by_name_and_swaps_live(adapted, tmp_path, data_dir):
         publisher.join(timeout=5)
         stop_node(proc)
         probe.close()
+
+
+def test_managed_node_with_two_cameras_swaps_to_a_user_model_by_name(adapted, tmp_path, data_dir):
+    from lifecycle_msgs.msg import Transition
+    from lifecycle_msgs.srv import ChangeState
+
+    node = f"{NODE}_managed"
+    probe = Probe("adapt_cmd_managed_probe")
+    latched = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=1, reliability=ReliabilityPolicy.RELIABLE,
+                         durability=DurabilityPolicy.TRANSIENT_LOCAL)
+    names = [f"{node}_cam_a", f"{node}_cam_b"]            # topic /<name>/image -> camera <name>, outputs ~/<name>/
+    masks = {c: [] for c in names}
+    tables = {c: [] for c in names}
+    for c in names:
+        probe.node.create_subscription(Image, f"/{node}/{c}/mask", masks[c].append, 10)
+        probe.node.create_subscription(String, f"/{node}/{c}/label_info", tables[c].append, latched)
+    cameras = {c: probe.camera(f"/{c}/image") for c in names}
+    log = tmp_path / "node.log"
+    proc = start_node(log, "-r", f"__node:={node}", "-p", f"cameras:=[/{names[0]}/image, /{names[1]}/image]",
+                      "-p", "model:=accurate", "-p", f"user_models_dir:={adapted['models']}",
+                      "-p", "backend:=onnxruntime", managed=True)
+    change = probe.node.create_client(ChangeState, f"/{node}/change_state")
+    rgb = read_rgb(find_pairs(data_dir, "val")[1].rgb)
+    k = [0]
+
+    def send_both():
+        k[0] += 1
+        header = Header(frame_id="cam")
+        header.stamp.sec = 200 + k[0]
+        msg = image_codec.to_image(image_codec.from_rgb(rgb, "bgra8"), "bgra8", header)
+        for cam in cameras.values():
+            cam.publish(msg)
+
+    def keep_sending_until(predicate, what):
+        end = time.monotonic() + 90
+        while time.monotonic() < end:
+            send_both()
+            if predicate():
+                return
+            assert proc.poll() is None, log.read_text()[-3000:]
+            time.sleep(0.1)
+        raise AssertionError(f"timed out waiting for {what}\n{log.read_text()[-3000:]}")
+
+    try:
+        wait_for(lambda: change.wait_for_service(timeout_sec=0.1), 90, "change_state", proc, log)
+        for transition in (Transition.TRANSITION_CONFIGURE, Transition.TRANSITION_ACTIVATE):
+            future = change.call_async(ChangeState.Request(transition=Transition(id=transition)))
+            wait_for(future.done, 90, f"transition {transition}", proc, log)
+            assert future.result().success, log.read_text()[-3000:]
+        keep_sending_until(lambda: all(masks[c] and tables[c] for c in masks), "masks of both cameras")
+        before = {c: (len(masks[c]), len(tables[c])) for c in masks}
+        result = subprocess.run([sys.executable, "-m", "carla_seg_ros.ros.model_swap_client", f"/{node}", "fogtown"],
+                                env=node_env(), capture_output=True, text=True, timeout=120)
+        assert result.returncode == 0, result.stderr + log.read_text()[-2000:]
+        keep_sending_until(lambda: all(len(tables[c]) > before[c][1] and len(masks[c]) > before[c][0] + 5
+                                       for c in masks), "label_info and masks of both cameras after the swap")
+        assert "model swapped" in log.read_text() and "fogtown" in log.read_text()
+    finally:
+        stop_node(proc)
+        probe.close()
