@@ -355,6 +355,17 @@ def check_args(args) -> None:
     for flag, folder in (("--eval-data", args.eval_data), ("--keep-data", args.keep_data)):
         if folder is not None and not Path(folder).is_dir():
             raise AdaptError(f"{flag} {folder}: no such folder")
+    if args.device.startswith("cuda") or args.nproc_per_node > 1 and args.device != "cpu":
+        import torch
+        if args.device.startswith("cuda") and not torch.cuda.is_available():
+            raise AdaptError(f"--device {args.device}: no CUDA device here (torch.cuda.is_available() is false)")
+        if torch.cuda.is_available() and args.nproc_per_node > torch.cuda.device_count():
+            raise AdaptError(f"--nproc-per-node {args.nproc_per_node}: only {torch.cuda.device_count()} GPUs")
+    if args.engine:
+        import importlib.util
+        if importlib.util.find_spec("tensorrt") is None:      # checked first: not after an hour of training
+            raise AdaptError("--engine needs TensorRT and an NVIDIA GPU (the tensorrt module is not importable "
+                             "here); leave it out and seg_node builds the engine at its first start")
     if args.boxes is not None and not args.boxes.is_file():
         raise AdaptError(f"--boxes {args.boxes}: no such file")
     if args.unlabelled and args.eval_data:

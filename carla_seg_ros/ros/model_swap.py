@@ -90,6 +90,7 @@ class ModelSwap:
             return SetParametersResult(successful=False, reason=f"model swap refused: {reason}")
         self._loading = spec
         self.state = f"loading {spec}"
+        self.node.rung = dict(self.node.rung, model_swap=self.state)
         threading.Thread(target=self._load, args=(spec,), name="seg_model_swap", daemon=True).start()
         return SetParametersResult(successful=True, reason=f"loading {spec} in the background")
 
@@ -108,6 +109,7 @@ class ModelSwap:
         except Exception as exc:  # noqa: BLE001 - whatever the runtime raises: the old model keeps running
             log.error(f"model swap to {spec!r} failed, keeping {node.model_path}: {exc}")
             self.state = f"failed: {spec}: {exc}"
+            node.rung = dict(node.rung, model_swap=self.state)       # replaced whole: diagnostics read it
             self._loading = None
             self._revert()
             return
@@ -138,15 +140,14 @@ class ModelSwap:
         old = node.manager
         sel = prepared.selection
         node.manager, node.model_path, node.model_choice = sel.manager, sel.path, sel.choice
-        node.rung = dict(sel.rung, model=prepared.spec)
+        self.state = f"swapped to {prepared.spec}"
+        node.rung = dict(sel.rung, model=prepared.spec, model_swap=self.state)
         node._palette, node.num_classes, node._label_info = prepared.palette, prepared.num_classes, prepared.label_info
         node.occupancy_classes = prepared.occupancy_classes
         node.p["model"] = prepared.spec
         for camera in node.cameras:
             camera.occupancy.classes = prepared.occupancy_classes
             camera.pub_label_info.publish(String(data=prepared.label_info))
-        self.state = f"swapped to {prepared.spec}"
-        node.rung["model_swap"] = self.state
         self._loading = None
         if old is not None and old is not sel.manager:
             old.close()

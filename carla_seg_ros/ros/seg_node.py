@@ -89,7 +89,8 @@ class SegPipeline:
         frame_ops.set_opencv_threads(self.p["opencv_threads"])     # measured in runtime/frame_ops.py
         selection = select_model(self.p, self.get_logger())
         self.manager, self.model_path = selection.manager, selection.path
-        self.model_choice, self.rung = selection.choice, dict(selection.rung, model=self.p["model"])
+        self.model_choice, self.rung = selection.choice, dict(selection.rung, model=self.p["model"],
+                                                                 model_swap="none")
         self.swap = ModelSwap(self)
         loaded = self.manager.backend.name
         if self.p["backend"] not in ("auto", loaded):

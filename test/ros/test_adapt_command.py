@@ -106,6 +106,15 @@ def test_adapt_errors_are_one_line(adapted, tmp_path, capsys):
     # a bag without a semantic topic: make-bag's bag with its ground-truth topic named away
     assert adapt.main(["--out", str(tmp_path / "c"), "--bag", str(adapted["bags"][0]), "--gt-topic", "/none"]) == 2
     assert "no image messages on /none" in capsys.readouterr().err
+    import importlib.util
+
+    import torch
+    if not torch.cuda.is_available():
+        assert adapt.main(["--out", str(tmp_path / "e"), "--data", str(tmp_path), "--device", "cuda"]) == 2
+        assert "no CUDA device" in capsys.readouterr().err
+    if importlib.util.find_spec("tensorrt") is None:
+        assert adapt.main(["--out", str(tmp_path / "f"), "--data", str(tmp_path), "--engine"]) == 2
+        assert "--engine needs TensorRT" in capsys.readouterr().err
     few = write_folder(find_pairs(adapted["root"] / "fog_tags13", "all")[:5], tmp_path / "few", "tags13",
                        shift=lambda x: x)
     assert adapt.main(["--out", str(tmp_path / "d"), "--data", str(few)]) == 2
