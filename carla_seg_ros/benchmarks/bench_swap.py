@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import subprocess
 import sys
 import threading
 import time
@@ -70,7 +69,7 @@ def main(argv=None) -> int:
     node_name = "bench_swap_seg"
     player = Player(name="bench_swap_player")
     masks = player.watch(f"/{node_name}/mask", Image)
-    tables = player.watch_latest(f"/{node_name}/label_info", String)
+    tables = player.watch_latest(f"/{node_name}/label_info", String, required=True)
     log = args.log_dir / f"{node_name}.log" if args.log_dir else None
     if args.log_dir:
         args.log_dir.mkdir(parents=True, exist_ok=True)
@@ -78,19 +77,30 @@ def main(argv=None) -> int:
                                              {"model": str(args.model_a), "backend": args.backend},
                                              {"image": CAMERA_TOPIC}), log_path=log)
     swaps = []
+    from rcl_interfaces.srv import SetParameters
+    from rclpy.parameter import Parameter
+    # In this process, on the player's node (spun by its executor): what `ros2 param set` sends, without the
+    # start-up of a second Python process competing for the two cores inside the measured window.
+    client = player.node.create_client(SetParameters, f"/{node_name}/set_parameters")
 
     def swap(model: Path) -> None:
         t = time.time()
-        r = subprocess.run([sys.executable, "-m", "carla_seg_ros.ros.model_swap_client", f"/{node_name}",
-                            str(model)], capture_output=True, text=True)
-        swaps.append({"model": str(model), "requested": t, "answered_s": time.time() - t, "rc": r.returncode,
-                      "output": (r.stdout + r.stderr).strip()})
+        future = client.call_async(SetParameters.Request(
+            parameters=[Parameter("model", value=str(model)).to_parameter_msg()]))
+        while not future.done() and time.time() - t < 30:
+            time.sleep(0.01)
+        reply = future.result().results[0] if future.done() else None
+        swaps.append({"model": str(model), "requested": t, "answered_s": time.time() - t,
+                      "rc": 0 if reply is not None and reply.successful else 1,
+                      "output": reply.reason if reply is not None else "no answer within 30 s"})
 
     result = {"rate_hz": args.rate, "seconds": args.seconds, "size": [w, h], "backend": args.backend}
     try:
         proc.start()
         msg = player.image_message(camera_frame((w, h)))
         result["ready_s"] = player.wait_ready(proc, msg)
+        if not client.wait_for_service(timeout_sec=30.0):
+            raise NodeFailed(f"no parameter service /{node_name}/set_parameters")
         tables_at_start = tables.count
         start = time.time()
         n = int(args.seconds * args.rate)
@@ -114,6 +124,8 @@ def main(argv=None) -> int:
         result["swaps"] = [dict(s, window=answered(sent, received, s["requested"], s["requested"] + args.window))
                            for s in swaps]
         result["whole_run"] = answered(sent, received, start, time.time())
+        result["per_second"] = [answered(sent, received, start + i, start + i + 1)["answered"]
+                                for i in range(int(args.seconds))]
         result["label_info_republished"] = tables.count - tables_at_start
     except NodeFailed as exc:
         print(f"carla-seg bench swap: {exc}", file=sys.stderr)
@@ -132,6 +144,7 @@ def main(argv=None) -> int:
         print(f"  swap to {Path(s['model']).name} (rc {s['rc']}, answered in {s['answered_s']:.1f} s): "
               f"{args.window:g} s window {pct(s['window'])}")
     print(f"  whole run: {pct(result['whole_run'])}; label_info republished {result['label_info_republished']}x")
+    print(f"  masks per second: {' '.join(str(n) for n in result['per_second'])}")
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps(result, indent=1))

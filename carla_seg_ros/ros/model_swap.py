@@ -15,6 +15,7 @@ A load that fails in the background (a runtime that rejects the graph) is logged
 """
 from __future__ import annotations
 
+import os
 import threading
 from dataclasses import dataclass
 from pathlib import Path
@@ -97,6 +98,10 @@ class ModelSwap:
     # ---------------------------------------------------------------- background load
     def _load(self, spec: str) -> None:
         node, log = self.node, self.node.get_logger()
+        try:        # the frames come first: this thread's own work (parsing, graph compilation) at the lowest priority
+            os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), 19)
+        except (AttributeError, OSError):
+            pass
         try:
             p = dict(node.p, model=spec, model_path="")
             selection = select_model(p, log)
@@ -115,6 +120,9 @@ class ModelSwap:
             return
         with self._lock:
             self._pending = prepared
+        if getattr(node, "_worker", None) is None:     # no inference thread (a managed node not active): now
+            self.apply_pending()
+            return
         with node._slot:                 # wake the inference thread even when no frame is waiting
             node._slot.notify()
         log.info(f"model swap: {selection.path} loaded and warmed; switching at the next frame")

@@ -92,6 +92,8 @@ class SegPipeline:
         self.model_choice, self.rung = selection.choice, dict(selection.rung, model=self.p["model"],
                                                                  model_swap="none")
         self.swap = ModelSwap(self)
+        if self._param_callback is None:     # at configure: a managed node takes a model swap while inactive too
+            self._param_callback = self.add_on_set_parameters_callback(self._on_set_parameters)
         loaded = self.manager.backend.name
         if self.p["backend"] not in ("auto", loaded):
             self.get_logger().warning(f"backend {self.p['backend']!r} could not load; allow_fallback is true, so "
@@ -138,8 +140,6 @@ class SegPipeline:
         self._worker.start()
         self._diag_timer = self.create_timer(self.p["diagnostics_period"], self._publish_diagnostics,
                                              clock=self._steady)
-        if self._param_callback is None:
-            self._param_callback = self.add_on_set_parameters_callback(self._on_set_parameters)
         topics = ", ".join(c.sub.topic_name for c in self.cameras)
         execution = self.manager.backend.execution_info()       # e.g. OpenVINO's precision: bf16 or f32
         self.get_logger().info(

@@ -242,6 +242,21 @@ def test_managed_node_with_two_cameras_swaps_to_a_user_model_by_name(adapted, tm
         keep_sending_until(lambda: all(len(tables[c]) > before[c][1] and len(masks[c]) > before[c][0] + 5
                                        for c in masks), "label_info and masks of both cameras after the swap")
         assert "model swapped" in log.read_text() and "fogtown" in log.read_text()
+        # inactive (deactivated): the swap still applies, at once, and activation serves the new model
+        future = change.call_async(ChangeState.Request(transition=Transition(id=Transition.TRANSITION_DEACTIVATE)))
+        wait_for(future.done, 90, "deactivate", proc, log)
+        assert future.result().success
+        result = subprocess.run([sys.executable, "-m", "carla_seg_ros.ros.model_swap_client", f"/{node}", "accurate"],
+                                env=node_env(), capture_output=True, text=True, timeout=120)
+        assert result.returncode == 0, result.stderr
+        wait_for(lambda: "model swapped: now" in log.read_text().split("deactivated")[-1], 60,
+                 "the swap of the inactive node", proc, log)
+        future = change.call_async(ChangeState.Request(transition=Transition(id=Transition.TRANSITION_ACTIVATE)))
+        wait_for(future.done, 90, "activate", proc, log)
+        assert future.result().success
+        count = {c: len(masks[c]) for c in names}
+        keep_sending_until(lambda: all(len(masks[c]) > count[c] + 3 for c in names), "masks after reactivation")
+        assert "carla_unet.onnx" in log.read_text().split("deactivated")[-1]
     finally:
         stop_node(proc)
         probe.close()
