@@ -1,5 +1,5 @@
-"""`carla-seg bench model|node|cameras|gpu|transport|soak|fuzz|record|map|swap`: benchmarks that print their figures,
-with baselines measured in the same run."""
+"""`carla-seg bench model|node|cameras|gpu|transport|soak|fuzz|record|map|swap`: benchmarks that print their
+figures, with baselines measured in the same run."""
 from __future__ import annotations
 
 import importlib

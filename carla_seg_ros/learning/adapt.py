@@ -53,65 +53,60 @@ class AdaptError(RuntimeError):
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog=PROG, description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--out", type=Path, required=True, help="run folder (frames, split, checkpoints, report); "
-                   "giving the same folder again resumes")
+    p.add_argument("--out", type=Path, required=True, help="run folder; the same folder again resumes")
     src = p.add_argument_group("source (exactly one)").add_mutually_exclusive_group(required=True)
-    src.add_argument("--carla", metavar="HOST[:PORT]", help="record labelled frames from a running CARLA server")
-    src.add_argument("--bag", type=Path, action="append", help="rosbag2 with RGB + semantic camera topics "
-                     "(repeatable; frames in the order given)")
-    src.add_argument("--data", type=Path, help="a recorded dataset folder (rgb/ label/ manifest.csv)")
-    src.add_argument("--unlabelled", type=Path, metavar="BAG|DIR", help="RGB frames only (a folder with rgb/ and "
-                     "optionally boxes.csv, or a bag): self-training, scored by box recall where boxes exist")
+    src.add_argument("--carla", metavar="HOST[:PORT]", help="record from a running CARLA server")
+    src.add_argument("--bag", type=Path, action="append", help="bridge bag with RGB + semantic topics (repeatable)")
+    src.add_argument("--data", type=Path, help="a recorded folder (rgb/ label/ manifest.csv)")
+    src.add_argument("--unlabelled", type=Path, metavar="BAG|DIR", help="RGB only (rgb/ [+ boxes.csv], or a bag): "
+                     "self-training, scored by box recall")
     rec = p.add_argument_group("recording (--carla: the options of carla-seg carla --record)")
     rec.add_argument("--towns", help="maps to record in turn, e.g. Town03,Town10HD_Opt")
     rec.add_argument("--weathers", help="weather presets, e.g. ClearNoon,WetSunset")
-    rec.add_argument("--frames", type=int, help="ticks to run (default: until --max-frames or the towns are done)")
+    rec.add_argument("--frames", type=int, help="ticks to run")
     rec.add_argument("--frames-per-town", type=int, help="ticks per town and weather")
     rec.add_argument("--every", type=int, help="keep every Nth pair (also for --bag)")
-    rec.add_argument("--min-change", type=float, help="skip pairs that changed less than this (mean grey level)")
-    rec.add_argument("--max-frames", type=int, default=2000, help="stop after this many frames (default: %(default)s)")
+    rec.add_argument("--min-change", type=float, help="skip pairs that changed less (grey levels)")
+    rec.add_argument("--max-frames", type=int, default=2000, help="stop after this many frames")
     bag = p.add_argument_group("bags")
-    bag.add_argument("--rgb-topic", help="camera topic (default: found: the image topic naming 'rgb')")
-    bag.add_argument("--gt-topic", help="semantic topic (default: found: the image topic naming 'semantic')")
-    bag.add_argument("--boxes", type=Path, help="--unlabelled BAG: a boxes.csv (name,cls,xmin,ymin,xmax,ymax) for "
-                     "the frames as adapt names them (bag_000000.png, ... in stamp order): box recall is scored on them")
+    bag.add_argument("--rgb-topic", help="camera topic (default: found)")
+    bag.add_argument("--gt-topic", help="semantic topic (default: found)")
+    bag.add_argument("--boxes", type=Path, help="--unlabelled BAG: boxes.csv for the frames "
+                     "named bag_000000.png, ... in stamp order")
     bag.add_argument("--coding", choices=("auto",) + classes.CODINGS, default="auto",
-                     help="tag coding of the ground truth (auto: bag metadata, else the palette)")
+                     help="ground truth coding (auto: bag metadata, palette)")
     ev = p.add_argument_group("before / after")
     ev.add_argument("--held-out", type=float, default=DEFAULT_HELD_OUT,
-                    help="fraction of the frames, at the end in time, held out for scoring (default: %(default)s)")
+                    help="fraction held out at the end (default: %(default)s)")
     ev.add_argument("--guard-frames", type=int, default=DEFAULT_GUARD,
-                    help="frames dropped between the fine-tune part and the held-out stretch (default: %(default)s)")
-    ev.add_argument("--eval-data", type=Path, help="score on this labelled folder instead (e.g. a town kept out); "
-                    "then every source frame is fine-tuned on")
-    ev.add_argument("--keep-data", type=Path, help="an old-domain labelled folder (e.g. ../shared/data/carla_seg): "
-                    "part of its training frames is mixed in, its val frames are scored before and after as a "
-                    "forgetting guard")
+                    help="frames dropped before the held-out stretch")
+    ev.add_argument("--eval-data", type=Path, help="score on this labelled folder instead")
+    ev.add_argument("--keep-data", type=Path, help="old-domain folder: mixed in, its val frames "
+                    "scored as a forgetting guard")
     ev.add_argument("--keep-ratio", type=float, default=0.5,
-                    help="old-domain frames mixed in per fine-tune frame (default: %(default)s)")
-    ev.add_argument("--min-frames", type=int, default=MIN_FRAMES, help="fewest labelled frames (default: %(default)s)")
-    ev.add_argument("--samples", type=int, default=4, help="held-out frames shown before/after in the report")
+                    help="old frames per fine-tune frame")
+    ev.add_argument("--min-frames", type=int, default=MIN_FRAMES, help="fewest labelled frames")
+    ev.add_argument("--samples", type=int, default=4, help="overlays in the report")
     tr = p.add_argument_group("training")
     tr.add_argument("--start-model", type=Path, default=models_dir() / "carla_unet.safetensors",
-                    help="weights to start from (default: the shipped model); its .onnx beside it is the 'before'")
+                    help="weights to start from (its .onnx beside it, if any, "
+                    "is the 'before')")
     tr.add_argument("--classes", dest="class_set", choices=classes.class_set_names(),
-                    help="class set of the adapted model (default: the start model's)")
+                    help="class set (default: the start model's)")
     tr.add_argument("--epochs", type=int, default=2,
-                    help="labelled: epochs of the finetune preset (default: %(default)s)")
-    tr.add_argument("--steps", type=int, help="labelled: stop after this many steps; unlabelled: self-train steps "
-                    "(default 500)")
+                    help="labelled: epochs")
+    tr.add_argument("--steps", type=int, help="labelled: max steps; unlabelled: steps (500)")
     tr.add_argument("--batch-size", type=int, help="global batch (default: the recipe's)")
     tr.add_argument("--device", default="auto", help="auto (CUDA when present), cpu or cuda")
     tr.add_argument("--threads", type=int, default=0, help="torch CPU threads (0 = all cores)")
-    tr.add_argument("--nproc-per-node", type=int, default=1, help="training processes (torchrun; one per GPU)")
+    tr.add_argument("--nproc-per-node", type=int, default=1, help="training processes (torchrun)")
     sh = p.add_argument_group("shipping")
-    sh.add_argument("--name", help="install under this name (default: the --out folder's name)")
-    sh.add_argument("--models-dir", type=Path, help="user models folder (default: $CARLA_SEG_MODELS, else "
-                    "$XDG_DATA_HOME/carla_seg_ros/models)")
-    sh.add_argument("--replace", action="store_true", help="replace an installed model of the same name")
+    sh.add_argument("--name", help="install name (default: the --out folder's)")
+    sh.add_argument("--models-dir", type=Path, help="user models folder (carla-seg models)")
+    sh.add_argument("--replace", action="store_true", help="replace a model of that name")
     sh.add_argument("--no-install", dest="install", action="store_false", help="stop after the report")
-    sh.add_argument("--engine", action="store_true", help="build the TensorRT engine (needs a GPU and TensorRT)")
-    sh.add_argument("--swap", metavar="NODE", help="set this running seg_node's model to the new one, e.g. /seg_node")
+    sh.add_argument("--engine", action="store_true", help="build the TensorRT engine (GPU)")
+    sh.add_argument("--swap", metavar="NODE", help="swap the running node to it, e.g. /seg_node")
     return p
 
 

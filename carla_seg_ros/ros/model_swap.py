@@ -7,8 +7,8 @@
 2. A background thread loads the new model exactly as at startup (ros/model_selection.py) and runs one warm-up
    call at the node's batch size; the old model serves every frame meanwhile.
 3. The inference thread takes the prepared model between two batches (``apply_pending``): backend, palette,
-   class count, occupancy class groups and ``~/label_info`` (republished on every camera, transient local) all
-   switch at once, and the old backend is closed after it. Frames parked at the old input size are resized again
+   class count, occupancy class groups, the local map's evidence tables and ``~/label_info`` (republished on every
+   camera, transient local) all switch at once, and the old backend is closed after it. Frames parked at the old input size are resized again
    by SegPipeline._process, so nothing is lost at the switch.
 A load that fails in the background (a runtime that rejects the graph) is logged as an error, shown in
 /diagnostics (``model_swap``) and the parameter is set back to the running model.
@@ -39,6 +39,7 @@ class Prepared:
     num_classes: int
     label_info: str
     occupancy_classes: object
+    map_tables: tuple | None       # the local map's evidence tables for these classes (runtime/local_map.py)
 
 
 def palette_of(info) -> np.ndarray:
@@ -77,7 +78,10 @@ class ModelSwap:
         if not ids or ids != list(range(len(ids))) or len(ids) > 255:
             return f"{path}: class ids must be 0..N-1 with N <= 255, got {ids[:20]}"
         try:
-            load_classes(self.node.p, [str(c["name"]) for c in sorted(info.classes, key=lambda c: int(c["id"]))])
+            groups = load_classes(self.node.p, [str(c["name"]) for c in sorted(info.classes,
+                                                                                key=lambda c: int(c["id"]))])
+            if getattr(self.node, "local_map", None) is not None:
+                self.node.local_map.tables_for(groups)
         except ValueError as exc:
             return f"{path}: the occupancy groups do not fit its classes: {exc}"
         return None
@@ -109,8 +113,10 @@ class ModelSwap:
             w, h = selection.manager.backend.input_size
             selection.manager.backend.infer(np.zeros((max(1, len(node.cameras)), h, w, 3), np.uint8))   # warm-up
             names = [str(c["name"]) for c in sorted(info.classes, key=lambda c: int(c["id"]))]
+            groups = load_classes(node.p, names)
+            local_map = getattr(node, "local_map", None)
             prepared = Prepared(spec, selection, palette_of(info), info.num_classes, node.label_info_yaml(info),
-                                load_classes(node.p, names))
+                                groups, local_map.tables_for(groups) if local_map is not None else None)
         except Exception as exc:  # noqa: BLE001 - whatever the runtime raises: the old model keeps running
             log.error(f"model swap to {spec!r} failed, keeping {node.model_path}: {exc}")
             self.state = f"failed: {spec}: {exc}"
@@ -153,6 +159,9 @@ class ModelSwap:
         node._palette, node.num_classes, node._label_info = prepared.palette, prepared.num_classes, prepared.label_info
         node.occupancy_classes = prepared.occupancy_classes
         node.p["model"] = prepared.spec
+        local_map = getattr(node, "local_map", None)
+        if local_map is not None and prepared.map_tables is not None:
+            local_map.use_classes(prepared.occupancy_classes, prepared.map_tables)
         for camera in node.cameras:
             camera.occupancy.classes = prepared.occupancy_classes
             camera.pub_label_info.publish(String(data=prepared.label_info))
