@@ -106,6 +106,7 @@ class ModelSwap:
             os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), 19)
         except (AttributeError, OSError):
             pass
+        selection = None
         try:
             p = dict(node.p, model=spec, model_path="")
             selection = select_model(p, log)
@@ -119,6 +120,8 @@ class ModelSwap:
                                 groups, local_map.tables_for(groups) if local_map is not None else None)
         except Exception as exc:  # noqa: BLE001 - whatever the runtime raises: the old model keeps running
             log.error(f"model swap to {spec!r} failed, keeping {node.model_path}: {exc}")
+            if selection is not None:
+                selection.manager.close()
             self.state = f"failed: {spec}: {exc}"
             node.rung = dict(node.rung, model_swap=self.state)       # replaced whole: diagnostics read it
             self._loading = None
@@ -160,8 +163,9 @@ class ModelSwap:
         node.occupancy_classes = prepared.occupancy_classes
         node.p["model"] = prepared.spec
         local_map = getattr(node, "local_map", None)
-        if local_map is not None and prepared.map_tables is not None:
-            local_map.use_classes(prepared.occupancy_classes, prepared.map_tables)
+        if local_map is not None:          # tables made while loading; or now, for a map activated since
+            tables = prepared.map_tables or local_map.tables_for(prepared.occupancy_classes)
+            local_map.use_classes(prepared.occupancy_classes, tables)
         for camera in node.cameras:
             camera.occupancy.classes = prepared.occupancy_classes
             camera.pub_label_info.publish(String(data=prepared.label_info))
