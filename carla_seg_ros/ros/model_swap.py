@@ -8,7 +8,7 @@
    call at the node's batch size; the old model serves every frame meanwhile.
 3. The inference thread takes the prepared model between two batches (``apply_pending``): backend, palette,
    class count, occupancy class groups, the local map's evidence tables and ``~/label_info`` (republished on every
-   camera, transient local) all switch at once, and the old backend is closed after it. Frames parked at the old input size are resized again
+   camera, transient local) all switch at once, and the old backend is released on a thread of its own. Frames parked at the old input size are resized again
    by SegPipeline._process, so nothing is lost at the switch.
 A load that fails in the background (a runtime that rejects the graph) is logged as an error, shown in
 /diagnostics (``model_swap``) and the parameter is set back to the running model.
@@ -170,6 +170,6 @@ class ModelSwap:
             camera.occupancy.classes = prepared.occupancy_classes
             camera.pub_label_info.publish(String(data=prepared.label_info))
         self._loading = None
-        if old is not None and old is not sel.manager:
-            old.close()
+        if old is not None and old is not sel.manager:      # released off the inference thread: frames go on
+            threading.Thread(target=old.close, name="seg_model_release", daemon=True).start()
         node.get_logger().info(f"model swapped: now {Path(sel.path)} ({sel.choice}); label_info republished")
