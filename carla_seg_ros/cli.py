@@ -15,6 +15,9 @@ COMMANDS = {
     "evaluate-boxes": ("carla_seg_ros.evaluation.box_eval",
                        "box scores on unlabelled frames: vehicle box recall, Car precision, per group"),
     "export": ("carla_seg_ros.learning.export", "trained weights -> ONNX with a parity check"),
+    "adapt": ("carla_seg_ros.learning.adapt",
+              "adapt the model to your frames in one command: record or read, fine-tune, before/after, install"),
+    "models": ("carla_seg_ros.runtime.user_models", "list the installed user models (carla-seg adapt) and metrics"),
     "quantize": ("carla_seg_ros.learning.quantize",
                  "fp32 ONNX -> int8 ONNX for the CPU runtimes, with an accuracy check"),
     "build-engine": ("carla_seg_ros.runtime.tensorrt.engine_builder", "ONNX -> TensorRT engine (cached)"),
@@ -25,7 +28,7 @@ COMMANDS = {
                "record RGB + semantic camera topics over ROS 2 into a dataset folder"),
     "bag-eval": ("carla_seg_ros.evaluation.bag_eval", "evaluate the model on a rosbag2 with ground truth"),
     "bench": ("carla_seg_ros.benchmarks.bench",
-              "benchmarks: `bench model|node|cameras|gpu|transport|soak|fuzz|record|map`"),
+              "benchmarks: `bench model|node|cameras|gpu|transport|soak|fuzz|record|map|swap`"),
     "demo": ("carla_seg_ros.tools.demo", "run seg_node on the CARLA frames over ROS 2 and write out/demo"),
     "carla": ("carla_seg_ros.simulator.carla_client",
               "drive a CARLA 0.9.16 server: ego vehicle + matching RGB/semantic cameras, synchronous, ROS 2 "

@@ -1,5 +1,5 @@
-"""`carla-seg bench model|node|cameras|gpu|transport|soak|fuzz|record|map`: benchmarks that print their figures,
-with baselines measured in the same run."""
+"""`carla-seg bench model|node|cameras|gpu|transport|soak|fuzz|record|map|swap`: benchmarks that print their
+figures, with baselines measured in the same run."""
 from __future__ import annotations
 
 import importlib
@@ -9,7 +9,8 @@ TARGETS = {"model": "carla_seg_ros.benchmarks.bench_model", "node": "carla_seg_r
            "cameras": "carla_seg_ros.benchmarks.bench_cameras",
            "gpu": "carla_seg_ros.benchmarks.bench_gpu", "transport": "carla_seg_ros.benchmarks.bench_transport",
            "soak": "carla_seg_ros.benchmarks.bench_soak", "fuzz": "carla_seg_ros.benchmarks.bench_fuzz",
-           "record": "carla_seg_ros.benchmarks.bench_record", "map": "carla_seg_ros.benchmarks.bench_map"}
+           "record": "carla_seg_ros.benchmarks.bench_record", "map": "carla_seg_ros.benchmarks.bench_map",
+           "swap": "carla_seg_ros.benchmarks.bench_swap"}
 
 
 def main(argv=None) -> int:

@@ -168,6 +168,16 @@ class LocalMapOutputs:
         self._timer = node.create_timer(1.0 / params["map_publish_rate"], self.publish_map,
                                         clock=Clock(clock_type=ClockType.STEADY_TIME))
 
+    def tables_for(self, classes):
+        """runtime/local_map.LocalMap.tables_for: ValueError when another model's classes do not fit the map."""
+        return self.fuser.map.tables_for(classes)
+
+    def use_classes(self, classes, tables) -> None:
+        """A live model swap: the next frames are fused and turned into points with ``classes``."""
+        with self._lock:
+            self.fuser.map.use_tables(tables)
+            self.classes = classes
+
     def destroy(self, node) -> None:
         node.destroy_timer(self._timer)
         node.destroy_subscription(self.odom_sub)

@@ -10,6 +10,7 @@ from pathlib import Path
 
 from carla_seg_ros.ros.seg_params import StartupError
 from carla_seg_ros.runtime.backend_manager import BackendManager
+from carla_seg_ros.runtime.user_models import resolve_model, user_models_dir
 from carla_seg_ros.runtime.model_ladder import (MODEL_CHOICES, RUNG_FILES, RungChoice, budget_ms, choose_rung,
                                                 discover, format_timings, parse_frame_size, time_interleaved)
 
@@ -59,12 +60,15 @@ class ModelSelector:
             self.rung.update(model_rung="file", rung_choice="model_path parameter")
             return self._load(Path(legacy), "model_path"), Path(legacy)
         if model not in MODEL_CHOICES:
-            if not Path(model).is_file():
-                raise StartupError(f"parameter model: {model!r} is neither {', '.join(MODEL_CHOICES)} nor an "
-                                   f"existing model file")
-            self.model_choice = "model parameter"
-            self.rung.update(model_rung="file", rung_choice="model parameter")
-            return self._load(Path(model), "model"), Path(model)
+            path = resolve_model(model, self.p.get("user_models_dir") or None)
+            if path is None:
+                raise StartupError(f"parameter model: {model!r} is neither {', '.join(MODEL_CHOICES)}, an existing "
+                                   f"model file, nor a model installed in "
+                                   f"{user_models_dir(self.p.get('user_models_dir') or None)} (carla-seg models)")
+            by_name = not Path(model).expanduser().is_file()
+            self.model_choice = f"user model {model!r}" if by_name else "model parameter"
+            self.rung.update(model_rung="file", rung_choice=self.model_choice)
+            return self._load(path, "model"), path
         directory = Path(self.p["models_dir"]) if self.p["models_dir"] else None
         if directory is not None and not directory.is_dir():
             raise StartupError(f"parameter models_dir: {directory} is not a folder")

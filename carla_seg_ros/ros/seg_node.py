@@ -56,6 +56,7 @@ from carla_seg_ros.ros.seg_params import (NODE_NAME, PARAMETERS, PARAMETERS_BY_N
                                           Param, StartupError, declare_parameters)
 from carla_seg_ros.ros import node_help
 from carla_seg_ros.ros.model_selection import select_model
+from carla_seg_ros.ros.model_swap import ModelSwap
 from carla_seg_ros.ros.shutdown import run_node
 from carla_seg_ros.runtime.cpu_info import execution_line
 from carla_seg_ros.runtime import frame_ops, memory
@@ -88,7 +89,11 @@ class SegPipeline:
         frame_ops.set_opencv_threads(self.p["opencv_threads"])     # measured in runtime/frame_ops.py
         selection = select_model(self.p, self.get_logger())
         self.manager, self.model_path = selection.manager, selection.path
-        self.model_choice, self.rung = selection.choice, selection.rung
+        self.model_choice, self.rung = selection.choice, dict(selection.rung, model=self.p["model"],
+                                                                 model_swap="none")
+        self.swap = ModelSwap(self)
+        if self._param_callback is None:     # at configure: a managed node takes a model swap while inactive too
+            self._param_callback = self.add_on_set_parameters_callback(self._on_set_parameters)
         loaded = self.manager.backend.name
         if self.p["backend"] not in ("auto", loaded):
             self.get_logger().warning(f"backend {self.p['backend']!r} could not load; allow_fallback is true, so "
@@ -135,8 +140,6 @@ class SegPipeline:
         self._worker.start()
         self._diag_timer = self.create_timer(self.p["diagnostics_period"], self._publish_diagnostics,
                                              clock=self._steady)
-        if self._param_callback is None:
-            self._param_callback = self.add_on_set_parameters_callback(self._on_set_parameters)
         topics = ", ".join(c.sub.topic_name for c in self.cameras)
         execution = self.manager.backend.execution_info()       # e.g. OpenVINO's precision: bf16 or f32
         self.get_logger().info(
@@ -171,6 +174,8 @@ class SegPipeline:
     def _on_set_parameters(self, params) -> SetParametersResult:
         # Ranges and read-only are enforced by rclpy from the descriptors; the dynamic ones take effect here.
         for param in params:
+            if param.name == "model" and getattr(self, "swap", None) is not None and self.manager is not None:
+                return self.swap.request(str(param.value))     # ros/model_swap.py: refused with the reason
             if param.name in ("overlay_alpha", "ignore_rows_from") and hasattr(self, "p"):
                 self.p[param.name] = float(param.value)
         return SetParametersResult(successful=True)
@@ -188,11 +193,16 @@ class SegPipeline:
     def _inference_loop(self) -> None:
         while True:
             with self._slot:
-                while not self._stopping and not any(c.pending is not None for c in self.cameras):
+                while not self._stopping and not self.swap.has_pending() and \
+                        not any(c.pending is not None for c in self.cameras):
                     self._slot.wait()
                 if self._stopping:
                     return
                 batch = [(c, frame) for c in self.cameras if (frame := c.take()) is not None]
+            if self.swap.has_pending():     # a new model loaded in the background: switch between two batches
+                self.swap.apply_pending()
+            if not batch:
+                continue
             try:
                 self._process(batch)
             except Exception as exc:  # noqa: BLE001 - one bad batch must not stop the node

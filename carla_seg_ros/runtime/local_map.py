@@ -129,6 +129,21 @@ class LocalMap:
         self._percent = np.round(100.0 / (1.0 + np.exp(-lut_x))).astype(np.int8)
         self.resets = 0
 
+    # ---------------------------------------------------------------- another model's classes (live model swap)
+    def tables_for(self, classes: OccupancyClasses) -> tuple:
+        """The evidence tables of another class table for the same layers (seg_node's live model swap: the class
+        ids change, the groups of the occupancy config do not); ValueError if its groups give other layers."""
+        dynamic = tuple(n for n, d in zip(self.names, self.is_dynamic) if d)
+        names, is_dynamic, table, low, high = evidence_tables(classes, dynamic, self.params)
+        if list(names) != list(self.names):
+            raise ValueError(f"its occupancy groups ({', '.join(names[1:])}) differ from the local map's layers "
+                             f"({', '.join(self.names[1:])})")
+        return table, low, high
+
+    def use_tables(self, tables: tuple) -> None:
+        """Fuse the next frames with ``tables`` (from tables_for); the layers keep what they hold."""
+        self._table, self._low, self._high = tables
+
     # ---------------------------------------------------------------- placement
     def _snapped_origin(self, pose: PlanarPose) -> tuple[float, float]:
         res, half = self.spec.resolution, self.spec.cells * self.spec.resolution / 2
