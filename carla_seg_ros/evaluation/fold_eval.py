@@ -18,16 +18,13 @@ import sys
 import time
 from pathlib import Path
 
-from carla_seg_ros.evaluation.boxes import BoxRule, BoxScores
+from carla_seg_ros.evaluation.boxes import BoxRule
 from carla_seg_ros.evaluation.evaluate import model_summary
-from carla_seg_ros.evaluation.false_positives import FP_KEYS, false_positive_counts
-from carla_seg_ros.evaluation.fold_table import FP_SHARES, format_table, make_table
+from carla_seg_ros.evaluation.fold_table import FP_SHARES, FoldScorer, format_table, make_table
 from carla_seg_ros.evaluation.folds import DEFAULT_GUARD, MIN_GUARD, make_folds
 from carla_seg_ros.runtime.backends import create_backend
 from carla_seg_ros.runtime.inference import Segmenter
 from carla_seg_ros.unlabelled import read_frame, read_unlabelled
-
-TOP_FP_FRAMES = 5        # per fold: the frames with the most Car pixels outside every box, for a look
 
 
 def add_fold_arguments(p: argparse.ArgumentParser) -> None:
@@ -52,14 +49,12 @@ def score_folds(segmenter: Segmenter, frames, plan, car_id: int, rule: BoxRule, 
     """(fold rows, {unreadable, frames_scored, seconds}) for every frame of every fold (first ``limit`` per fold)."""
     from tqdm import tqdm
 
-    from carla_seg_ros.evaluation.fold_table import fold_row
-
     by_name = {fr.name: fr for fr in frames}
     rows, unreadable, scored, t0 = [], [], 0, time.perf_counter()
     total = sum(len(f.names[:limit]) for f in plan.folds)
     with tqdm(total=total, desc="evaluate-boxes folds", unit="frame", disable=not progress or None) as bar:
         for fold in plan.folds:
-            scores, fp, per_frame_fp = BoxScores(car_id, rule), dict.fromkeys(FP_KEYS, 0), []
+            scorer = FoldScorer(fold.name, fold.stretch, car_id, rule)
             members = [by_name[n] for n in fold.names[:limit]]
             for start in range(0, len(members), batch_size):
                 batch = []
@@ -71,17 +66,10 @@ def score_folds(segmenter: Segmenter, frames, plan, car_id: int, rule: BoxRule, 
                 if batch:
                     preds, _ = segmenter.segment_batch([rgb for _, rgb in batch])
                     for (frame, rgb), pred in zip(batch, preds):
-                        size = (rgb.shape[1], rgb.shape[0])
-                        scores.add(pred, frame, rgb, image_size=size)
-                        counts = false_positive_counts(pred, frame, car_id, rule, size)
-                        for k, v in counts.items():
-                            fp[k] += v
-                        if counts["fp_pixels"]:
-                            per_frame_fp.append((counts["fp_pixels"] / pred.size, frame.name))
+                        scorer.add(pred, frame, rgb, (rgb.shape[1], rgb.shape[0]))
                         scored += 1
                 bar.update(len(members[start:start + batch_size]))
-            top = [{"name": n, "fp_share_of_frame": round(s, 4)} for s, n in sorted(per_frame_fp)[::-1][:TOP_FP_FRAMES]]
-            rows.append(fold_row(fold.name, scores, fp, fold.stretch, top))
+            rows.append(scorer.row())
     return rows, {"unreadable": unreadable, "frames_scored": scored, "seconds": time.perf_counter() - t0}
 
 

@@ -16,10 +16,12 @@ from __future__ import annotations
 
 import numpy as np
 
-from carla_seg_ros.evaluation.boxes import BoxScores
-from carla_seg_ros.evaluation.false_positives import BANDS, FP_KEYS
+from carla_seg_ros.evaluation.boxes import BoxRule, BoxScores
+from carla_seg_ros.evaluation.false_positives import BANDS, FP_KEYS, false_positive_counts
+from carla_seg_ros.unlabelled import UnlabelledFrame
 
 TABLE_KIND = "carla-seg fold table"
+TOP_FP_FRAMES = 5        # per fold: the frames with the most Car pixels outside every box, for a look
 SIZE_EDGES = ((0, "small"), (2000, "medium"), (8000, "large"))     # visible px: < 2k, 2k-8k, >= 8k
 # (key, column label): the recall scores, each with a box count, then the pixel scores.
 RECALLS = (("recall", "vehicles"), ("recall_car", "car"), ("recall_truck", "truck"), ("recall_small", "<2k px"),
@@ -72,6 +74,30 @@ def fold_row(name: str, scores: BoxScores, fp_counts: dict[str, int] | None = No
     if top_fp_frames is not None:
         row["top_fp_frames"] = top_fp_frames
     return row
+
+
+class FoldScorer:
+    """Adds up one fold's predicted masks: box scores, false-positive counts, the frames with the most of them."""
+
+    def __init__(self, name: str, stretch: bool, car_id: int, rule: BoxRule = BoxRule()):
+        self.name, self.stretch, self.car_id, self.rule = name, stretch, car_id, rule
+        self.scores = BoxScores(car_id, rule)
+        self.fp = dict.fromkeys(FP_KEYS, 0)
+        self.fp_frames: list[tuple[float, str]] = []
+
+    def add(self, pred_ids: np.ndarray, frame: UnlabelledFrame, rgb: np.ndarray | None = None,
+            image_size: tuple[int, int] | None = None) -> None:
+        """One mask; ``rgb`` (any size) gives the frame's lighting, ``image_size`` the size its boxes refer to."""
+        self.scores.add(pred_ids, frame, rgb, image_size=image_size)
+        counts = false_positive_counts(pred_ids, frame, self.car_id, self.rule, image_size)
+        for k, v in counts.items():
+            self.fp[k] += v
+        if counts["fp_pixels"]:
+            self.fp_frames.append((counts["fp_pixels"] / pred_ids.size, frame.name))
+
+    def row(self) -> dict:
+        top = [{"name": n, "fp_share_of_frame": round(s, 4)} for s, n in sorted(self.fp_frames)[::-1][:TOP_FP_FRAMES]]
+        return fold_row(self.name, self.scores, self.fp, self.stretch, top)
 
 
 def pooled_row(rows: list[dict]) -> dict:
