@@ -83,6 +83,10 @@ def markdown(table: dict, title: str) -> str:
              "## Vehicle box recall and Car precision per fold", "", format_table(table), "",
              "## Where the Car pixels outside every box lie (share of those pixels; no labels, so by place)", "",
              format_table(table, FP_SHARES), ""]
+    lines += ["## Car share per weather and lighting (the score of folds without boxes)", ""]
+    lines += [f"- {r['fold']}: " + ", ".join(f"{k} {100 * v:.2f} %" for k, v in r["car_share_by_group"].items()
+                                             if v is not None) for r in table["folds"] if r.get("car_share_by_group")]
+    lines.append("")
     tops = [(r["fold"], r.get("top_fp_frames") or []) for r in table["folds"]]
     lines += ["## Frames with the most Car pixels outside every box", ""]
     lines += [f"- {fold}: " + ", ".join(f"{t['name']} ({100 * t['fp_share_of_frame']:.1f} % of the frame)"

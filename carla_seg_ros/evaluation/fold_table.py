@@ -65,6 +65,9 @@ def fold_row(name: str, scores: BoxScores, fp_counts: dict[str, int] | None = No
     row.update(car_precision=total["car_precision"], car_share=total["car_share"],
                car_pixels=total["car_pixels"], car_pixels_in_boxes=total["car_pixels_in_boxes"],
                pixels=scores.total.pixels, car_pixels_all=scores.total.car_pixels_all)
+    # Car share per weather and lighting: the one score of a fold without boxes (ahvmousavi day / night / rain / fog)
+    row["car_share_by_group"] = {k: t.as_dict()["car_share"] for k, t in sorted(scores.groups.items())
+                                 if k.startswith(("weather=", "lighting="))}
     fp = {k: int(v) for k, v in (fp_counts or dict.fromkeys(FP_KEYS, 0)).items()}
     row.update(fp)
     for key, _ in FP_SHARES:
