@@ -23,8 +23,8 @@ from pathlib import Path
 import numpy as np
 
 from carla_seg_ros.evaluation.fold_table import FoldScorer, format_table, make_table
-from carla_seg_ros.evaluation.folds import DEFAULT_GUARD, MIN_GUARD, FoldPlan, make_folds
-from carla_seg_ros.unlabelled import read_unlabelled
+from carla_seg_ros.evaluation.folds import DEFAULT_GUARD, MIN_GUARD, Fold, FoldPlan, fold_split, make_folds
+from carla_seg_ros.unlabelled import read_unlabelled, split_unlabelled
 
 MODELS = ("initial", "student", "teacher")
 INITIAL_ROW = "initial_fold_row.json"      # the step-0 row, kept apart so a resumed run still reports it
@@ -63,6 +63,25 @@ def check_cv_args(p: argparse.ArgumentParser, args) -> None:
 
 def plan_for(args, frames=None) -> FoldPlan:
     return make_folds(frames if frames is not None else read_unlabelled(args.unlabelled), args.folds, args.guard)
+
+
+def unlabelled_split(args, frames) -> tuple[dict[str, str], Fold | None]:
+    """(name -> POOL / HELD_OUT / GUARD, the held-out fold): the fold split with --folds, else the interleaved
+    blocks of ``unlabelled.split_unlabelled`` (the split model v3 was chosen on)."""
+    if not getattr(args, "folds", None):
+        return split_unlabelled(frames), None
+    plan = plan_for(args, frames)
+    return fold_split(plan, frames, args.fold), plan.fold(args.fold)
+
+
+def save_initial_row(out: Path, row: dict | None) -> None:
+    if row is not None:
+        (out / INITIAL_ROW).write_text(json.dumps(row))
+
+
+def final_fold_rows(out: Path, student_row: dict, teacher_row: dict) -> dict:
+    """final.json's ``fold_rows``: the step-0 row (saved when the run started) and the two trained models' rows."""
+    return {"initial": json.loads((out / INITIAL_ROW).read_text()), "student": student_row, "teacher": teacher_row}
 
 
 def score_fold(preds: np.ndarray, held: list, held_images: list, car_id: int, fold_name: str,

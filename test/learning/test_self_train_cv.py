@@ -84,3 +84,23 @@ def test_score_fold_uses_the_original_size_of_the_boxes():
     pred[:15, :20] = CAR              # the top-left quarter of the mask: the whole box at 800x600
     r = cv.score_fold(pred[None], [(frame, (800, 600))], [np.full((30, 40, 3), 9, np.uint8)], CAR, "stretch2", True)
     assert r["recall_truck"] == 1.0 and r["recall_night"] == 1.0 and r["car_precision"] == 1.0
+
+
+def test_a_real_fold_run_holds_out_its_fold_and_reports_its_rows(tmp_path, data_dir, unlabelled_dir, capsys):
+    """A short real `self-train --folds 4 --fold 4` (the ahvmousavi fold held out, so the capped training pool is
+    made of boxed relke frames and the box projection term has boxes), with the fixed teacher of recipe B."""
+    from carla_seg_ros.learning import self_train as st
+    from carla_seg_ros.paths import models_dir
+
+    out = tmp_path / "fold"
+    assert st.main(["--unlabelled", str(unlabelled_dir), "--data", str(data_dir), "--out", str(out),
+                    "--limit-images", "4", "--batch", "2", "--steps", "2", "--eval-every", "2", "--threads", "2",
+                    "--folds", "4", "--fold", "ahvmousavi", "--teacher", "fixed", "--box-projection-weight", "1.0",
+                    "--init", str(models_dir() / "carla_unet.safetensors")]) == 0
+    assert "(fold ahvmousavi)" in capsys.readouterr().out
+    final = json.loads((out / "final.json").read_text())
+    assert final["fold"] == "ahvmousavi" and set(final["fold_rows"]) == set(cv.MODELS)
+    for r in final["fold_rows"].values():
+        assert r["fold"] == "ahvmousavi" and not r["stretch"] and r["frames"] == 4
+        assert r["recall"] is None and r["car_share"] is not None      # no boxes in the weather recordings
+        assert "weather=day" in r["car_share_by_group"]
