@@ -341,7 +341,7 @@ def run(args) -> int:
     t0 = time.time() - elapsed
     bar = tqdm(range(step, args.steps), initial=step, total=args.steps, desc="self-train", disable=None,
                dynamic_ncols=True)
-    window = []
+    window, student_eval = [], None
     for step in bar:
         width = crop_width(rng, args.height)
         sx, sy = source_batch(src_x, src_y, width, args, paste_ids, rng)
@@ -399,7 +399,8 @@ def run(args) -> int:
                                                  "hint_loss": means[3], "kept_fraction": means[4],
                                                  "seconds": round(time.time() - t0, 1)}
             if done % args.eval_every == 0 or done == args.steps:
-                row.update(evaluate(student, val, held, held_images, device, car_id)[0])
+                student_eval = evaluate(student, val, held, held_images, device, car_id, fold)
+                row.update(student_eval[0])
                 print(f"step {done}: {format_row(row)}", flush=True)
             rows.append(row)
             with open(args.out / "log.csv", "w", newline="") as f:
@@ -414,8 +415,10 @@ def run(args) -> int:
     step = args.steps
     save(student, "student.safetensors")
     save(teacher, "teacher.safetensors")
+    # The last step's evaluation already scored this very student (a fold run's costliest fixed part).
     (student_scores, student_row), (teacher_scores, teacher_row) = (
-        evaluate(m, val, held, held_images, device, car_id, fold) for m in (student, teacher))
+        student_eval or evaluate(student, val, held, held_images, device, car_id, fold),
+        evaluate(teacher, val, held, held_images, device, car_id, fold))
     final = {"student": student_scores, "teacher": teacher_scores,
              **({"fold": fold.name, "fold_rows": final_fold_rows(args.out, student_row, teacher_row)} if fold else {}),
              "class_thresholds": dict(zip(names, [round(float(v), 4) for v in thresholds.thresholds()])),
