@@ -14,6 +14,8 @@ COMMANDS = {
     "evaluate": ("carla_seg_ros.evaluation.evaluate", "metrics of a model on a dataset split"),
     "evaluate-boxes": ("carla_seg_ros.evaluation.box_eval",
                        "box scores on unlabelled frames: vehicle box recall, Car precision, per group"),
+    "compare-folds": ("carla_seg_ros.evaluation.fold_compare",
+                      "does a new recipe's fold table beat the base's (mean up, no fold down badly)?"),
     "export": ("carla_seg_ros.learning.export", "trained weights -> ONNX with a parity check"),
     "adapt": ("carla_seg_ros.learning.adapt",
               "adapt the model to your frames in one command: record or read, fine-tune, before/after, install"),

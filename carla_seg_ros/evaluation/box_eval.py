@@ -5,6 +5,7 @@ Examples:
     carla-seg evaluate-boxes --part pool --json runs/eval/boxes_pool.json          # the frames self-training uses
     carla-seg evaluate-boxes --part all --match 'relke_*' --coverage 0.5 --json runs/eval/boxes_relke.json
     carla-seg evaluate-boxes --data ../shared/data/carla_unlabelled --limit 40 --samples 6 --out-dir runs/eval/b
+    carla-seg evaluate-boxes --folds 4 --json runs/eval/folds_v3.json        # per leave-one-stretch-out fold
 
 Scores (``evaluation/boxes.py``, docs/tutorials/offline_evaluation.md "Frames without labels"):
   vehicle box recall   share of car/truck boxes with >= --min-area visible pixels whose pixels are at least
@@ -13,6 +14,12 @@ Scores (``evaluation/boxes.py``, docs/tutorials/offline_evaluation.md "Frames wi
                        on frames of sources that box their objects (a lower bound: far cars are often unboxed);
   Car share            predicted Car pixels / all pixels, on every frame (the one number for unboxed sources).
 Both overall and per group: source=, weather= (where the manifest names it) and lighting= (dark: mean grey < 40).
+
+--folds K: every frame scored in its fold of ``evaluation/folds.py`` (K contiguous stretches of the boxed recording
+by source frame number, the ahvmousavi weathers a fold of their own); a fold table per fold with recall per box
+class, size bucket and lighting, Car precision and where the Car pixels outside every box lie, then the mean ± std
+and worst fold of the stretch folds (``evaluation/fold_eval.py``; compare two with `carla-seg compare-folds`).
+--limit then applies per fold, --part and --samples do not apply.
 
 --part: the held-out split of ``unlabelled.split_unlabelled`` (every fifth block of each recording, guard frames on
 both sides) is computed on the whole folder, so held_out here is the block self-training never sees.
@@ -33,6 +40,8 @@ import numpy as np
 from carla_seg_ros.evaluation.boxes import BoxRule, BoxScores, scored_boxes
 from carla_seg_ros.evaluation.evaluate import (_evenly_spaced, add_inference_arguments, model_summary, output_paths,
                                                pipeline_timing, save_result)
+from carla_seg_ros.evaluation.fold_eval import add_fold_arguments
+from carla_seg_ros.evaluation.fold_eval import run as run_folds
 from carla_seg_ros.paths import default_unlabelled_dir
 from carla_seg_ros.runtime.backends import create_backend
 from carla_seg_ros.runtime.inference import Segmenter
@@ -64,6 +73,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", type=Path, help="scores JSON to write (default: OUT_DIR/metrics.json)")
     p.add_argument("--out-dir", type=Path,
                    help="folder for the figures and the report (default: the JSON's folder, else runs/eval_boxes)")
+    add_fold_arguments(p)
     return p
 
 
@@ -161,6 +171,8 @@ def main(argv=None) -> int:
     problem = validate(args)
     if problem:
         return fail(problem)
+    if args.folds is not None:
+        return run_folds(args, PROG)
     from tqdm import tqdm
 
     from carla_seg_ros.evaluation import box_report

@@ -31,7 +31,11 @@ twin (give ``--ema 0.99`` or lower, so that the fresh decoder's random start lea
     carla-seg self-train --init models/carla_unet_fast.safetensors --height 256 --decoder-block separable \
         --steps 1200 --eval-every 300 --ema 0.99 --out runs/fast_sep
 The held-out block of the unlabelled frames (``carla_seg_ros.unlabelled.split_unlabelled``) is never trained on:
-it is scored against its boxes every ``--eval-every`` steps, next to val.
+it is scored against its boxes every ``--eval-every`` steps, next to val. ``--folds K --fold I`` holds out one
+leave-one-stretch-out fold instead (and its guard band), ``--cv`` runs every fold in turn and writes fold tables
+(``learning/self_train_cv.py``); that is how recipes are compared (`carla-seg compare-folds`). Recipe options of the
+trials: ``--teacher fixed`` (--init labels every crop, no mean teacher) and ``--box-projection-weight`` (the
+positive-only box projection term of ``learning/box_losses.py`` on the unlabelled crops' vehicle boxes).
 """
 from __future__ import annotations
 
@@ -50,12 +54,15 @@ import torch.nn.functional as F
 from carla_seg_ros import classes
 from carla_seg_ros.datasets import HoodRule
 from carla_seg_ros.learning.augment import PASTE_CLASSES, copy_paste, photometric
+from carla_seg_ros.learning.box_losses import box_projection_loss
 from carla_seg_ros.learning.target_augment import class_mix, crop_width, random_crop, strong_photometric
 from carla_seg_ros.learning.distillation import (LevelOutputs, distillation_loss, distilled_student, hint_loss,
                                                 parse_channels, same_widths, student_config)
 from carla_seg_ros.learning.losses import class_weights, segmentation_loss
 from carla_seg_ros.learning.network_setup import lr_schedule
-from carla_seg_ros.learning.pseudo_labels import ClassThresholds, box_map, pseudo_labels
+from carla_seg_ros.learning.pseudo_labels import IN_VEHICLE, ClassThresholds, box_map, pseudo_labels
+from carla_seg_ros.learning.self_train_cv import (add_cv_arguments, check_cv_args, final_fold_rows, run_cv,
+                                                  save_initial_row, unlabelled_split)
 from carla_seg_ros.learning.self_train_scoring import LOG_FIELDS, evaluate, format_row, plot_log
 from carla_seg_ros.learning.training_data import load_splits
 from carla_seg_ros.networks.models import DECODER_BLOCKS, input_normalisation, normalize_uint8
@@ -63,7 +70,7 @@ from carla_seg_ros.networks.weights import load_model, save_weights
 from carla_seg_ros.paths import default_data_dir, default_unlabelled_dir, models_dir
 from carla_seg_ros.runtime.input_size import width_for_aspect
 from carla_seg_ros.runtime.preprocess import resize_image
-from carla_seg_ros.unlabelled import HELD_OUT, POOL, frames_of, read_frame, read_unlabelled, split_unlabelled
+from carla_seg_ros.unlabelled import HELD_OUT, POOL, frames_of, read_frame, read_unlabelled
 
 TARGET_STORE = (512, 384)     # unlabelled frames are held in memory at this size (800x600 sources: 1.04 GB less)
 
@@ -100,6 +107,12 @@ def build_parser() -> argparse.ArgumentParser:
                    help="when distilling into a decoder of --init's widths: weight of the relative squared error "
                         "between every decoder level's output and --init's (default 1.0)")
     p.add_argument("--ema", type=float, default=0.999, help="teacher = ema * teacher + (1 - ema) * student")
+    p.add_argument("--teacher", choices=["ema", "fixed"], default="ema",
+                   help="who labels the unlabelled crops: the mean teacher (ema, the recipe) or --init itself, "
+                        "frozen (fixed: recipe B of the trials)")
+    p.add_argument("--box-projection-weight", type=float, default=0.0,
+                   help="weight of the positive-only box projection term on the unlabelled crops (every row and "
+                        "column of a vehicle box must hold some Car; trial C used 1.0); 0 = off (default)")
     p.add_argument("--target-weight", type=float, default=1.0, help="weight of the pseudo-label loss")
     p.add_argument("--threshold-max", type=float, default=0.9, help="upper clip of the per-class thresholds")
     p.add_argument("--threshold-min", type=float, default=0.5, help="lower clip of the per-class thresholds")
@@ -120,6 +133,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", default="auto", help="auto (CUDA when present), cpu or cuda")
     p.add_argument("--threads", type=int, default=0, help="torch CPU threads (0 = all cores)")
     p.add_argument("--resume", action="store_true", help="continue from OUT/last.pt")
+    add_cv_arguments(p)
     return p
 
 
@@ -132,10 +146,10 @@ def model_size(height: int) -> tuple[int, int]:
 
 
 def load_unlabelled(args):
-    """(pool images, pool box maps) at TARGET_STORE and the held-out frames ((record, size) pairs, images at the
-    model's 4:3 size: every held-out frame of this data is 4:3)."""
+    """(pool images, pool box maps) at TARGET_STORE, the held-out frames ((record, size) pairs, images at the
+    model's 4:3 size: every held-out frame of this data is 4:3) and the held-out fold (None without --folds)."""
     frames = read_unlabelled(args.unlabelled)
-    split = split_unlabelled(frames)
+    split, fold = unlabelled_split(args, frames)
     pool = frames_of(frames, split, POOL)[:args.limit_images]
     held = frames_of(frames, split, HELD_OUT)[:args.limit_images]
     from tqdm import tqdm
@@ -150,7 +164,7 @@ def load_unlabelled(args):
         rgb = read_frame(fr)
         held_images.append(resize_image(rgb, model_size(args.height)))
         held_sizes.append((rgb.shape[1], rgb.shape[0]))
-    return np.stack(images), np.stack(maps), list(zip(held, held_sizes)), held_images
+    return np.stack(images), np.stack(maps), list(zip(held, held_sizes)), held_images, fold
 
 
 def source_batch(images, labels, width, args, paste_ids, rng):
@@ -212,7 +226,7 @@ def check_args(p: argparse.ArgumentParser, args) -> None:
         p.error(f"--height must be a positive multiple of 32 (the network's stride), got {args.height}")
     if not 0.0 <= args.ema < 1.0:
         p.error(f"--ema must be in [0, 1), got {args.ema}")
-    for name in ("distil_weight", "hint_weight"):
+    for name in ("distil_weight", "hint_weight", "box_projection_weight"):
         if getattr(args, name) < 0:
             p.error(f"--{name.replace('_', '-')} must be >= 0, got {getattr(args, name)}")
     if not 0.0 < args.threshold_min <= args.threshold_max <= 1.0:
@@ -226,6 +240,7 @@ def check_args(p: argparse.ArgumentParser, args) -> None:
         p.error("no labelled dataset found: pass --data DIR or set CARLA_SEG_DATA")
     if args.unlabelled is None:
         p.error("no unlabelled frames found: pass --unlabelled DIR or set CARLA_SEG_UNLABELLED")
+    check_cv_args(p, args)
 
 
 def main(argv=None) -> int:
@@ -233,7 +248,7 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     check_args(parser, args)
     try:
-        return run(args)
+        return run_cv(args, run) if args.cv else run(args)
     except (FileNotFoundError, ValueError) as exc:     # missing folders, unreadable frames or weights
         print(f"carla-seg self-train: {exc}", file=sys.stderr)
         return 2
@@ -260,7 +275,8 @@ def run(args) -> int:
     teacher = copy.deepcopy(student).eval()
     # Who labels the unlabelled crops: the mean teacher, or when distilling the fixed --init model (the teacher's
     # fresh decoder knows nothing yet).
-    labeller = init_model.eval() if distil else teacher
+    # --teacher fixed: a frozen copy of --init (taken before any step or resume) labels them.
+    labeller = init_model.eval() if distil else copy.deepcopy(student).eval() if args.teacher == "fixed" else teacher
     hints = distil and args.hint_weight > 0 and same_widths(student, init_model)
     if hints:
         student_levels, labeller_levels = LevelOutputs(student), LevelOutputs(labeller)
@@ -273,9 +289,10 @@ def run(args) -> int:
     t_load = time.time()
     src_x, src_y = load_splits(args.data, args.train_splits, (400, 300), hood, args.limit_images)
     val = load_splits(args.data, ["val"], model_size(args.height), hood, args.limit_images)
-    tgt_x, tgt_maps, held, held_images = load_unlabelled(args)
+    tgt_x, tgt_maps, held, held_images, fold = load_unlabelled(args)
     print(f"data: {len(src_x)} labelled frames ({'+'.join(args.train_splits)}), {len(tgt_x)} unlabelled pool frames, "
-          f"{len(held)} held-out unlabelled frames ({time.time() - t_load:.0f}s)", flush=True)
+          f"{len(held)} held-out unlabelled frames" + (f" (fold {fold.name})" if fold else "")
+          + f" ({time.time() - t_load:.0f}s)", flush=True)
 
     weights = class_weights(src_y, classes.num_classes()).to(device)
     paste_ids = np.array([names.index(n) for n in PASTE_CLASSES], np.uint8)
@@ -315,14 +332,16 @@ def run(args) -> int:
 
     if step == 0:
         row = {k: "" for k in LOG_FIELDS} | {"step": 0, "seconds": 0.0}
-        row.update(evaluate(student, val, held, held_images, device, car_id))
+        scores, fold_row = evaluate(student, val, held, held_images, device, car_id, fold)
+        row.update(scores)
+        save_initial_row(args.out, fold_row)
         rows.append(row)
         print(f"step 0 (initial model): {format_row(row)}", flush=True)
 
     t0 = time.time() - elapsed
     bar = tqdm(range(step, args.steps), initial=step, total=args.steps, desc="self-train", disable=None,
                dynamic_ncols=True)
-    window = []
+    window, student_eval = [], None
     for step in bar:
         width = crop_width(rng, args.height)
         sx, sy = source_batch(src_x, src_y, width, args, paste_ids, rng)
@@ -350,6 +369,10 @@ def run(args) -> int:
         loss_tgt = (segmentation_loss(logits[args.batch:], y_tgt, logits.shape[1]) if kept > 0
                     else logits.sum() * 0.0)
         loss = loss_src + args.target_weight * loss_tgt
+        if args.box_projection_weight > 0:
+            car_prob = F.softmax(logits[args.batch:].float(), dim=1)[:, car_id]
+            in_box = torch.from_numpy((tmap & IN_VEHICLE) > 0).to(device)
+            loss = loss + args.box_projection_weight * box_projection_loss(car_prob, in_box)
         loss_distil = loss_hint = torch.zeros(())
         if distil and (args.distil_weight > 0 or hints):
             with torch.no_grad():          # --init on the student's very batch; its hooks keep the level outputs
@@ -376,7 +399,8 @@ def run(args) -> int:
                                                  "hint_loss": means[3], "kept_fraction": means[4],
                                                  "seconds": round(time.time() - t0, 1)}
             if done % args.eval_every == 0 or done == args.steps:
-                row.update(evaluate(student, val, held, held_images, device, car_id))
+                student_eval = evaluate(student, val, held, held_images, device, car_id, fold)
+                row.update(student_eval[0])
                 print(f"step {done}: {format_row(row)}", flush=True)
             rows.append(row)
             with open(args.out / "log.csv", "w", newline="") as f:
@@ -391,8 +415,12 @@ def run(args) -> int:
     step = args.steps
     save(student, "student.safetensors")
     save(teacher, "teacher.safetensors")
-    final = {"student": evaluate(student, val, held, held_images, device, car_id),
-             "teacher": evaluate(teacher, val, held, held_images, device, car_id),
+    # The last step's evaluation already scored this very student (a fold run's costliest fixed part).
+    (student_scores, student_row), (teacher_scores, teacher_row) = (
+        student_eval or evaluate(student, val, held, held_images, device, car_id, fold),
+        evaluate(teacher, val, held, held_images, device, car_id, fold))
+    final = {"student": student_scores, "teacher": teacher_scores,
+             **({"fold": fold.name, "fold_rows": final_fold_rows(args.out, student_row, teacher_row)} if fold else {}),
              "class_thresholds": dict(zip(names, [round(float(v), 4) for v in thresholds.thresholds()])),
              "minutes": round((time.time() - t0) / 60, 1)}
     (args.out / "final.json").write_text(json.dumps(final, indent=2))

@@ -9,6 +9,7 @@ import torch
 
 from carla_seg_ros.evaluation import metrics
 from carla_seg_ros.evaluation.boxes import BoxScores
+from carla_seg_ros.learning.self_train_cv import score_fold
 from carla_seg_ros.learning.validation import evaluate_arrays
 from carla_seg_ros.networks.models import input_normalisation, normalize_uint8
 
@@ -25,14 +26,17 @@ def predict(model, images: np.ndarray, device, batch: int = 8) -> np.ndarray:
     return np.concatenate(out)
 
 
-def evaluate(model, val, held, held_images, device, car_id) -> dict:
+def evaluate(model, val, held, held_images, device, car_id, fold=None) -> tuple[dict, dict | None]:
+    """(the log row's scores, the held-out fold's row of the fold table when ``fold`` is given, else None)."""
     cm = evaluate_arrays(model, val[0], val[1], device)
     scores = BoxScores(car_id)
-    for (fr, size), pred in zip(held, predict(model, np.stack(held_images), device)):
+    preds = predict(model, np.stack(held_images), device)
+    for (fr, size), pred in zip(held, preds):
         scores.add(pred, fr, image_size=size)
     box = scores.result()["overall"]
+    fold_row = None if fold is None else score_fold(preds, held, held_images, car_id, fold.name, fold.stretch)
     return {"val_pixel_acc": metrics.pixel_accuracy(cm), "val_miou": metrics.mean_iou(cm),
-            "held_out_box_recall": box["recall"], "held_out_car_precision": box["car_precision"]}
+            "held_out_box_recall": box["recall"], "held_out_car_precision": box["car_precision"]}, fold_row
 
 
 LOG_FIELDS = ["step", "lr", "source_loss", "target_loss", "distil_loss", "hint_loss", "kept_fraction",
