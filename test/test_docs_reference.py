@@ -178,10 +178,11 @@ def parser_of(argv: list[str]) -> argparse.ArgumentParser:
 
 def option_names(parser: argparse.ArgumentParser) -> list[str]:
     """Its options by their first long name (`--freeze-bn` for `--freeze-bn/--no-freeze-bn`; a short name only
-    when there is no long one) and its positionals by their metavar or destination."""
+    when there is no long one) and its positionals by their metavar or destination. Options hidden from --help
+    (argparse.SUPPRESS: a benchmark's own child-process switches) are internal and stay out of the reference."""
     names = []
     for action in parser._actions:
-        if isinstance(action, argparse._HelpAction):
+        if isinstance(action, argparse._HelpAction) or action.help == argparse.SUPPRESS:
             continue
         if action.option_strings:
             names.append(next((s for s in action.option_strings if s.startswith("--")), action.option_strings[0]))

@@ -21,6 +21,7 @@ from pathlib import Path
 import numpy as np
 
 from carla_seg_ros.paths import default_data_dir, models_dir
+from carla_seg_ros.runtime.cpu_info import add_cpu_option, apply_cpu_option
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -35,6 +36,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--size", default="800x600", help="camera frame WxH (default: %(default)s)")
     p.add_argument("--json", type=Path, help="write the figures here")
     p.add_argument("--log-dir", type=Path, help="keep the node's log here")
+    add_cpu_option(p)
     return p
 
 
@@ -56,6 +58,7 @@ def answered(sent: dict, received: dict, start: float, end: float) -> dict:
 
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
+    cpu = apply_cpu_option(args)          # the CPU line first: figures compare only within one CPU
     from sensor_msgs.msg import Image
     from std_msgs.msg import String
 
@@ -94,7 +97,7 @@ def main(argv=None) -> int:
                       "rc": 0 if reply is not None and reply.successful else 1,
                       "output": reply.reason if reply is not None else "no answer within 30 s"})
 
-    result = {"rate_hz": args.rate, "seconds": args.seconds, "size": [w, h], "backend": args.backend}
+    result = {"cpu": cpu, "rate_hz": args.rate, "seconds": args.seconds, "size": [w, h], "backend": args.backend}
     try:
         proc.start()
         msg = player.image_message(camera_frame((w, h)))
