@@ -136,3 +136,64 @@ def test_bag_eval_and_seg_eval_node_score_29_tag_ground_truth_in_the_models_clas
     got = run_node_on(tmp_path, pred, "c18", coding="tags29", gt_format="ids", model_path=model)
     assert_same_metrics(got, expected)
     assert got["class_names"] == names
+
+
+def test_a_running_node_swaps_to_a_model_of_another_class_set(models, probe, tmp_path, modern_dir):
+    """lyft13 -> carla18 while frames flow: label_info, class_fractions and masks follow the 18-class table."""
+    import subprocess
+    import sys
+    import threading
+
+    from std_msgs.msg import Float32MultiArray
+
+    from seg_probe import node_env
+    c18 = read_onnx_info(models["carla18"])
+    masks, tables, fractions = [], [], []
+    latched = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=1, reliability=ReliabilityPolicy.RELIABLE,
+                         durability=DurabilityPolicy.TRANSIENT_LOCAL)
+    subs = [probe.node.create_subscription(Image, f"/{NODE}/mask", masks.append, 10),
+            probe.node.create_subscription(String, f"/{NODE}/label_info", tables.append, latched),
+            probe.node.create_subscription(Float32MultiArray, f"/{NODE}/class_fractions", fractions.append, 10)]
+    camera = probe.camera(TOPIC)
+    log = tmp_path / "node.log"
+    proc = start_node(log, "-r", f"__node:={NODE}", "-r", f"image:={TOPIC}", "-p", f"model:={models['lyft13']}",
+                      "-p", "backend:=onnxruntime")
+    rgb = read_rgb(next(p for p in find_pairs(modern_dir, "all") if p.coding == "tags29").rgb)
+    stop = threading.Event()
+
+    def publish():
+        k = 0
+        while not stop.is_set():
+            header = Header(frame_id="cam")
+            header.stamp.sec, header.stamp.nanosec = 200 + k // 10, (k % 10) * 100_000_000
+            camera.publish(image_codec.to_image(image_codec.from_rgb(rgb, "bgra8"), "bgra8", header))
+            k += 1
+            time.sleep(0.1)
+
+    publisher = threading.Thread(target=publish, daemon=True)
+    try:
+        wait_for(lambda: camera.get_subscription_count() >= 1, 120, "the camera subscription", proc, log)
+        publisher.start()
+        wait_for(lambda: masks and tables and fractions, 60, "masks of the lyft13 model", proc, log)
+        assert yaml.safe_load(tables[-1].data)["class_set"] == "lyft13" and len(fractions[-1].data) == 13
+        result = subprocess.run([sys.executable, "-m", "carla_seg_ros.ros.model_swap_client", f"/{NODE}",
+                                 str(models["carla18"]), "--timeout", "30"], env=node_env(), capture_output=True,
+                                text=True, timeout=120)
+        assert result.returncode == 0, result.stderr + log.read_text()[-2000:]
+        wait_for(lambda: yaml.safe_load(tables[-1].data)["class_set"] == "carla18", 60,
+                 "label_info of the carla18 model", proc, log)
+        wait_for(lambda: len(fractions[-1].data) == 18, 60, "class fractions over 18 classes", proc, log)
+        count = len(masks)
+        wait_for(lambda: len(masks) > count + 3, 60, "masks after the swap", proc, log)
+        assert proc.poll() is None
+    finally:
+        stop.set()
+        publisher.join(timeout=5)
+        stop_node(proc)
+        probe.node.destroy_publisher(camera)
+        for sub in subs:
+            probe.node.destroy_subscription(sub)
+    assert yaml.safe_load(tables[-1].data)["classes"] == c18.classes
+    mask = masks[-1]
+    ids = np.frombuffer(mask.data, np.uint8).reshape(mask.height, mask.step)[:, :mask.width]
+    assert ids.max() < c18.num_classes
