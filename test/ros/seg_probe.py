@@ -114,3 +114,34 @@ class Probe:
         self.executor.shutdown()
         self.node.destroy_node()
         rclpy.try_shutdown(context=self.context)
+
+
+class FramePublisher:
+    """Publishes one RGB frame as bgra8 on ``camera`` at ``rate`` Hz from a thread of its own, stamps advancing
+    like a camera's, until ``stop()`` (a camera stream for tests that act on the node while frames flow)."""
+
+    def __init__(self, camera, rgb: np.ndarray, rate: float = 20.0, first_stamp_s: int = 100):
+        self.camera, self.rate, self.sent = camera, rate, 0
+        self._data = image_codec.from_rgb(rgb, "bgra8")
+        self._first = first_stamp_s
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        period_ns = int(1e9 / self.rate)
+        while not self._stop.is_set():
+            stamp = self._first * 10**9 + self.sent * period_ns
+            header = Header(frame_id="cam")
+            header.stamp.sec, header.stamp.nanosec = divmod(stamp, 10**9)
+            self.camera.publish(image_codec.to_image(self._data, "bgra8", header))
+            self.sent += 1
+            time.sleep(1.0 / self.rate)
+
+    def start(self) -> "FramePublisher":
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread.is_alive():
+            self._thread.join(timeout=5)

@@ -142,11 +142,10 @@ def test_a_running_node_swaps_to_a_model_of_another_class_set(models, probe, tmp
     """lyft13 -> carla18 while frames flow: label_info, class_fractions and masks follow the 18-class table."""
     import subprocess
     import sys
-    import threading
 
     from std_msgs.msg import Float32MultiArray
 
-    from seg_probe import node_env
+    from seg_probe import FramePublisher, node_env
     c18 = read_onnx_info(models["carla18"])
     masks, tables, fractions = [], [], []
     latched = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=1, reliability=ReliabilityPolicy.RELIABLE,
@@ -159,18 +158,7 @@ def test_a_running_node_swaps_to_a_model_of_another_class_set(models, probe, tmp
     proc = start_node(log, "-r", f"__node:={NODE}", "-r", f"image:={TOPIC}", "-p", f"model:={models['lyft13']}",
                       "-p", "backend:=onnxruntime")
     rgb = read_rgb(next(p for p in find_pairs(modern_dir, "all") if p.coding == "tags29").rgb)
-    stop = threading.Event()
-
-    def publish():
-        k = 0
-        while not stop.is_set():
-            header = Header(frame_id="cam")
-            header.stamp.sec, header.stamp.nanosec = 200 + k // 10, (k % 10) * 100_000_000
-            camera.publish(image_codec.to_image(image_codec.from_rgb(rgb, "bgra8"), "bgra8", header))
-            k += 1
-            time.sleep(0.1)
-
-    publisher = threading.Thread(target=publish, daemon=True)
+    publisher = FramePublisher(camera, rgb, rate=10.0, first_stamp_s=200)
     try:
         wait_for(lambda: camera.get_subscription_count() >= 1, 120, "the camera subscription", proc, log)
         publisher.start()
@@ -187,8 +175,7 @@ def test_a_running_node_swaps_to_a_model_of_another_class_set(models, probe, tmp
         wait_for(lambda: len(masks) > count + 3, 60, "masks after the swap", proc, log)
         assert proc.poll() is None
     finally:
-        stop.set()
-        publisher.join(timeout=5)
+        publisher.stop()
         stop_node(proc)
         probe.node.destroy_publisher(camera)
         for sub in subs:

@@ -14,7 +14,6 @@ import json
 import os
 import subprocess
 import sys
-import threading
 import time
 from pathlib import Path
 
@@ -26,7 +25,7 @@ from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPo
 from sensor_msgs.msg import Image  # noqa: E402
 from std_msgs.msg import Header, String  # noqa: E402
 
-from seg_probe import Probe, node_env, start_node, stop_node, wait_for  # noqa: E402
+from seg_probe import FramePublisher, Probe, node_env, start_node, stop_node, wait_for  # noqa: E402
 from carla_seg_ros import image_codec  # noqa: E402
 from carla_seg_ros.datasets import find_pairs, read_rgb  # noqa: E402
 from carla_seg_ros.learning import adapt  # noqa: E402
@@ -34,7 +33,7 @@ from carla_seg_ros.paths import models_dir  # noqa: E402
 from carla_seg_ros.runtime import user_models  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "learning"))
-from adapt_frames import fog_shift, make_bag, write_folder  # noqa: E402
+from adapt_frames import make_bag, write_folder  # noqa: E402
 
 NODE = f"adapt_cmd_seg_{os.getpid()}"
 TOPIC = f"/{NODE}_camera/image"
@@ -140,20 +139,7 @@ def test_node_serves_it_by_name_and_swaps_live(adapted, tmp_path, data_dir):
     proc = start_node(log, "-r", f"__node:={NODE}", "-r", f"image:={TOPIC}", "-p", "model:=fogtown",
                       "-p", f"user_models_dir:={adapted['models']}", "-p", "backend:=onnxruntime")
     rgb = read_rgb(find_pairs(data_dir, "val")[0].rgb)
-    stop = threading.Event()
-    sent = []
-
-    def publish_20hz():
-        k = 0
-        while not stop.is_set():
-            header = Header(frame_id="cam")
-            header.stamp.sec, header.stamp.nanosec = 100 + k // 20, (k % 20) * 50_000_000
-            camera.publish(image_codec.to_image(image_codec.from_rgb(rgb, "bgra8"), "bgra8", header))
-            sent.append(k)
-            k += 1
-            time.sleep(0.05)
-
-    publisher = threading.Thread(target=publish_20hz, daemon=True)
+    publisher = FramePublisher(camera, rgb, rate=20.0)
     try:
         wait_for(lambda: camera.get_subscription_count() >= 1, 120, "the camera subscription", proc, log)
         publisher.start()
@@ -181,8 +167,7 @@ def test_node_serves_it_by_name_and_swaps_live(adapted, tmp_path, data_dir):
         assert proc.poll() is None
         assert "model swapped" in log.read_text()
     finally:
-        stop.set()
-        publisher.join(timeout=5)
+        publisher.stop()
         stop_node(proc)
         probe.close()
 
