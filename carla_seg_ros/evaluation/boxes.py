@@ -84,9 +84,10 @@ def scored_boxes(frame: UnlabelledFrame, rule: BoxRule, image_size: tuple[int, i
     return out
 
 
-def size_bucket(area: float) -> str:
-    label = SIZE_BUCKETS[0][1]
-    for lower, name in SIZE_BUCKETS:
+def size_bucket(area: float, buckets=SIZE_BUCKETS) -> str:
+    """The name of the last of ``buckets`` ((lower bound, name), ascending) whose bound ``area`` reaches."""
+    label = buckets[0][1]
+    for lower, name in buckets:
         if area >= lower:
             label = name
     return label

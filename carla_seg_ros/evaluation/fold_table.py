@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from carla_seg_ros.evaluation.boxes import BoxRule, BoxScores
+from carla_seg_ros.evaluation.boxes import BoxRule, BoxScores, size_bucket
 from carla_seg_ros.evaluation.false_positives import BANDS, FP_KEYS, false_positive_counts
 from carla_seg_ros.unlabelled import UnlabelledFrame
 
@@ -34,14 +34,6 @@ FP_SHARES = tuple((f"fp_share_{b}", f"FP {b}") for b in BANDS) + (
 SCORES = tuple(k for k, _ in RECALLS + PIXEL_SCORES + FP_SHARES)
 
 
-def size_name(area: float) -> str:
-    label = SIZE_EDGES[0][1]
-    for lower, name in SIZE_EDGES:
-        if area >= lower:
-            label = name
-    return label
-
-
 def fold_row(name: str, scores: BoxScores, fp_counts: dict[str, int] | None = None, stretch: bool = True,
              top_fp_frames: list | None = None) -> dict:
     """One fold's row from its BoxScores (every frame of the fold added) and summed false-positive counts."""
@@ -51,7 +43,7 @@ def fold_row(name: str, scores: BoxScores, fp_counts: dict[str, int] | None = No
         night = "lighting=dark" in frame["groups"]
         lit = "lighting=lit" in frame["groups"]
         for cls, area, cov in zip(frame["box_classes"], frame["box_areas"], frame["coverages"]):
-            keys = ["recall", f"recall_{cls}", f"recall_{size_name(area)}"]
+            keys = ["recall", f"recall_{cls}", f"recall_{size_bucket(area, SIZE_EDGES)}"]
             keys += ["recall_night"] if night else ["recall_day"] if lit else []
             for key in keys:
                 if key in counts:

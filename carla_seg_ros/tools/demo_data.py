@@ -13,7 +13,6 @@ holding the same paths (a mirror, or the tests' local server).
 """
 from __future__ import annotations
 
-import hashlib
 import http.client
 import json
 import os
@@ -27,6 +26,7 @@ from typing import Callable
 
 from carla_seg_ros.datasets import find_pairs
 from carla_seg_ros.paths import config_path, shared_data_dir, user_cache_dir
+from carla_seg_ros.runtime.model_choice import sha256 as sha256_of
 
 BASE_URL_ENV = "CARLA_SEG_DEMO_BASE_URL"
 DATA_ENV = "CARLA_SEG_DATA"
@@ -160,7 +160,7 @@ def fetch_file(url: str, dest: Path, sha256: str, size: int, *, timeout: float =
     if held != size:
         raise DownloadError(f"{url}: the connection was cut {attempts} times ({held} of {size} bytes received; "
                             f"run the demo again to resume)")
-    got = _sha256_of(part)
+    got = sha256_of(part)
     if got != sha256:
         part.unlink()
         on_bytes(-held)
@@ -223,9 +223,3 @@ def _reason(exc: BaseException) -> str:
     return str(reason) or type(reason).__name__
 
 
-def _sha256_of(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
