@@ -78,8 +78,7 @@ class ModelSwap:
         if not ids or ids != list(range(len(ids))) or len(ids) > 255:
             return f"{path}: class ids must be 0..N-1 with N <= 255, got {ids[:20]}"
         try:
-            groups = load_classes(self.node.p, [str(c["name"]) for c in sorted(info.classes,
-                                                                                key=lambda c: int(c["id"]))])
+            groups = load_classes(self.node.p, info)
             if getattr(self.node, "local_map", None) is not None:
                 self.node.local_map.tables_for(groups)
         except ValueError as exc:
@@ -113,8 +112,7 @@ class ModelSwap:
             info = selection.manager.backend.info
             w, h = selection.manager.backend.input_size
             selection.manager.backend.infer(np.zeros((max(1, len(node.cameras)), h, w, 3), np.uint8))   # warm-up
-            names = [str(c["name"]) for c in sorted(info.classes, key=lambda c: int(c["id"]))]
-            groups = load_classes(node.p, names)
+            groups = load_classes(node.p, info)
             local_map = getattr(node, "local_map", None)
             prepared = Prepared(spec, selection, palette_of(info), info.num_classes, node.label_info_yaml(info),
                                 groups, local_map.tables_for(groups) if local_map is not None else None)

@@ -70,9 +70,10 @@ def check_parameters(p: dict) -> tuple[GridSpec, Mount]:
     return grid, mount
 
 
-def load_classes(p: dict, names: list[str]):
-    """The class groups of ``occupancy_config`` (empty: the package's config/occupancy.yaml) for the model's class
-    names; ValueError naming the problem."""
+def load_classes(p: dict, info):
+    """The class groups of ``occupancy_config`` (empty: the package's config/occupancy.yaml) for the class table of
+    the model ``info`` (runtime/model_info.py) describes; ValueError naming the problem."""
+    names = [str(c["name"]) for c in sorted(info.classes, key=lambda c: int(c["id"]))]
     return load_occupancy_config(Path(p["occupancy_config"]) if p["occupancy_config"] else None, names)
 
 

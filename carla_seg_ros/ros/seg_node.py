@@ -56,7 +56,7 @@ from carla_seg_ros.ros.seg_params import (NODE_NAME, PARAMETERS, PARAMETERS_BY_N
                                           Param, StartupError, declare_parameters)
 from carla_seg_ros.ros import node_help
 from carla_seg_ros.ros.model_selection import select_model
-from carla_seg_ros.ros.model_swap import ModelSwap
+from carla_seg_ros.ros.model_swap import ModelSwap, palette_of
 from carla_seg_ros.ros.shutdown import run_node
 from carla_seg_ros.runtime.cpu_info import execution_line
 from carla_seg_ros.runtime import frame_ops, memory
@@ -100,14 +100,11 @@ class SegPipeline:
                                       f"running on {loaded} (see the warning above for why)")
         info = self.manager.backend.info
         self.num_classes = info.num_classes
-        self._palette = np.zeros((256, 3), np.uint8)
-        for c in info.classes:
-            self._palette[int(c["id"])] = c["color"]
+        self._palette = palette_of(info)
         self._label_info = self.label_info_yaml(info)
         try:    # checked at configure, so a managed node fails its transition, not its activation
             check_occupancy_parameters(self.p)
-            self.occupancy_classes = load_classes(self.p, [str(c["name"]) for c in
-                                                           sorted(info.classes, key=lambda c: int(c["id"]))])
+            self.occupancy_classes = load_classes(self.p, info)
             check_map_parameters(self.p, list(self.occupancy_classes.groups))
         except ValueError as exc:
             self._cleanup_pipeline()
