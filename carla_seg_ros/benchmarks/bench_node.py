@@ -185,7 +185,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--split", default=None,
                         help="split or sub-folder to play (default: fullres, or all for a Kaggle/flat folder)")
     parser.add_argument("--model", default=None,
-                        help="every seg_node's model parameter: auto, accurate, fast or an .onnx file (default: the "
+                        help="every seg_node's model parameter: auto, large, accurate, fast or an .onnx file (default: the "
                              "node's own, auto: the most accurate rung of the model ladder that fits --rate, timed "
                              "at startup; each run prints the rung it chose)")
     parser.add_argument("--rate", type=float, default=TARGET_RATE_HZ, help="publish rate in Hz (default: 20)")
@@ -237,7 +237,7 @@ def main(argv=None) -> int:
     model = args.model
     if model is not None and model not in MODEL_CHOICES:
         if not Path(model).is_file():
-            parser.error(f"model {model} not found (auto, accurate, fast or an .onnx file)")
+            parser.error(f"model {model} not found (auto, large, accurate, fast or an .onnx file)")
         model = str(Path(model).resolve())
     try:
         pairs = find_pairs(data_dir, args.split)[:DISTINCT_FRAMES]

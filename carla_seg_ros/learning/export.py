@@ -12,8 +12,8 @@ aspect: widths from the model's own (4:3) to the 8:3 width (768 at height 288; `
 ``fixed`` exports the model's size only, every frame squashed to it (what every export before keep_aspect did).
 The parity check then runs at the model's width and at the 16:9 and largest widths too.
 
-Model ladder (runtime/model_ladder.py): ``--rung fast`` writes ``models/carla_unet_fast.onnx`` (the fast rung seg_node's
-``model: auto`` considers) unless ``--out`` says otherwise; ``--input-height 224`` exports the weights at another
+Model ladder (runtime/model_ladder.py): ``--rung fast`` / ``--rung large`` write ``models/carla_unet_fast.onnx`` /
+``carla_unet_large.onnx`` (rungs seg_node's ``model: auto`` considers) unless ``--out`` says otherwise; ``--input-height 224`` exports the weights at another
 input height (the width follows at 4:3, a multiple of 32), e.g. a faster rung from the same network. The network is
 fully convolutional, so any multiple of 32 runs; accuracy at a height it was not trained at is the weights' own
 matter, and the parity check (ONNX Runtime against PyTorch, at that height) still guards the export itself.

@@ -54,13 +54,13 @@ import torch.nn.functional as F
 from carla_seg_ros import classes
 from carla_seg_ros.datasets import HoodRule
 from carla_seg_ros.learning.augment import PASTE_CLASSES, copy_paste, photometric
-from carla_seg_ros.learning.box_losses import box_projection_loss
+from carla_seg_ros.learning.box_losses import box_projection_loss, car_hard_negative_loss
 from carla_seg_ros.learning.target_augment import class_mix, crop_width, random_crop, strong_photometric
 from carla_seg_ros.learning.distillation import (LevelOutputs, distillation_loss, distilled_student, hint_loss,
                                                 parse_channels, same_widths, student_config)
 from carla_seg_ros.learning.losses import class_weights, segmentation_loss
 from carla_seg_ros.learning.network_setup import lr_schedule
-from carla_seg_ros.learning.pseudo_labels import IN_VEHICLE, ClassThresholds, box_map, pseudo_labels
+from carla_seg_ros.learning.pseudo_labels import BOXED, IN_VEHICLE, NEAR_BOX, ClassThresholds, box_map, pseudo_labels
 from carla_seg_ros.learning.self_train_cv import (add_cv_arguments, check_cv_args, final_fold_rows, run_cv,
                                                   save_initial_row, unlabelled_split)
 from carla_seg_ros.learning.self_train_scoring import LOG_FIELDS, evaluate, format_row, plot_log
@@ -113,6 +113,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--box-projection-weight", type=float, default=0.0,
                    help="weight of the positive-only box projection term on the unlabelled crops (every row and "
                         "column of a vehicle box must hold some Car; trial C used 1.0); 0 = off (default)")
+    p.add_argument("--car-negative-weight", type=float, default=0.0,
+                   help="weight of the Car hard-negative term: Car is pushed down far from every box of a boxed "
+                        "frame; 0 = off (default)")
     p.add_argument("--target-weight", type=float, default=1.0, help="weight of the pseudo-label loss")
     p.add_argument("--threshold-max", type=float, default=0.9, help="upper clip of the per-class thresholds")
     p.add_argument("--threshold-min", type=float, default=0.5, help="lower clip of the per-class thresholds")
@@ -226,7 +229,7 @@ def check_args(p: argparse.ArgumentParser, args) -> None:
         p.error(f"--height must be a positive multiple of 32 (the network's stride), got {args.height}")
     if not 0.0 <= args.ema < 1.0:
         p.error(f"--ema must be in [0, 1), got {args.ema}")
-    for name in ("distil_weight", "hint_weight", "box_projection_weight"):
+    for name in ("distil_weight", "hint_weight", "box_projection_weight", "car_negative_weight"):
         if getattr(args, name) < 0:
             p.error(f"--{name.replace('_', '-')} must be >= 0, got {getattr(args, name)}")
     if not 0.0 < args.threshold_min <= args.threshold_max <= 1.0:
@@ -369,10 +372,13 @@ def run(args) -> int:
         loss_tgt = (segmentation_loss(logits[args.batch:], y_tgt, logits.shape[1]) if kept > 0
                     else logits.sum() * 0.0)
         loss = loss_src + args.target_weight * loss_tgt
+        car_prob = F.softmax(logits[args.batch:].float(), dim=1)[:, car_id]
         if args.box_projection_weight > 0:
-            car_prob = F.softmax(logits[args.batch:].float(), dim=1)[:, car_id]
             in_box = torch.from_numpy((tmap & IN_VEHICLE) > 0).to(device)
             loss = loss + args.box_projection_weight * box_projection_loss(car_prob, in_box)
+        if args.car_negative_weight > 0:     # a Car label far from boxes can only be a pasted labelled car: keep it
+            far = torch.from_numpy(((tmap & BOXED) > 0) & ((tmap & NEAR_BOX) == 0)).to(device) & (y_tgt != car_id)
+            loss = loss + args.car_negative_weight * car_hard_negative_loss(car_prob, far)
         loss_distil = loss_hint = torch.zeros(())
         if distil and (args.distil_weight > 0 or hints):
             with torch.no_grad():          # --init on the student's very batch; its hooks keep the level outputs

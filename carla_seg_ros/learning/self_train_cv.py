@@ -24,7 +24,7 @@ import numpy as np
 
 from carla_seg_ros.evaluation.fold_table import FoldScorer, format_table, make_table
 from carla_seg_ros.evaluation.folds import DEFAULT_GUARD, MIN_GUARD, Fold, FoldPlan, fold_split, make_folds
-from carla_seg_ros.unlabelled import read_unlabelled, split_unlabelled
+from carla_seg_ros.unlabelled import POOL, read_unlabelled, split_unlabelled
 
 MODELS = ("initial", "student", "teacher")
 INITIAL_ROW = "initial_fold_row.json"      # the step-0 row, kept apart so a resumed run still reports it
@@ -42,11 +42,16 @@ def add_cv_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument("--cv", action="store_true",
                    help="run every fold in sequence into OUT/fold<I>_<name>/ (resumable) and write the fold tables "
                         "OUT/folds_{initial,student,teacher}.json")
+    g.add_argument("--all-unlabelled", action="store_true",
+                   help="train on every unlabelled frame, none held out: the final model once the folds chose its "
+                        "recipe (no held-out box scores then)")
     g.add_argument("--cv-folds", type=lambda t: [v for v in t.split(",") if v], metavar="I,J,...",
                    help="with --cv: only these folds (indices or names), e.g. the stretch folds 0,1,2,3")
 
 
 def check_cv_args(p: argparse.ArgumentParser, args) -> None:
+    if args.all_unlabelled and args.folds is not None:
+        p.error("--all-unlabelled holds out nothing: it cannot take --folds")
     if args.folds is None:
         if args.fold is not None or args.cv or args.cv_folds:
             p.error("--fold, --cv and --cv-folds need --folds K")
@@ -68,6 +73,8 @@ def plan_for(args, frames=None) -> FoldPlan:
 def unlabelled_split(args, frames) -> tuple[dict[str, str], Fold | None]:
     """(name -> POOL / HELD_OUT / GUARD, the held-out fold): the fold split with --folds, else the interleaved
     blocks of ``unlabelled.split_unlabelled`` (the split model v3 was chosen on)."""
+    if getattr(args, "all_unlabelled", False):
+        return {fr.name: POOL for fr in frames}, None
     if not getattr(args, "folds", None):
         return split_unlabelled(frames), None
     plan = plan_for(args, frames)

@@ -29,14 +29,16 @@ def predict(model, images: np.ndarray, device, batch: int = 8) -> np.ndarray:
 def evaluate(model, val, held, held_images, device, car_id, fold=None) -> tuple[dict, dict | None]:
     """(the log row's scores, the held-out fold's row of the fold table when ``fold`` is given, else None)."""
     cm = evaluate_arrays(model, val[0], val[1], device)
+    val_scores = {"val_pixel_acc": metrics.pixel_accuracy(cm), "val_miou": metrics.mean_iou(cm)}
+    if not held:                                    # --all-unlabelled: nothing held out to score
+        return val_scores | {"held_out_box_recall": "", "held_out_car_precision": ""}, None
     scores = BoxScores(car_id)
     preds = predict(model, np.stack(held_images), device)
     for (fr, size), pred in zip(held, preds):
         scores.add(pred, fr, image_size=size)
     box = scores.result()["overall"]
     fold_row = None if fold is None else score_fold(preds, held, held_images, car_id, fold.name, fold.stretch)
-    return {"val_pixel_acc": metrics.pixel_accuracy(cm), "val_miou": metrics.mean_iou(cm),
-            "held_out_box_recall": box["recall"], "held_out_car_precision": box["car_precision"]}, fold_row
+    return val_scores | {"held_out_box_recall": box["recall"], "held_out_car_precision": box["car_precision"]}, fold_row
 
 
 LOG_FIELDS = ["step", "lr", "source_loss", "target_loss", "distil_loss", "hint_loss", "kept_fraction",

@@ -61,18 +61,19 @@ PARAMETERS = (
     Param("model", "auto", "Which model runs. auto: time every rung of the model ladder in models_dir on the "
           "chosen runtime at startup and run the most accurate one whose model call fits the frame budget "
           "(budget_fraction of 1/target_rate), else the fastest with a warning; accurate: carla_unet.onnx (its "
-          "checked int8 twin on the CPU runtimes, runtime/model_choice.py); fast: carla_unet_fast.onnx; a path "
+          "checked int8 twin on the CPU runtimes, runtime/model_choice.py); large: carla_unet_large.onnx; fast: "
+          "carla_unet_fast.onnx; a path "
           "to an exported .onnx file (runtime/model_ladder.py); or the name of a model `carla-seg adapt` installed "
           "in user_models_dir (`carla-seg models` lists them)",
-          constraints="auto, accurate, fast, an existing .onnx file exported by `carla-seg export`, or an "
+          constraints="auto, large, accurate, fast, an existing .onnx file exported by `carla-seg export`, or an "
                       "installed user model's name; settable at run time (ros/model_swap.py: loaded and warmed in "
                       "the background, switched between two frames, refused with the reason if unusable)",
           dynamic=True),
     Param("user_models_dir", "", "Folder of the user models that model:=<name> finds (runtime/user_models.py); "
           "empty = $CARLA_SEG_MODELS, else $XDG_DATA_HOME/carla_seg_ros/models (~/.local/share/...)",
           constraints="a folder, or empty"),
-    Param("models_dir", "", "Folder holding the ladder's rungs (carla_unet.onnx, carla_unet_fast.onnx); empty = "
-          "the package's models/", constraints="an existing folder, or empty"),
+    Param("models_dir", "", "Folder holding the ladder's rungs (carla_unet_large.onnx, carla_unet.onnx, "
+          "carla_unet_fast.onnx); empty = the package's models/", constraints="an existing folder, or empty"),
     Param("target_rate", 20.0, "model auto: the frame rate (Hz) the chosen rung must keep up with", 0.1, 1000.0),
     # Half: the rest of the frame period is the node's work around the model call (decode, resizes, outputs, grids,
     # DDS: 5-10 ms at 800x600 in `carla-seg bench node`) and headroom for a shared CPU's p99 (1.3-1.5x its median);

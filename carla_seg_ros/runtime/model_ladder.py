@@ -1,7 +1,9 @@
-"""The model ladder: which rung (accurate model, fast model) seg_node runs, for ``model: auto``.
+"""The model ladder: which rung (large, accurate or fast model) seg_node runs, for ``model: auto``.
 
 Rungs, most accurate first (``RUNGS``), are found by file name in the models folder (``RUNG_FILES``):
 
+* ``large``: ``carla_unet_large.onnx``, the same network at a higher input height for fast machines (AVX-512 bf16
+  or AMX CPUs, GPUs), for small and far vehicles (``carla-seg export --rung large``);
 * ``accurate``: ``carla_unet.onnx`` (on the CPU runtimes its checked int8 twin when there is one:
   runtime/model_choice.py);
 * ``fast``: ``carla_unet_fast.onnx``, a smaller or lower-resolution model (``carla-seg export --rung fast`` writes
@@ -36,9 +38,10 @@ import numpy as np
 from carla_seg_ros.paths import DEFAULT_MODEL_NAME, models_dir
 from carla_seg_ros.runtime.input_size import parse_size
 
-RUNGS = ("accurate", "fast")               # most accurate first
+RUNGS = ("large", "accurate", "fast")      # most accurate first
+LARGE_MODEL_NAME = "carla_unet_large.onnx"
 FAST_MODEL_NAME = "carla_unet_fast.onnx"
-RUNG_FILES = {"accurate": DEFAULT_MODEL_NAME, "fast": FAST_MODEL_NAME}
+RUNG_FILES = {"large": LARGE_MODEL_NAME, "accurate": DEFAULT_MODEL_NAME, "fast": FAST_MODEL_NAME}
 MODEL_CHOICES = ("auto",) + RUNGS          # the `model` parameter: one of these, or a path to an .onnx file
 BUDGET_FRACTION = 0.5
 DEFAULT_TARGET_RATE = 20.0

@@ -321,7 +321,7 @@ def main(argv=None) -> int:
                         help="seg_node inference backend (default: auto)")
     parser.add_argument("--model", default="auto",
                         help="seg_node's model parameter: auto (default: the most accurate rung of the model ladder "
-                             "that fits the --rate's frame budget, timed at startup), accurate, fast, or an .onnx "
+                             "that fits the --rate's frame budget, timed at startup), large, accurate, fast, or an .onnx "
                              "file")
     parser.add_argument("--max-frames", type=int, default=None, help="play only the first N frames")
     parser.add_argument("--ready-timeout", type=float, default=120.0,
@@ -335,7 +335,7 @@ def main(argv=None) -> int:
         parser.error("--max-frames must be >= 1")
     if args.model not in MODEL_CHOICES:
         if not Path(args.model).is_file():
-            print(f"carla-seg demo: model {args.model} not found (auto, accurate, fast or an .onnx file)",
+            print(f"carla-seg demo: model {args.model} not found (auto, large, accurate, fast or an .onnx file)",
                   file=sys.stderr)
             return 2
         args.model = str(Path(args.model).resolve())

@@ -1,11 +1,12 @@
 """The positive-only box projection term: zero when every box row and column holds Car, one per unfilled span,
-blind to everything outside the boxes, and a gradient that raises Car inside them."""
+blind to everything outside the boxes, and a gradient that raises Car inside them. The Car hard-negative term:
+-log(1 - P) on the negative pixels only, pushing Car down there and nowhere else."""
 from __future__ import annotations
 
 import pytest
 import torch
 
-from carla_seg_ros.learning.box_losses import box_projection_loss
+from carla_seg_ros.learning.box_losses import box_projection_loss, car_hard_negative_loss
 
 
 def boxes(h=8, w=10):
@@ -46,3 +47,27 @@ def test_the_gradient_raises_car_inside_the_box_only():
 def test_shapes_are_checked():
     with pytest.raises(ValueError, match="must both be"):
         box_projection_loss(torch.zeros((1, 8, 10)), torch.zeros((1, 8, 9), dtype=torch.bool))
+
+
+def test_hard_negatives_cost_minus_log_of_not_car_on_the_negative_pixels_only():
+    p = torch.full((1, 8, 10), 0.5)
+    far = ~boxes()
+    p[0][~far[0]] = 1.0                                 # certain Car inside the box costs nothing: it is not negative
+    assert car_hard_negative_loss(p, far).item() == pytest.approx(-torch.log(torch.tensor(0.5)).item())
+    p[0][far[0]] = 0.0
+    assert car_hard_negative_loss(p, far).item() == pytest.approx(0.0, abs=1e-6)
+    p[0][far[0]] = 1.0                                  # clamped: finite even at certain Car
+    assert torch.isfinite(car_hard_negative_loss(p, far))
+
+
+def test_the_hard_negative_gradient_lowers_car_on_negatives_only_and_is_zero_without_them():
+    logits = torch.zeros((1, 8, 10), requires_grad=True)
+    far = ~boxes()
+    car_hard_negative_loss(torch.sigmoid(logits), far).backward()
+    assert (logits.grad[0][far[0]] > 0).all() and not logits.grad[0][~far[0]].any()
+    p = torch.rand((2, 8, 10), requires_grad=True)
+    loss = car_hard_negative_loss(p, torch.zeros((2, 8, 10), dtype=torch.bool))
+    loss.backward()
+    assert loss.item() == 0.0 and not p.grad.any()
+    with pytest.raises(ValueError, match="must both be"):
+        car_hard_negative_loss(torch.zeros((1, 8, 10)), torch.zeros((8, 10), dtype=torch.bool))

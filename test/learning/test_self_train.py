@@ -155,7 +155,8 @@ def test_self_train_runs_resumes_and_writes_weights(tmp_path, data_dir, unlabell
     argv = ["--unlabelled", str(unlabelled_dir), "--data", str(data_dir), "--out", str(out), "--limit-images", "6",
             "--batch", "2",
             "--eval-every", "2", "--checkpoint-every", "2", "--threads", "2",
-            "--init", str(models_dir() / "carla_unet.safetensors")]
+            "--init", str(models_dir() / "carla_unet.safetensors"),
+            "--box-projection-weight", "0.1", "--car-negative-weight", "1.0"]      # the box terms run too
     assert st.main(argv + ["--steps", "2"]) == 0
     assert st.main(argv + ["--steps", "4", "--resume"]) == 0
     with open(out / "log.csv") as f:
@@ -231,7 +232,7 @@ def test_hints_compare_every_decoder_level_and_a_same_width_student_starts_with_
 
 
 @pytest.mark.parametrize("bad", [["--height", "100"], ["--decoder", "64,x"], ["--decoder", "0,8"],
-                                 ["--distil-weight", "-1"], ["--hint-weight", "-0.5"], ["--ema", "1.5"],
+                                 ["--distil-weight", "-1"], ["--hint-weight", "-0.5"], ["--car-negative-weight", "-1"], ["--ema", "1.5"],
                                  ["--steps", "0"], ["--classmix", "2"],
                                  ["--threshold-min", "0.95"], ["--train-splits", "train,test"],
                                  ["--weather-p", "1.5"], ["--target-jitter", "none"]])

@@ -35,7 +35,8 @@ def parse(argv):
 @pytest.mark.parametrize("argv", [["--fold", "1"], ["--cv"], ["--folds", "0", "--cv"], ["--folds", "4"],
                                   ["--folds", "4", "--cv", "--fold", "1"], ["--folds", "4", "--fold", "1",
                                                                             "--guard", "20"],
-                                  ["--folds", "4", "--fold", "1", "--cv-folds", "0"]])
+                                  ["--folds", "4", "--fold", "1", "--cv-folds", "0"],
+                                  ["--all-unlabelled", "--folds", "4", "--fold", "1"]])
 def test_bad_cv_options_are_refused(argv):
     with pytest.raises(SystemExit):
         parse(argv)
@@ -104,3 +105,21 @@ def test_a_real_fold_run_holds_out_its_fold_and_reports_its_rows(tmp_path, data_
         assert r["fold"] == "ahvmousavi" and not r["stretch"] and r["frames"] == 4
         assert r["recall"] is None and r["car_share"] is not None      # no boxes in the weather recordings
         assert "weather=day" in r["car_share_by_group"]
+
+
+def test_all_unlabelled_trains_on_every_frame_and_leaves_the_box_scores_empty(tmp_path, data_dir, unlabelled_dir):
+    """The final model after the folds chose its recipe: every frame in the pool, nothing held out or guarded."""
+    from carla_seg_ros.learning import self_train as st
+    from carla_seg_ros.paths import models_dir
+    from carla_seg_ros.unlabelled import POOL, read_unlabelled
+
+    frames = read_unlabelled(unlabelled_dir)
+    split, fold = cv.unlabelled_split(parse(["--all-unlabelled"]), frames)
+    assert fold is None and set(split.values()) == {POOL} and len(split) == len(frames)
+    out = tmp_path / "all"
+    assert st.main(["--unlabelled", str(unlabelled_dir), "--data", str(data_dir), "--out", str(out),
+                    "--limit-images", "4", "--batch", "2", "--steps", "1", "--threads", "2", "--all-unlabelled",
+                    "--teacher", "fixed", "--car-negative-weight", "1.0",
+                    "--init", str(models_dir() / "carla_unet.safetensors")]) == 0
+    final = json.loads((out / "final.json").read_text())
+    assert final["student"]["held_out_box_recall"] == "" and 0 < final["student"]["val_miou"] <= 1

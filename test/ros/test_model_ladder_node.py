@@ -87,7 +87,8 @@ def test_auto_runs_the_rung_its_timings_and_budget_give_and_answers_frames(ladde
     finally:
         stop_node(proc)
     timings, budget = parse_timings(values["rung_timings_ms"]), float(values["rung_budget_ms"])
-    assert list(timings) == list(RUNGS) and all(ms is not None and ms > 0 for ms in timings.values()), values
+    in_folder = [r for r in RUNGS if r != "large"]                  # the fixture has no large rung
+    assert list(timings) == in_folder and all(ms is not None and ms > 0 for ms in timings.values()), values
     assert budget == pytest.approx(25.0, abs=0.05)                  # half of 50 ms at the default 20 Hz
     expected = choose_rung(timings, budget)        # the rule, applied to what the node itself measured
     assert values["model_rung"] == expected.rung, values

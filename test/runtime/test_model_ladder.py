@@ -7,7 +7,7 @@ import shutil
 import pytest
 
 from carla_seg_ros.paths import models_dir
-from carla_seg_ros.runtime.model_ladder import (FAST_MODEL_NAME, budget_ms, choose_rung, discover,
+from carla_seg_ros.runtime.model_ladder import (FAST_MODEL_NAME, LARGE_MODEL_NAME, budget_ms, choose_rung, discover,
                                                 parse_frame_size, time_interleaved)
 
 
@@ -30,6 +30,13 @@ def test_the_most_accurate_rung_that_fits_is_chosen():
 def test_when_none_fits_the_fastest_runs_and_the_reason_says_so():
     choice = choose_rung({"accurate": 60.0, "fast": 35.0}, 30.0)
     assert choice.rung == "fast" and not choice.fits and "no rung fits" in choice.reason
+
+
+def test_three_rungs_the_large_one_where_it_fits_and_the_next_elsewhere():
+    timings = {"large": 24.0, "accurate": 14.0, "fast": 10.0}
+    assert choose_rung(timings, 25.0).rung == "large"                   # a fast CPU or a GPU
+    assert choose_rung({**timings, "large": 31.0}, 25.0).rung == "accurate"  # an AMX Xeon: today's rung
+    assert choose_rung({"large": 80.0, "accurate": 40.0, "fast": 22.0}, 25.0).rung == "fast"   # an AVX2 CPU
 
 
 def test_a_ladder_of_one_rung():
@@ -67,6 +74,9 @@ def test_discovery_finds_the_rungs_by_file_name_and_skips_a_corrupt_one(tmp_path
     ladder = discover("onnxruntime", tmp_path)
     assert [r.name for r in ladder.rungs] == ["accurate"]
     assert [(name, path.name) for name, path, _ in ladder.skipped] == [("fast", FAST_MODEL_NAME)]
+    shutil.copy(models_dir() / "carla_unet.onnx", tmp_path / LARGE_MODEL_NAME)      # the large rung comes first
+    ladder = discover("onnxruntime", tmp_path)
+    assert [r.name for r in ladder.rungs] == ["large", "accurate"]
 
 
 def test_frame_size_parsing():
