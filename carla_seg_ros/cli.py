@@ -16,6 +16,8 @@ COMMANDS = {
                        "box scores on unlabelled frames: vehicle box recall, Car precision, per group"),
     "compare-folds": ("carla_seg_ros.evaluation.fold_compare",
                       "does a new recipe's fold table beat the base's (mean up, no fold down badly)?"),
+    "mix-weights": ("carla_seg_ros.learning.weight_mix",
+                    "a * ADAPTED + (1 - a) * BASE weights: trade a new domain against the labelled one"),
     "export": ("carla_seg_ros.learning.export", "trained weights -> ONNX with a parity check"),
     "adapt": ("carla_seg_ros.learning.adapt",
               "adapt the model to your frames in one command: record or read, fine-tune, before/after, install"),
