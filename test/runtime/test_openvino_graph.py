@@ -13,7 +13,7 @@ from carla_seg_ros.runtime.cpu_info import openvino_precision_hint  # noqa: E402
 from carla_seg_ros.runtime.input_size import KEEP_ASPECT  # noqa: E402
 from carla_seg_ros.runtime.preprocess import resize_image  # noqa: E402
 
-RUNGS = ["carla_unet.onnx", "carla_unet_fast.onnx"]
+RUNGS = ["carla_unet_large.onnx", "carla_unet.onnx", "carla_unet_fast.onnx"]
 
 
 def _frames(data_dir, backend, camera_wh, count=6):
