@@ -142,8 +142,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="another .onnx timed in the same run on the ONNX runtimes (repeatable; default: "
                         f"{DEFAULT_INT8.name} beside the default model, when present)")
     p.add_argument("--models", default=None, metavar="RUNG|PATH,...",
-                   help="time these models instead of --model/--also: model ladder rungs (large, accurate, fast) or .onnx "
-                        "paths, e.g. accurate,fast; the first is the torch baseline's")
+                   help="time these models instead of --model/--also: model ladder rungs (large, accurate, fast) or "
+                        ".onnx paths, e.g. accurate,fast; the first is the torch baseline's")
     p.add_argument("--models-dir", type=Path, default=None,
                    help="folder of the ladder's rung files (default: the package's models/)")
     p.add_argument("--target-rate", type=float, default=DEFAULT_TARGET_RATE, metavar="HZ",

@@ -185,8 +185,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--split", default=None,
                         help="split or sub-folder to play (default: fullres, or all for a Kaggle/flat folder)")
     parser.add_argument("--model", default=None,
-                        help="every seg_node's model parameter: auto, large, accurate, fast or an .onnx file (default: the "
-                             "node's own, auto: the most accurate rung of the model ladder that fits --rate, timed "
+                        help="every seg_node's model parameter: auto, large, accurate, fast or an .onnx file "
+                             "(default: the node's own, auto: the most accurate rung of the model ladder that fits --rate, timed "
                              "at startup; each run prints the rung it chose)")
     parser.add_argument("--rate", type=float, default=TARGET_RATE_HZ, help="publish rate in Hz (default: 20)")
     parser.add_argument("--frames", type=int, default=200, help="measured frames per pipeline (default: 200)")

@@ -36,7 +36,8 @@ def car_hard_negative_loss(car_prob: torch.Tensor, negative: torch.Tensor) -> to
     """``car_prob`` (N, H, W) in [0, 1], ``negative`` (N, H, W) bool (pixels known not to be a vehicle): the mean
     of -log(1 - P) over them; 0 (with a gradient path) when there are none."""
     if car_prob.shape != negative.shape or car_prob.dim() != 3:
-        raise ValueError(f"car_prob {tuple(car_prob.shape)} and negative {tuple(negative.shape)} must both be (N, H, W)")
+        raise ValueError(f"car_prob {tuple(car_prob.shape)} and negative {tuple(negative.shape)} must both be "
+                         "(N, H, W)")
     if not negative.any():
         return car_prob.sum() * 0.0
     return -torch.log1p(-car_prob[negative].clamp(max=1 - 1e-6)).mean()

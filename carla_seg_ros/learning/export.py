@@ -13,8 +13,9 @@ aspect: widths from the model's own (4:3) to the 8:3 width (768 at height 288; `
 The parity check then runs at the model's width and at the 16:9 and largest widths too.
 
 Model ladder (runtime/model_ladder.py): ``--rung fast`` / ``--rung large`` write ``models/carla_unet_fast.onnx`` /
-``carla_unet_large.onnx`` (rungs seg_node's ``model: auto`` considers) unless ``--out`` says otherwise; ``--input-height 224`` exports the weights at another
-input height (the width follows at 4:3, a multiple of 32), e.g. a faster rung from the same network. The network is
+``carla_unet_large.onnx`` (rungs seg_node's ``model: auto`` considers) unless ``--out`` says otherwise;
+``--input-height 384`` exports the weights at another input height (the width follows at 4:3, a multiple of 32), so
+one set of weights makes every rung (v4: 384, 288 and 256). The network is
 fully convolutional, so any multiple of 32 runs; accuracy at a height it was not trained at is the weights' own
 matter, and the parity check (ONNX Runtime against PyTorch, at that height) still guards the export itself.
 """

@@ -372,7 +372,8 @@ def run(args) -> int:
         loss_tgt = (segmentation_loss(logits[args.batch:], y_tgt, logits.shape[1]) if kept > 0
                     else logits.sum() * 0.0)
         loss = loss_src + args.target_weight * loss_tgt
-        car_prob = F.softmax(logits[args.batch:].float(), dim=1)[:, car_id]
+        if args.box_projection_weight > 0 or args.car_negative_weight > 0:
+            car_prob = F.softmax(logits[args.batch:].float(), dim=1)[:, car_id]
         if args.box_projection_weight > 0:
             in_box = torch.from_numpy((tmap & IN_VEHICLE) > 0).to(device)
             loss = loss + args.box_projection_weight * box_projection_loss(car_prob, in_box)

@@ -63,14 +63,14 @@ def main(argv=None) -> int:
         if metas[0].get("model_config") != metas[1].get("model_config"):
             raise ValueError("the two files are of different networks (model_config differs)")
         mixed = mix_state(read_tensors(args.adapted), read_tensors(args.base), args.alpha)
-    except (OSError, ValueError, json.JSONDecodeError, SafetensorError) as exc:       # missing, corrupt or mismatched files
+        run_info = {**metas[0].get("run_info", {}),
+                    "mixed": {"adapted": str(args.adapted), "base": str(args.base), "alpha": args.alpha}}
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        save_file(mixed, str(args.out), metadata={"model_config": json.dumps(metas[0]["model_config"]),
+                                                  "run_info": json.dumps(run_info)})
+    except (OSError, ValueError, json.JSONDecodeError, SafetensorError) as exc:   # missing, corrupt, mismatched, full disk
         print(f"carla-seg mix-weights: {exc}", file=sys.stderr)
         return 2
-    run_info = {**metas[0].get("run_info", {}),
-                "mixed": {"adapted": str(args.adapted), "base": str(args.base), "alpha": args.alpha}}
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    save_file(mixed, str(args.out), metadata={"model_config": json.dumps(metas[0]["model_config"]),
-                                              "run_info": json.dumps(run_info)})
     print(f"wrote {args.out}: {args.alpha} x {args.adapted.name} + {1 - args.alpha:g} x {args.base.name}")
     return 0
 

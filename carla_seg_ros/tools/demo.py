@@ -321,8 +321,8 @@ def main(argv=None) -> int:
                         help="seg_node inference backend (default: auto)")
     parser.add_argument("--model", default="auto",
                         help="seg_node's model parameter: auto (default: the most accurate rung of the model ladder "
-                             "that fits the --rate's frame budget, timed at startup), large, accurate, fast, or an .onnx "
-                             "file")
+                             "that fits the --rate's frame budget, timed at startup), large, accurate, fast, or an "
+                             ".onnx file")
     parser.add_argument("--max-frames", type=int, default=None, help="play only the first N frames")
     parser.add_argument("--ready-timeout", type=float, default=120.0,
                         help="seconds seg_node may take to start and answer (default: 120)")

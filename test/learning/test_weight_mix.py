@@ -37,7 +37,8 @@ def test_the_cli_writes_a_loadable_mix_of_the_committed_model_and_a_perturbed_co
     committed, _ = load_model(models_dir() / "carla_unet.safetensors")
     name, param = next(iter(committed.named_parameters()))
     assert torch.allclose(dict(mixed.named_parameters())[name], param + 0.25, atol=1e-5)
-    assert read_metadata(out)["run_info"]["mixed"]["alpha"] == 0.75 and mixed_meta["model_config"] == meta["model_config"]
+    assert read_metadata(out)["run_info"]["mixed"]["alpha"] == 0.75
+    assert mixed_meta["model_config"] == meta["model_config"]
 
 
 def test_bad_inputs_are_one_clear_error(tmp_path, capsys):
