@@ -16,6 +16,8 @@ COMMANDS = {
                        "box scores on unlabelled frames: vehicle box recall, Car precision, per group"),
     "compare-folds": ("carla_seg_ros.evaluation.fold_compare",
                       "does a new recipe's fold table beat the base's (mean up, no fold down badly)?"),
+    "rescore-folds": ("carla_seg_ros.learning.fold_rescore",
+                      "score a `self-train --cv` run's fold models again: mixed with their start, at another height"),
     "mix-weights": ("carla_seg_ros.learning.weight_mix",
                     "a * ADAPTED + (1 - a) * BASE weights: trade a new domain against the labelled one"),
     "export": ("carla_seg_ros.learning.export", "trained weights -> ONNX with a parity check"),
