@@ -27,7 +27,7 @@ from carla_seg_ros.evaluation.fold_table import format_table, make_table
 from carla_seg_ros.evaluation.folds import fold_split, make_folds
 from carla_seg_ros.learning.self_train_cv import score_fold
 from carla_seg_ros.learning.self_train_scoring import predict
-from carla_seg_ros.learning.weight_mix import mix_state, read_tensors
+from carla_seg_ros.learning.weight_mix import mix_share, mix_state, read_tensors
 from carla_seg_ros.networks.weights import load_model
 from carla_seg_ros.runtime.input_size import width_for_aspect
 from carla_seg_ros.runtime.preprocess import resize_image
@@ -77,7 +77,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("run", type=Path, help="output folder of `carla-seg self-train --cv`")
     p.add_argument("--model", choices=["student", "teacher"], default="student", help="which weights of each fold")
     p.add_argument("--mix-with", type=Path, help="weights to mix each fold's model with (the run's --init)")
-    p.add_argument("--alpha", type=float, default=1.0, help="share of the fold's model in the mix (default 1.0)")
+    p.add_argument("--alpha", type=mix_share, default=1.0, help="share of the fold's model in the mix (default 1.0)")
     p.add_argument("--height", type=int, help="input height to score at (a multiple of 32; default: the run's)")
     p.add_argument("--threads", type=int, default=0, help="torch CPU threads (0 = all cores)")
     p.add_argument("--json", type=Path, required=True, help="fold table to write")
@@ -87,8 +87,6 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv=None) -> int:
     p = build_parser()
     args = p.parse_args(argv)
-    if not 0.0 <= args.alpha <= 1.0:
-        p.error(f"--alpha must be in [0, 1], got {args.alpha}")
     if args.height is not None and (args.height < 32 or args.height % 32):
         p.error(f"--height must be a positive multiple of 32, got {args.height}")
     if args.threads > 0:

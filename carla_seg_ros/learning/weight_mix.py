@@ -38,6 +38,14 @@ def mix_state(adapted: dict, base: dict, alpha: float) -> dict:
     return out
 
 
+def mix_share(text: str) -> float:
+    """argparse type of --alpha: a share in [0, 1]."""
+    value = float(text)
+    if not 0.0 <= value <= 1.0:
+        raise argparse.ArgumentTypeError(f"must be in [0, 1], got {value}")
+    return value
+
+
 def read_tensors(path: Path) -> dict:
     with safe_open(str(path), framework="pt") as f:
         return {k: f.get_tensor(k) for k in f.keys()}
@@ -48,7 +56,7 @@ def build_parser() -> argparse.ArgumentParser:
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("adapted", type=Path, help="weights trained from BASE (.safetensors), e.g. a self-train student")
     p.add_argument("base", type=Path, help="the weights ADAPTED started from (.safetensors)")
-    p.add_argument("--alpha", type=float, required=True, help="share of ADAPTED, in [0, 1]")
+    p.add_argument("--alpha", type=mix_share, required=True, help="share of ADAPTED, in [0, 1]")
     p.add_argument("--out", type=Path, required=True, help=".safetensors file to write")
     return p
 
@@ -56,8 +64,6 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv=None) -> int:
     p = build_parser()
     args = p.parse_args(argv)
-    if not 0.0 <= args.alpha <= 1.0:
-        p.error(f"--alpha must be in [0, 1], got {args.alpha}")
     try:
         metas = [read_metadata(path) for path in (args.adapted, args.base)]
         if metas[0].get("model_config") != metas[1].get("model_config"):
