@@ -1,8 +1,8 @@
 """The committed models (v4, the accurate rung, and the large rung: the same weights at input height 384) on the test
 split and on the two reporting-only sets (external and modern CARLA frames, the modern ones also at their original
 800x600 and 2048x1024), hood treated as in training: the figures of the model card, and the minimum targets.
-Frames run at the camera's aspect (the model's keep_aspect policy, runtime/input_size.py): the 4:3 sets as before, the external 1382x512 and 1280x800 frames and the modern 2048x1024
-ones at their own aspect.
+Frames run at the camera's aspect (the model's keep_aspect policy, runtime/input_size.py): the 4:3 sets as before,
+the external 1382x512 and 1280x800 frames and the modern 2048x1024 ones at their own aspect.
 
 The card floors catch regressions (a model or preprocessing change that loses accuracy fails here); the targets
 stay expected failures until a model meets them. Skipped, with the reason printed, only when a dataset is absent.
