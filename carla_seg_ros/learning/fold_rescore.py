@@ -21,15 +21,16 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file
 
 from carla_seg_ros import classes
 from carla_seg_ros.evaluation.fold_table import format_table, make_table
-from carla_seg_ros.evaluation.folds import fold_split, make_folds
-from carla_seg_ros.learning.self_train_cv import score_fold
+from carla_seg_ros.learning.self_train import model_size
+from carla_seg_ros.learning.self_train_cv import plan_for, score_fold, unlabelled_split
 from carla_seg_ros.learning.self_train_scoring import predict
-from carla_seg_ros.learning.weight_mix import mix_share, mix_state, read_tensors
+from carla_seg_ros.learning.weight_mix import mix_share, mix_state
 from carla_seg_ros.networks.weights import load_model
-from carla_seg_ros.runtime.input_size import width_for_aspect
 from carla_seg_ros.runtime.preprocess import resize_image
 from carla_seg_ros.unlabelled import HELD_OUT, frames_of, read_frame, read_unlabelled
 
@@ -43,26 +44,25 @@ def fold_folders(run: Path) -> list[Path]:
     return folders
 
 
-def run_plan(folder: Path):
-    """(the run's options, its unlabelled frames, its fold plan) from a fold folder's config.json."""
-    args = json.loads((folder / "config.json").read_text())["args"]
-    frames = read_unlabelled(args["unlabelled"])
-    return args, frames, make_folds(frames, int(args["folds"]), int(args["guard"]))
+def run_options(folder: Path) -> argparse.Namespace:
+    """The fold run's own split options, from its config.json (written as strings), as self-train parsed them."""
+    saved = json.loads((folder / "config.json").read_text())["args"]
+    limit = saved.get("limit_images")
+    return argparse.Namespace(unlabelled=saved["unlabelled"], folds=int(saved["folds"]), guard=int(saved["guard"]),
+                              fold=saved["fold"], height=int(saved["height"]),
+                              limit_images=None if limit in (None, "None") else int(limit))
 
 
 def rescore_fold(folder: Path, which: str, base: dict | None, alpha: float, height: int | None) -> dict:
     """The fold-table row of one fold's model (mixed with ``base`` at ``alpha`` when given) on its held-out stretch."""
-    args, frames, plan = run_plan(folder)
+    opts = run_options(folder)
     model, _ = load_model(folder / f"{which}.safetensors")
     if base is not None:
         model.load_state_dict(mix_state(model.state_dict(), base, alpha))
-    model.eval()
-    fold = plan.fold(args["fold"])
-    held = frames_of(frames, fold_split(plan, frames, fold.index), HELD_OUT)
-    if args.get("limit_images") not in (None, "None"):          # the run scored only its first N (smoke runs)
-        held = held[:int(args["limit_images"])]
-    h = height or int(args["height"])
-    size = (width_for_aspect(h, 4 / 3), h)
+    frames = read_unlabelled(opts.unlabelled)
+    split, fold = unlabelled_split(opts, frames)          # the very frames the run held out and scored
+    held = frames_of(frames, split, HELD_OUT)[:opts.limit_images]
+    size = model_size(height or opts.height)
     rgbs = [read_frame(fr) for fr in held]
     images = [resize_image(rgb, size) for rgb in rgbs]
     preds = predict(model, np.stack(images), "cpu")
@@ -93,15 +93,16 @@ def main(argv=None) -> int:
         torch.set_num_threads(args.threads)
     try:
         folders = fold_folders(args.run)
-        base = read_tensors(args.mix_with) if args.mix_with else None
+        base = load_file(str(args.mix_with)) if args.mix_with else None
         from tqdm import tqdm
         rows = [rescore_fold(f, args.model, base, args.alpha, args.height)
                 for f in tqdm(folders, desc="folds", disable=None)]
-    except (OSError, ValueError, KeyError) as exc:
+    except (OSError, ValueError, KeyError, SafetensorError) as exc:
         print(f"carla-seg rescore-folds: {exc}", file=sys.stderr)
         return 2
-    table = make_table(rows, run_plan(folders[0])[2].describe(), {"command": "rescore-folds", "model": args.model,
-                                               "args": {k: str(v) for k, v in vars(args).items()}})
+    table = make_table(rows, plan_for(run_options(folders[0])).describe(),
+                       {"command": "rescore-folds", "model": args.model,
+                        "args": {k: str(v) for k, v in vars(args).items()}})
     args.json.parent.mkdir(parents=True, exist_ok=True)
     args.json.write_text(json.dumps(table, indent=1))
     print(format_table(table))

@@ -50,6 +50,11 @@ class ClassThresholds:
         return self.median.clamp(self.low, self.high)
 
 
+def far_from_boxes(bmap):
+    """Pixels of a boxed frame outside every box grown by half its size: known not to be a vehicle. numpy or torch."""
+    return ((bmap & BOXED) > 0) & ((bmap & NEAR_BOX) == 0)
+
+
 def pseudo_labels(probs: torch.Tensor, bmap: torch.Tensor, thresholds: ClassThresholds, car_id: int) -> torch.Tensor:
     """Teacher probabilities (N, C, H, W) and box maps (N, H, W) -> labels with IGNORE where not taught."""
     conf, label = probs.max(1)
@@ -60,5 +65,5 @@ def pseudo_labels(probs: torch.Tensor, bmap: torch.Tensor, thresholds: ClassThre
     thr = torch.where(in_vehicle & is_car, torch.full_like(thr, 0.5), thr)
     thr = torch.where(in_vehicle & ~is_car, torch.full_like(thr, 0.99), thr)
     keep = conf >= thr
-    keep &= ~(((bmap & BOXED) > 0) & ((bmap & NEAR_BOX) == 0) & is_car)
+    keep &= ~(far_from_boxes(bmap) & is_car)
     return torch.where(keep, label, torch.full_like(label, classes.IGNORE_INDEX))

@@ -60,7 +60,8 @@ from carla_seg_ros.learning.distillation import (LevelOutputs, distillation_loss
                                                 parse_channels, same_widths, student_config)
 from carla_seg_ros.learning.losses import class_weights, segmentation_loss
 from carla_seg_ros.learning.network_setup import lr_schedule
-from carla_seg_ros.learning.pseudo_labels import BOXED, IN_VEHICLE, NEAR_BOX, ClassThresholds, box_map, pseudo_labels
+from carla_seg_ros.learning.pseudo_labels import (IN_VEHICLE, ClassThresholds, box_map, far_from_boxes,
+                                                  pseudo_labels)
 from carla_seg_ros.learning.self_train_cv import (add_cv_arguments, check_cv_args, final_fold_rows, run_cv,
                                                   save_initial_row, unlabelled_split)
 from carla_seg_ros.learning.self_train_scoring import LOG_FIELDS, evaluate, format_row, plot_log
@@ -378,7 +379,7 @@ def run(args) -> int:
             in_box = torch.from_numpy((tmap & IN_VEHICLE) > 0).to(device)
             loss = loss + args.box_projection_weight * box_projection_loss(car_prob, in_box)
         if args.car_negative_weight > 0:     # a Car label far from boxes can only be a pasted labelled car: keep it
-            far = torch.from_numpy(((tmap & BOXED) > 0) & ((tmap & NEAR_BOX) == 0)).to(device) & (y_tgt != car_id)
+            far = torch.from_numpy(far_from_boxes(tmap)).to(device) & (y_tgt != car_id)
             loss = loss + args.car_negative_weight * car_hard_negative_loss(car_prob, far)
         loss_distil = loss_hint = torch.zeros(())
         if distil and (args.distil_weight > 0 or hints):

@@ -18,10 +18,10 @@ import json
 import sys
 from pathlib import Path
 
-from safetensors import SafetensorError, safe_open
-from safetensors.torch import save_file
+from safetensors import SafetensorError
+from safetensors.torch import load_file
 
-from carla_seg_ros.networks.weights import read_metadata
+from carla_seg_ros.networks.weights import read_metadata, save_state
 
 
 def mix_state(adapted: dict, base: dict, alpha: float) -> dict:
@@ -46,11 +46,6 @@ def mix_share(text: str) -> float:
     return value
 
 
-def read_tensors(path: Path) -> dict:
-    with safe_open(str(path), framework="pt") as f:
-        return {k: f.get_tensor(k) for k in f.keys()}
-
-
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="carla-seg mix-weights", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -68,13 +63,12 @@ def main(argv=None) -> int:
         metas = [read_metadata(path) for path in (args.adapted, args.base)]
         if metas[0].get("model_config") != metas[1].get("model_config"):
             raise ValueError("the two files are of different networks (model_config differs)")
-        mixed = mix_state(read_tensors(args.adapted), read_tensors(args.base), args.alpha)
+        mixed = mix_state(load_file(str(args.adapted)), load_file(str(args.base)), args.alpha)
         run_info = {**metas[0].get("run_info", {}),
                     "mixed": {"adapted": str(args.adapted), "base": str(args.base), "alpha": args.alpha}}
         args.out.parent.mkdir(parents=True, exist_ok=True)
-        save_file(mixed, str(args.out), metadata={"model_config": json.dumps(metas[0]["model_config"]),
-                                                  "run_info": json.dumps(run_info)})
-    except (OSError, ValueError, json.JSONDecodeError, SafetensorError) as exc:   # missing, corrupt, mismatched, full disk
+        save_state(mixed, metas[0]["model_config"], args.out, run_info)
+    except (OSError, ValueError, json.JSONDecodeError, SafetensorError) as exc:      # bad file, full disk
         print(f"carla-seg mix-weights: {exc}", file=sys.stderr)
         return 2
     print(f"wrote {args.out}: {args.alpha} x {args.adapted.name} + {1 - args.alpha:g} x {args.base.name}")

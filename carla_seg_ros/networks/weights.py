@@ -12,11 +12,15 @@ from carla_seg_ros.networks.models import build_model
 
 
 def save_weights(model: torch.nn.Module, model_config: dict, path: Path, extra: dict | None = None) -> None:
+    save_state(model.state_dict(), model_config, path, extra)
+
+
+def save_state(state: dict, model_config: dict, path: Path, extra: dict | None = None) -> None:
+    """Tensors by name, the model config (and ``extra`` as run_info) in the header: the file load_model reads."""
     meta = {"model_config": json.dumps(model_config)}
     if extra:
         meta["run_info"] = json.dumps(extra)
-    state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
-    save_file(state, str(path), metadata=meta)
+    save_file({k: v.detach().cpu().contiguous() for k, v in state.items()}, str(path), metadata=meta)
 
 
 def read_metadata(path: Path) -> dict:
